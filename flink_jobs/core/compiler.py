@@ -1,0 +1,498 @@
+"""Compile a RuleSet into shared features and evaluator nodes.
+
+Conditions become small node objects with ``holds(state, now)`` (fast path, every instant) and
+``explain(state, now)`` (only when a membership changes, for the change's reason and the CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+from . import catalog
+from .durations import format_duration
+from .features import (
+    AbsenceFeature,
+    DistinctFeature,
+    Feature,
+    LastTimeFeature,
+    SequenceFeature,
+    SessionsFeature,
+    StatsFeature,
+    stats_key,
+)
+from .model import (
+    Absence,
+    Aggregate,
+    AllOf,
+    AnyOf,
+    Comparison,
+    Condition,
+    EventSelector,
+    InSegment,
+    Not,
+    ProfileField,
+    RuleSet,
+    Score,
+    Segment,
+    Sequence,
+    Sessions,
+    SinceLast,
+    segment_references,
+)
+from .state import CustomerState
+from .windows import DEFAULT_HORIZON, LONG_RESOLUTION, TIERS, resolution_for
+
+# How long each resolution keeps buckets for the generic (rule-independent) aggregates.
+_GENERIC_RETENTION = {resolution: limit for limit, resolution in TIERS}
+
+
+class CompileError(ValueError):
+    """The rule set cannot be compiled (the loader normally reports these first)."""
+
+
+# ---- evaluator nodes ---------------------------------------------------------------------------
+
+
+class Node:
+    __slots__ = ()
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        raise NotImplementedError(type(self).__name__)
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        raise NotImplementedError(type(self).__name__)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:.4g}"
+    return str(value)
+
+
+def _verdict(ok: bool, what: str, value: object, cmp: Comparison, render=None) -> tuple[bool, str]:
+    shown = render(value) if (render and value is not None) else _fmt(value)
+    if ok:
+        return True, f"{what} = {shown} {cmp.describe(render)}"
+    return False, f"{what} = {shown}, needs {cmp.describe(render)}"
+
+
+def _duration_text(value: object) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        ms = int(value)
+        # Round to whole seconds for readability unless the value is sub-second.
+        return format_duration(ms - ms % 1000) if ms >= 1000 else format_duration(ms) if ms else "0s"
+    return _fmt(value)
+
+
+class AggNode(Node):
+    __slots__ = ("feature", "window", "kind", "prop", "cmp", "label")
+
+    def __init__(self, feature: Feature, window: int, kind: str, prop: str | None, cmp: Comparison, label: str):
+        self.feature, self.window, self.kind, self.prop, self.cmp, self.label = feature, window, kind, prop, cmp, label
+
+    def value(self, state: CustomerState, now: int) -> float | int | None:
+        fs = state.features.get(self.feature.key)
+        if self.kind == "distinct":
+            return self.feature.value(fs, now, self.window) if fs else 0  # type: ignore[attr-defined]
+        if not fs:
+            return 0 if self.kind in ("count", "sum") else None
+        return self.feature.value(fs, now, self.window, self.kind, self.prop)  # type: ignore[attr-defined]
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return self.cmp.test(self.value(state, now))
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        value = self.value(state, now)
+        return _verdict(self.cmp.test(value), self.label, value, self.cmp)
+
+
+class SinceLastNode(Node):
+    __slots__ = ("feature", "cmp", "label")
+
+    def __init__(self, feature: LastTimeFeature, cmp: Comparison, label: str):
+        self.feature, self.cmp, self.label = feature, cmp, label
+
+    def value(self, state: CustomerState, now: int) -> int | None:
+        last = state.features.get(self.feature.key)
+        return None if last is None else now - last  # type: ignore[operator]
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return self.cmp.test(self.value(state, now))
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        value = self.value(state, now)
+        if value is None:
+            return False, f"{self.label}: never"
+        return _verdict(self.cmp.test(value), self.label, value, self.cmp, _duration_text)
+
+
+class SessionsNode(Node):
+    __slots__ = ("feature", "window", "resolution", "measure", "cmp", "label")
+
+    def __init__(self, feature: SessionsFeature, window: int, measure: str, cmp: Comparison, label: str):
+        self.feature, self.window, self.measure, self.cmp, self.label = feature, window, measure, cmp, label
+        self.resolution = resolution_for(window)
+
+    def value(self, state: CustomerState, now: int) -> float | int | None:
+        fs = state.features.get(self.feature.key)
+        if not fs:
+            return 0 if self.measure != "avg_duration" else None
+        return self.feature.value(fs, now, self.window, self.resolution, self.measure)  # type: ignore[arg-type]
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return self.cmp.test(self.value(state, now))
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        value = self.value(state, now)
+        render = None if self.measure == "count" else _duration_text
+        return _verdict(self.cmp.test(value), self.label, value, self.cmp, render)
+
+
+class AbsenceNode(Node):
+    __slots__ = ("feature", "label")
+
+    def __init__(self, feature: AbsenceFeature, label: str):
+        self.feature, self.label = feature, label
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        fs = state.features.get(self.feature.key)
+        return bool(fs) and self.feature.active(fs, now) is not None  # type: ignore[arg-type]
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        fs = state.features.get(self.feature.key)
+        entry = self.feature.active(fs, now) if fs else None  # type: ignore[arg-type]
+        if entry is None:
+            return False, f"no {self.label}"
+        corr = f" ({self.feature.match_on}={entry[1]})" if self.feature.match_on else ""
+        return True, f"{self.label}{corr} since {_duration_text(now - entry[0] - self.feature.within)} ago"
+
+
+class SequenceNode(Node):
+    __slots__ = ("feature", "label")
+
+    def __init__(self, feature: SequenceFeature, label: str):
+        self.feature, self.label = feature, label
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        fs = state.features.get(self.feature.key)
+        return fs is not None and self.feature.active(fs, now) is not None  # type: ignore[arg-type]
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        fs = state.features.get(self.feature.key)
+        done = self.feature.active(fs, now) if fs is not None else None  # type: ignore[arg-type]
+        if done is None:
+            return False, f"no {self.label}"
+        return True, f"{self.label} completed {_duration_text(now - done)} ago"
+
+
+class ProfileNode(Node):
+    __slots__ = ("prop", "cmp")
+
+    def __init__(self, prop: str, cmp: Comparison):
+        self.prop, self.cmp = prop, cmp
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return self.cmp.test(state.profile.get(self.prop))
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        value = state.profile.get(self.prop)
+        return _verdict(self.cmp.test(value), f"profile {self.prop}", value, self.cmp)
+
+
+class ScoreNode(Node):
+    __slots__ = ("name", "cmp")
+
+    def __init__(self, name: str, cmp: Comparison):
+        self.name, self.cmp = name, cmp
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return self.cmp.test(state.scores.get(self.name))
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        value = state.scores.get(self.name)
+        return _verdict(self.cmp.test(value), f"score {self.name}", value, self.cmp)
+
+
+class SegmentNode(Node):
+    __slots__ = ("segment_id",)
+
+    def __init__(self, segment_id: str):
+        self.segment_id = segment_id
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return self.segment_id in state.members
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        if self.segment_id in state.members:
+            return True, f"in {self.segment_id}"
+        return False, f"not in {self.segment_id}"
+
+
+class AllNode(Node):
+    __slots__ = ("children",)
+
+    def __init__(self, children: tuple[Node, ...]):
+        self.children = children
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        for child in self.children:
+            if not child.holds(state, now):
+                return False
+        return True
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        parts = []
+        for child in self.children:
+            ok, text = child.explain(state, now)
+            if not ok:
+                return False, text
+            parts.append(text)
+        return True, " and ".join(parts)
+
+
+class AnyNode(Node):
+    __slots__ = ("children",)
+
+    def __init__(self, children: tuple[Node, ...]):
+        self.children = children
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        for child in self.children:
+            if child.holds(state, now):
+                return True
+        return False
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        parts = []
+        for child in self.children:
+            ok, text = child.explain(state, now)
+            if ok:
+                return True, text
+            parts.append(text)
+        return False, "none of: " + "; ".join(parts)
+
+
+class NotNode(Node):
+    __slots__ = ("child",)
+
+    def __init__(self, child: Node):
+        self.child = child
+
+    def holds(self, state: CustomerState, now: int) -> bool:
+        return not self.child.holds(state, now)
+
+    def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
+        ok, text = self.child.explain(state, now)
+        return (not ok), (f"not ({text})" if ok else text)
+
+
+# ---- compiled rules ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledSegment:
+    segment: Segment
+    node: Node
+
+    @property
+    def id(self) -> str:
+        return self.segment.id
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """Segments in dependency order, the features they read, and an event-type dispatch index."""
+
+    rules: RuleSet
+    segments: tuple[CompiledSegment, ...]
+    features: tuple[Feature, ...]
+    by_event_type: dict[str, tuple[Feature, ...]]
+
+    @property
+    def version(self) -> str:
+        return self.rules.version
+
+
+def _label_agg(a: Aggregate) -> str:
+    what = a.selector.describe() if a.kind == "count" else f"{a.prop} of {a.selector.describe()}"
+    return f"{a.kind}({what}, {format_duration(a.window)})"
+
+
+class _Builder:
+    def __init__(self, horizon: int, generic: bool) -> None:
+        self.horizon = horizon
+        self.generic = generic
+        # stats: key -> [selector, props set, resolution, retention, windows set]
+        self._stats: dict[str, list] = {}
+        self._distinct: dict[str, list] = {}
+        self._last: dict[str, list] = {}
+        self._sessions: dict[int, list] = {}
+        self._absence: dict[str, AbsenceFeature] = {}
+        self._sequence: dict[str, SequenceFeature] = {}
+        if generic:
+            for event_type in catalog.EVENT_TYPES:
+                selector = EventSelector((event_type,))
+                props = set(catalog.numeric_properties(event_type))
+                for limit, resolution in (*TIERS, (horizon, LONG_RESOLUTION)):
+                    key = stats_key(selector, resolution)
+                    retention = _GENERIC_RETENTION.get(resolution, horizon)
+                    self._stats[key] = [selector, props, resolution, retention, set()]
+
+    def stats(self, selector: EventSelector, prop: str | None, window: int) -> str:
+        resolution = resolution_for(window)
+        key = stats_key(selector, resolution)
+        spec = self._stats.get(key)
+        if spec is None:
+            spec = self._stats[key] = [selector, set(), resolution, window, set()]
+        if prop is not None:
+            spec[1].add(prop)
+        spec[3] = max(spec[3], window)
+        spec[4].add(window)
+        return key
+
+    def distinct(self, selector: EventSelector, prop: str, window: int) -> str:
+        resolution = resolution_for(window)
+        key = f"distinct|{selector.key()}|{prop}|{resolution}"
+        spec = self._distinct.setdefault(key, [selector, prop, resolution, window, set()])
+        spec[3] = max(spec[3], window)
+        spec[4].add(window)
+        return key
+
+    def last(self, selector: EventSelector, cmp: Comparison) -> str:
+        key = f"last|{selector.key()}"
+        spec = self._last.setdefault(key, [selector, set()])
+        offset = int(cmp.value)  # type: ignore[arg-type]
+        # "age <= d" and "age > d" flip one millisecond after last + d; "<" and ">=" flip at it.
+        spec[1].add(offset + 1 if cmp.op in ("at_most", "greater_than") else offset)
+        return key
+
+    def sessions(self, gap: int, window: int) -> str:
+        spec = self._sessions.setdefault(gap, [window, set()])
+        spec[0] = max(spec[0], window)
+        spec[1].add((window, resolution_for(window)))
+        return f"sessions|{gap}"
+
+    def absence(self, a: Absence) -> AbsenceFeature:
+        feature = AbsenceFeature(a.first, a.then, a.within, a.keep, a.match_on)
+        return self._absence.setdefault(feature.key, feature)
+
+    def sequence(self, s: Sequence) -> SequenceFeature:
+        feature = SequenceFeature(s.steps, s.within, s.keep, s.match_on)
+        return self._sequence.setdefault(feature.key, feature)
+
+    def build(self) -> dict[str, Feature]:
+        built: dict[str, Feature] = {}
+        for key, (selector, props, resolution, retention, windows) in sorted(self._stats.items()):
+            built[key] = StatsFeature(selector, tuple(sorted(props)), resolution, retention, tuple(sorted(windows)))
+        for key, (selector, prop, resolution, retention, windows) in sorted(self._distinct.items()):
+            built[key] = DistinctFeature(selector, prop, resolution, retention, tuple(sorted(windows)))
+        for key, (selector, flips) in sorted(self._last.items()):
+            built[key] = LastTimeFeature(selector, tuple(sorted(flips)))
+        for gap, (retention, windows) in sorted(self._sessions.items()):
+            f = SessionsFeature(gap, catalog.SESSION_EVENT_TYPES, retention, tuple(sorted(windows)))
+            built[f.key] = f
+        built.update(sorted(self._absence.items()))
+        built.update(sorted(self._sequence.items()))
+        return built
+
+
+class _LazyFeature:
+    """Placeholder bound to the real feature once all windows are known."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def compile_rules(rules: RuleSet, *, horizon: int = DEFAULT_HORIZON, generic_aggregates: bool = True) -> CompiledRules:
+    """Compile every segment; raise CompileError on unknown references or cycles."""
+    builder = _Builder(horizon, generic_aggregates)
+    ordered = _dependency_order(rules.segments)
+    lazies: list[Node] = []
+
+    def node_for(c: Condition) -> Node:
+        if isinstance(c, AllOf):
+            return AllNode(tuple(node_for(x) for x in c.children))
+        if isinstance(c, AnyOf):
+            return AnyNode(tuple(node_for(x) for x in c.children))
+        if isinstance(c, Not):
+            return NotNode(node_for(c.child))
+        if isinstance(c, Aggregate):
+            if c.kind == "distinct":
+                key = builder.distinct(c.selector, c.prop or "", c.window)
+            else:
+                key = builder.stats(c.selector, c.prop, c.window)
+            node: Node = AggNode(_LazyFeature(key), c.window, c.kind, c.prop, c.comparison, _label_agg(c))  # type: ignore[arg-type]
+            lazies.append(node)
+            return node
+        if isinstance(c, SinceLast):
+            key = builder.last(c.selector, c.comparison)
+            node = SinceLastNode(_LazyFeature(key), c.comparison, f"time since last {c.selector.describe()}")  # type: ignore[arg-type]
+            lazies.append(node)
+            return node
+        if isinstance(c, Sessions):
+            key = builder.sessions(c.gap, c.window)
+            label = f"sessions {c.measure.replace('_', ' ')} ({format_duration(c.window)})"
+            node = SessionsNode(_LazyFeature(key), c.window, c.measure, c.comparison, label)  # type: ignore[arg-type]
+            lazies.append(node)
+            return node
+        if isinstance(c, Absence):
+            f = builder.absence(c)
+            label = (
+                f"{c.first.describe()} not followed by {c.then.describe()} within {format_duration(c.within)}"
+            )
+            return AbsenceNode(f, label)
+        if isinstance(c, Sequence):
+            f = builder.sequence(c)
+            label = " then ".join(s.describe() for s in c.steps) + f" within {format_duration(c.within)}"
+            return SequenceNode(f, label)
+        if isinstance(c, ProfileField):
+            return ProfileNode(c.prop, c.comparison)
+        if isinstance(c, Score):
+            return ScoreNode(c.name, c.comparison)
+        if isinstance(c, InSegment):
+            return SegmentNode(c.segment_id)
+        raise CompileError(f"unsupported condition {type(c).__name__}")
+
+    compiled = [CompiledSegment(s, node_for(s.condition)) for s in ordered]
+    features = builder.build()
+    for node in lazies:
+        node.feature = features[node.feature.key]  # type: ignore[attr-defined]
+    index: dict[str, list[Feature]] = {}
+    for feature in features.values():
+        for event_type in sorted(feature.event_types):
+            index.setdefault(event_type, []).append(feature)
+    return CompiledRules(
+        rules=rules,
+        segments=tuple(compiled),
+        features=tuple(features.values()),
+        by_event_type={t: tuple(fs) for t, fs in index.items()},
+    )
+
+
+def _dependency_order(segments: Iterable[Segment]) -> list[Segment]:
+    by_id = {s.id: s for s in segments}
+    order: list[Segment] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(sid: str, path: list[str]) -> None:
+        mark = state.get(sid)
+        if mark == 2:
+            return
+        if mark == 1:
+            cycle = " -> ".join([*path[path.index(sid):], sid])
+            raise CompileError(f"segment references form a cycle: {cycle}")
+        segment = by_id.get(sid)
+        if segment is None:
+            raise CompileError(f"segment {path[-1]!r} references unknown segment {sid!r}")
+        state[sid] = 1
+        for ref in segment_references(segment):
+            visit(ref, [*path, sid])
+        state[sid] = 2
+        order.append(segment)
+
+    for sid in sorted(by_id):
+        visit(sid, [])
+    return order

@@ -1,0 +1,347 @@
+"""The incremental evaluator: ``step(state, event | timer, watermark)`` for one customer.
+
+Events are buffered until the watermark passes them and then applied one event-time instant at a
+time, in (event_time, event_id) order, so results depend on when things happened and not on
+arrival order. After each instant every segment is evaluated; entering and leaving are reported
+as ``Change`` records stamped with that instant. Time-driven changes (a window sliding past an
+event, a deadline, a TTL) happen at instants the features asked for as timers; the Flink adapter
+registers those with its timer service and calls ``step`` again when they fire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import insort
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from . import catalog
+from .compiler import CompiledRules, compile_rules
+from .durations import DAY, HOUR, format_duration
+from .features import Feature, StatsFeature, TimerBook, stats_key
+from .model import Change, Event, EventSelector, RuleSet
+from .scoring import Scorer
+from .state import NEVER, CustomerState
+from .windows import DEFAULT_HORIZON, resolution_for
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine settings; the job fills them from its configuration."""
+
+    dedup_horizon: int = DAY  # how long event ids are remembered, in event time
+    allowed_lateness: int = 0  # events this far behind a customer's clock are still applied
+    horizon: int = DEFAULT_HORIZON  # longest window a rule may use
+    generic_aggregates: bool = True  # keep per-event-type aggregates so new rules need no backfill
+    max_buffered: int = 10_000  # events waiting for the watermark, per customer
+
+    def __post_init__(self) -> None:
+        if self.dedup_horizon < self.allowed_lateness:
+            raise ValueError(
+                "dedup_horizon must be at least allowed_lateness, or a late duplicate could be "
+                f"counted twice (dedup_horizon={format_duration(self.dedup_horizon)}, "
+                f"allowed_lateness={format_duration(self.allowed_lateness) if self.allowed_lateness else '0'})"
+            )
+
+
+@dataclass
+class StepResult:
+    """What one step produced, besides the updated state."""
+
+    state: CustomerState
+    changes: list[Change] = field(default_factory=list)
+    timers_to_register: list[int] = field(default_factory=list)
+    timers_to_delete: list[int] = field(default_factory=list)
+    late: list[Event] = field(default_factory=list)  # beyond allowed lateness: for the late topic
+    duplicates: int = 0
+    late_applied: int = 0
+    instants: int = 0
+
+
+def event_id_hash(event_id: str) -> int:
+    """Stable 64-bit hash (Python's hash() is salted per process; state outlives processes)."""
+    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+
+
+class SegmentEngine:
+    """Evaluates a rule set for one customer at a time; holds no per-customer data itself."""
+
+    def __init__(
+        self,
+        rules: RuleSet | CompiledRules,
+        config: EngineConfig | None = None,
+        scorer: Scorer | None = None,
+    ) -> None:
+        self.config = config or EngineConfig()
+        if isinstance(rules, RuleSet):
+            rules = compile_rules(
+                rules, horizon=self.config.horizon, generic_aggregates=self.config.generic_aggregates
+            )
+        self.compiled = rules
+        self.scorer = scorer
+        self._feature_keys = frozenset(f.key for f in rules.features)
+        self._segment_ids = frozenset(s.id for s in rules.segments)
+
+    @property
+    def rule_version(self) -> str:
+        return self.compiled.version
+
+    def new_state(self, customer_id: str) -> CustomerState:
+        state = CustomerState(customer_id)
+        state.rule_version = self.rule_version
+        return state
+
+    # ---- the step ----------------------------------------------------------------------------
+
+    def step(self, state: CustomerState, item: Event | int | None, watermark: int) -> StepResult:
+        """Take an event or a timer (an int instant, or None for a plain watermark advance).
+
+        Mutates and returns ``state`` (in the result). ``watermark``: every event with
+        ``event_time <= watermark`` has arrived, so instants up to it can be processed.
+        """
+        result = StepResult(state)
+        book = TimerBook(state.timers, state.clock)
+        if state.rule_version != self.rule_version:
+            self._reconcile(state, book, result)
+        if isinstance(item, Event):
+            self._accept(state, item, watermark, book, result)
+        self._advance(state, watermark, book, result)
+        result.timers_to_register = sorted(book.added)
+        result.timers_to_delete = sorted(book.removed)
+        return result
+
+    def _accept(self, state: CustomerState, event: Event, watermark: int, book: TimerBook, result: StepResult) -> None:
+        key = event_id_hash(event.event_id)
+        if key in state.seen:
+            result.duplicates += 1
+            return
+        t = event.event_time
+        if t <= state.clock:
+            if state.clock - t > self.config.allowed_lateness:
+                result.late.append(event)
+                return
+            state.seen[key] = t
+            self._apply_late(state, event, book, result)
+            return
+        state.seen[key] = t
+        if len(state.seen) > state.seen_limit:
+            self._prune_seen(state)
+        insort(state.buffer, event, key=Event.sort_key)
+        if t > watermark:
+            book.want(t)
+        if len(state.buffer) > self.config.max_buffered:
+            # The watermark is stuck (an idle or broken source): process the oldest rather than
+            # grow without bound.
+            self._advance(state, state.buffer[0].event_time, book, result)
+
+    def _prune_seen(self, state: CustomerState) -> None:
+        oldest = state.clock - self.config.dedup_horizon
+        if state.clock != NEVER:
+            state.seen = {k: t for k, t in state.seen.items() if t >= oldest}
+        state.seen_limit = max(64, 2 * len(state.seen))
+
+    def _advance(self, state: CustomerState, watermark: int, book: TimerBook, result: StepResult) -> None:
+        buffer = state.buffer
+        timers = state.timers
+        while True:
+            t_event = buffer[0].event_time if buffer else None
+            t_timer = min(timers) if timers else None
+            if t_event is None:
+                if t_timer is None:
+                    return
+                now = t_timer
+            elif t_timer is None or t_event <= t_timer:
+                now = t_event
+            else:
+                now = t_timer
+            if now > watermark:
+                return
+            n = 0
+            while n < len(buffer) and buffer[n].event_time == now:
+                n += 1
+            events = buffer[:n]
+            del buffer[:n]
+            self._instant(state, now, events, book, result)
+
+    def _instant(self, state: CustomerState, now: int, events: list[Event], book: TimerBook, result: StepResult) -> None:
+        state.clock = now
+        book.now = now
+        if state.timers.pop(now, None) is not None:
+            book.added.discard(now)
+        result.instants += 1
+        if events:
+            self._apply(state, now, events, book)
+        self._evaluate(state, now, book, result)
+
+    def _apply(self, state: CustomerState, now: int, events: list[Event], book: TimerBook) -> None:
+        index = self.compiled.by_event_type
+        features = state.features
+        if len(events) == 1:
+            event = events[0]
+            if event.event_type == "identify":
+                self._update_profile(state, event)
+            for feature in index.get(event.event_type, ()):
+                self._feed(features, feature, events, now, book)
+        else:
+            grouped: dict[str, tuple[Feature, list[Event]]] = {}
+            for event in events:
+                if event.event_type == "identify":
+                    self._update_profile(state, event)
+                for feature in index.get(event.event_type, ()):
+                    grouped.setdefault(feature.key, (feature, []))[1].append(event)
+            for feature, batch in grouped.values():
+                self._feed(features, feature, batch, now, book)
+        if self.scorer is not None:
+            state.scores = dict(self.scorer.score(state.customer_id, self.model_features(state, now)))
+
+    @staticmethod
+    def _feed(features: dict, feature: Feature, events: list[Event], now: int, book: TimerBook) -> None:
+        fs = features.get(feature.key)
+        if fs is None:
+            fs = feature.init()
+        fs = feature.apply(fs, events, now, book)
+        if not feature.empty(fs):
+            features[feature.key] = fs
+
+    @staticmethod
+    def _update_profile(state: CustomerState, event: Event) -> None:
+        for name in catalog.PROFILE_FIELDS:
+            value = event.properties.get(name)
+            if value is not None:
+                state.profile[name] = value
+
+    def _apply_late(self, state: CustomerState, event: Event, book: TimerBook, result: StepResult) -> None:
+        """An event behind the clock but within the allowed lateness: update what can be updated
+        exactly (aggregates, sessions, recency; a late follow-up still cancels) and re-evaluate now."""
+        result.late_applied += 1
+        for feature in self.compiled.by_event_type.get(event.event_type, ()):
+            fs = state.features.get(feature.key)
+            if fs is None:
+                fs = feature.init()
+            fs = feature.apply_late(fs, event, state.clock, book)
+            if not feature.empty(fs):
+                state.features[feature.key] = fs
+        self._evaluate(state, state.clock, book, result)
+
+    # ---- evaluation ---------------------------------------------------------------------------
+
+    def _evaluate(self, state: CustomerState, now: int, book: TimerBook, result: StepResult) -> None:
+        members = state.members
+        for compiled in self.compiled.segments:
+            segment = compiled.segment
+            sid = segment.id
+            eligible = compiled.node.holds(state, now)
+            if eligible and segment.exclude:
+                for other in segment.exclude:
+                    if other in members:
+                        eligible = False
+                        break
+            if segment.ttl is not None:
+                since = state.eligible_since.get(sid)
+                if eligible:
+                    if since is None:
+                        since = state.eligible_since[sid] = now
+                        book.want(now + segment.ttl)
+                    member = now < since + segment.ttl
+                else:
+                    if since is not None:
+                        del state.eligible_since[sid]
+                        book.release(since + segment.ttl)
+                    member = False
+            else:
+                member = eligible
+            was = sid in members
+            if member == was:
+                continue
+            if member:
+                members[sid] = now
+                _, reason = compiled.node.explain(state, now)
+                kind = "enter"
+            else:
+                del members[sid]
+                reason = self._exit_reason(state, compiled, now)
+                kind = "exit"
+            result.changes.append(
+                Change(state.customer_id, sid, kind, now, self.rule_version, _short(reason))  # type: ignore[arg-type]
+            )
+
+    def _exit_reason(self, state: CustomerState, compiled, now: int) -> str:
+        segment = compiled.segment
+        holds, text = compiled.node.explain(state, now)
+        if not holds:
+            return text
+        excluded = [x for x in segment.exclude if x in state.members]
+        if excluded:
+            return f"excluded while in {', '.join(excluded)}"
+        return f"ttl {format_duration(segment.ttl)} ran out"
+
+    def _reconcile(self, state: CustomerState, book: TimerBook, result: StepResult) -> None:
+        """Bring a state written under another rule version up to this one, without a replay:
+        features still in use keep their data (and re-announce their timers for the new windows),
+        segments that no longer exist are left, and everything is re-evaluated at the clock."""
+        for key in [k for k in state.features if k not in self._feature_keys]:
+            del state.features[key]
+        for feature in self.compiled.features:
+            fs = state.features.get(feature.key)
+            if fs is not None:
+                feature.rearm(fs, state.clock, book)
+        for sid in sorted(set(state.members) - self._segment_ids):
+            del state.members[sid]
+            result.changes.append(
+                Change(state.customer_id, sid, "exit", state.clock, self.rule_version, "segment removed from the rules")
+            )
+        for sid in [s for s in state.eligible_since if s not in self._segment_ids]:
+            del state.eligible_since[sid]
+        state.rule_version = self.rule_version
+        if state.clock != NEVER:
+            self._evaluate(state, state.clock, book, result)
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def explain(self, state: CustomerState, now: int | None = None) -> list[tuple[str, bool, str]]:
+        """(segment id, is member, why) for every segment, evaluated at ``now`` (default: clock)."""
+        at = state.clock if now is None else now
+        out = []
+        for compiled in self.compiled.segments:
+            holds, text = compiled.node.explain(state, at)
+            member = compiled.id in state.members
+            if holds and not member:
+                text = self._exit_reason(state, compiled, at)
+            out.append((compiled.id, member, text))
+        return out
+
+    def model_features(self, state: CustomerState, now: int) -> Mapping[str, float]:
+        """Inputs for the scorer, read from the generic aggregates (empty if they are off)."""
+        out: dict[str, float] = {}
+        if not self.config.generic_aggregates:
+            return out
+        for name, event_type, prop, window in _MODEL_INPUTS:
+            feature = self._generic(event_type, window)
+            if feature is None or (prop is not None and prop not in feature.props):
+                continue
+            fs = state.features.get(feature.key)
+            kind = "count" if prop is None else "sum"
+            value = feature.value(fs, now, window, kind, prop) if fs else 0
+            out[name] = float(value or 0)
+        return out
+
+    def _generic(self, event_type: str, window: int) -> StatsFeature | None:
+        key = stats_key(EventSelector((event_type,)), resolution_for(window))
+        for feature in self.compiled.by_event_type.get(event_type, ()):
+            if feature.key == key and isinstance(feature, StatsFeature):
+                return feature
+        return None
+
+
+# (name, event type, summed property or None for a count, window)
+_MODEL_INPUTS: tuple[tuple[str, str, str | None, int], ...] = (
+    ("page_views_1h", "page_view", None, HOUR),
+    ("product_views_1d", "product_view", None, DAY),
+    ("cart_adds_1d", "cart_add", None, DAY),
+    ("purchases_365d", "purchase", None, 365 * DAY),
+    ("revenue_365d", "purchase", "revenue", 365 * DAY),
+)
+
+
+def _short(text: str, limit: int = 240) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

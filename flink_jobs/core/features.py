@@ -1,0 +1,548 @@
+"""Features: the per-customer aggregates that conditions read.
+
+Each feature is a stateless object (its parameters) plus a small piece of state held in
+``CustomerState.features[feature.key]``. Features are shared: two rules counting the same events at
+the same resolution read one feature. Every time-driven change a feature can cause (a bucket
+leaving a window, a deadline, an expiry) is announced as a timer, so the engine evaluates exactly
+at the instants where a condition can flip.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+from itertools import permutations
+from typing import Iterable
+
+from .model import Event, EventSelector, PropertyValue
+from .windows import exit_time, first_bucket
+
+INF = float("inf")
+
+
+class TimerBook:
+    """Refcounted wake-up instants of one customer, recording what Flink must add or delete."""
+
+    __slots__ = ("timers", "now", "added", "removed")
+
+    def __init__(self, timers: dict[int, int], now: int) -> None:
+        self.timers = timers
+        self.now = now
+        self.added: set[int] = set()
+        self.removed: set[int] = set()
+
+    def want(self, t: int) -> None:
+        if t <= self.now:
+            return
+        count = self.timers.get(t)
+        if count is None:
+            self.timers[t] = 1
+            if t in self.removed:
+                self.removed.discard(t)
+            else:
+                self.added.add(t)
+        else:
+            self.timers[t] = count + 1
+
+    def release(self, t: int) -> None:
+        count = self.timers.get(t)
+        if count is None:
+            return
+        if count > 1:
+            self.timers[t] = count - 1
+            return
+        del self.timers[t]
+        if t in self.added:
+            self.added.discard(t)
+        else:
+            self.removed.add(t)
+
+
+class Feature:
+    """Base: a named piece of per-customer state fed by the events its selectors match."""
+
+    key: str
+    event_types: frozenset[str]
+
+    def init(self) -> object:
+        raise NotImplementedError(type(self).__name__)  # every subclass defines it
+
+    def apply(self, fs: object, events: list[Event], now: int, book: TimerBook) -> object:
+        """Apply the events of instant ``now`` (all with event_time == now); return the new state."""
+        raise NotImplementedError(type(self).__name__)
+
+    def apply_late(self, fs: object, event: Event, now: int, book: TimerBook) -> object:
+        """Apply an event older than the clock (within the allowed lateness). Default: ignore."""
+        return fs
+
+    def rearm(self, fs: object, now: int, book: TimerBook) -> None:
+        """Announce the timers this state needs (after the rules, and so the windows, changed)."""
+
+    def empty(self, fs: object) -> bool:
+        return not fs
+
+
+# ---- bucketed statistics ------------------------------------------------------------------------
+
+
+class StatsFeature(Feature):
+    """Sparse time buckets of (count, and per number property: n, sum, min, max).
+
+    Bucket record layout: ``[count, n0, sum0, min0, max0, n1, sum1, ...]`` for ``props``.
+    """
+
+    def __init__(
+        self,
+        selector: EventSelector,
+        props: tuple[str, ...],
+        resolution: int,
+        retention: int,
+        windows: tuple[int, ...] = (),
+    ) -> None:
+        self.selector = selector
+        self.props = props
+        self.resolution = resolution
+        self.retention = retention
+        self.windows = windows
+        self.key = stats_key(selector, resolution)
+        self.event_types = frozenset(selector.event_types)
+        self._width = 1 + 4 * len(props)
+
+    def init(self) -> dict[int, list]:
+        return {}
+
+    def apply(self, fs: dict, events: list[Event], now: int, book: TimerBook) -> dict:
+        for event in events:
+            if self.selector.matches(event):
+                self._add(fs, event, now, book)
+        return fs
+
+    def apply_late(self, fs: dict, event: Event, now: int, book: TimerBook) -> dict:
+        if self.selector.matches(event):
+            self._add(fs, event, now, book)
+        return fs
+
+    def _add(self, fs: dict, event: Event, now: int, book: TimerBook) -> None:
+        r = self.resolution
+        bucket = event.event_time // r
+        record = fs.get(bucket)
+        if record is None:
+            if bucket < first_bucket(now, self.retention, r):
+                return  # older than anything a window can look at
+            record = [0] + [0, 0.0, INF, -INF] * len(self.props)
+            fs[bucket] = record
+            for window in self.windows:
+                book.want(exit_time(bucket, window, r))
+            self._prune(fs, now)
+        record[0] += 1
+        props = event.properties
+        for i, prop in enumerate(self.props):
+            value = props.get(prop)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            base = 1 + 4 * i
+            record[base] += 1
+            record[base + 1] += value
+            if value < record[base + 2]:
+                record[base + 2] = value
+            if value > record[base + 3]:
+                record[base + 3] = value
+
+    def _prune(self, fs: dict, now: int) -> None:
+        oldest = first_bucket(now, self.retention, self.resolution)
+        for bucket in [b for b in fs if b < oldest]:
+            del fs[bucket]
+
+    def rearm(self, fs: dict, now: int, book: TimerBook) -> None:
+        for bucket in fs:
+            for window in self.windows:
+                book.want(exit_time(bucket, window, self.resolution))
+
+    def value(self, fs: dict, now: int, window: int, kind: str, prop: str | None) -> float | int | None:
+        """count / sum / avg / min / max over the window ending at ``now``; None when undefined."""
+        oldest = first_bucket(now, window, self.resolution)
+        if kind == "count":
+            return sum(rec[0] for b, rec in fs.items() if b >= oldest)
+        base = 1 + 4 * self.props.index(prop)  # type: ignore[arg-type]
+        n = 0
+        if kind == "sum" or kind == "avg":
+            total = 0.0
+            for b, rec in fs.items():
+                if b >= oldest:
+                    n += rec[base]
+                    total += rec[base + 1]
+            if kind == "sum":
+                return total
+            return total / n if n else None
+        best = INF if kind == "min" else -INF
+        for b, rec in fs.items():
+            if b >= oldest and rec[base]:
+                n += rec[base]
+                if kind == "min":
+                    best = min(best, rec[base + 2])
+                else:
+                    best = max(best, rec[base + 3])
+        return best if n else None
+
+
+def stats_key(selector: EventSelector, resolution: int) -> str:
+    return f"stats|{selector.key()}|{resolution}"
+
+
+class DistinctFeature(Feature):
+    """Sparse time buckets of the distinct values of one property."""
+
+    def __init__(
+        self, selector: EventSelector, prop: str, resolution: int, retention: int, windows: tuple[int, ...]
+    ) -> None:
+        self.selector = selector
+        self.prop = prop
+        self.resolution = resolution
+        self.retention = retention
+        self.windows = windows
+        self.key = f"distinct|{selector.key()}|{prop}|{resolution}"
+        self.event_types = frozenset(selector.event_types)
+
+    def init(self) -> dict[int, set]:
+        return {}
+
+    def apply(self, fs: dict, events: list[Event], now: int, book: TimerBook) -> dict:
+        for event in events:
+            self.apply_late(fs, event, now, book)
+        return fs
+
+    def apply_late(self, fs: dict, event: Event, now: int, book: TimerBook) -> dict:
+        if not self.selector.matches(event):
+            return fs
+        value = event.properties.get(self.prop)
+        if value is None:
+            return fs
+        r = self.resolution
+        bucket = event.event_time // r
+        values = fs.get(bucket)
+        if values is None:
+            if bucket < first_bucket(now, self.retention, r):
+                return fs
+            values = fs[bucket] = set()
+            for window in self.windows:
+                book.want(exit_time(bucket, window, r))
+            oldest = first_bucket(now, self.retention, r)
+            for old in [b for b in fs if b < oldest]:
+                del fs[old]
+        values.add(value)
+        return fs
+
+    def rearm(self, fs: dict, now: int, book: TimerBook) -> None:
+        for bucket in fs:
+            for window in self.windows:
+                book.want(exit_time(bucket, window, self.resolution))
+
+    def value(self, fs: dict, now: int, window: int) -> int:
+        oldest = first_bucket(now, window, self.resolution)
+        seen: set = set()
+        for b, values in fs.items():
+            if b >= oldest:
+                seen |= values
+        return len(seen)
+
+
+# ---- time since last --------------------------------------------------------------------------------
+
+
+class LastTimeFeature(Feature):
+    """The time of the last matching event; ``flips`` are the offsets at which comparisons change."""
+
+    def __init__(self, selector: EventSelector, flips: tuple[int, ...]) -> None:
+        self.selector = selector
+        self.flips = flips
+        self.key = f"last|{selector.key()}"
+        self.event_types = frozenset(selector.event_types)
+
+    def init(self) -> None:
+        return None
+
+    def empty(self, fs: object) -> bool:
+        return fs is None
+
+    def apply(self, fs: int | None, events: list[Event], now: int, book: TimerBook) -> int | None:
+        if not any(self.selector.matches(e) for e in events):
+            return fs
+        if fs is not None:
+            for offset in self.flips:
+                book.release(fs + offset)
+        for offset in self.flips:
+            book.want(now + offset)
+        return now
+
+    def apply_late(self, fs: int | None, event: Event, now: int, book: TimerBook) -> int | None:
+        if not self.selector.matches(event) or (fs is not None and fs >= event.event_time):
+            return fs
+        if fs is not None:
+            for offset in self.flips:
+                book.release(fs + offset)
+        for offset in self.flips:
+            book.want(event.event_time + offset)
+        return event.event_time
+
+    def rearm(self, fs: int | None, now: int, book: TimerBook) -> None:
+        if fs is not None:
+            for offset in self.flips:
+                book.want(fs + offset)
+
+
+# ---- sessions -------------------------------------------------------------------------------------
+
+
+class SessionsFeature(Feature):
+    """Sessions as ``[start, end]`` pairs, split where activity pauses for longer than ``gap``."""
+
+    def __init__(
+        self,
+        gap: int,
+        event_types: Iterable[str],
+        retention: int,
+        windows: tuple[tuple[int, int], ...],
+    ) -> None:
+        self.gap = gap
+        self.retention = retention
+        self.windows = windows  # (window, resolution) pairs in use
+        self.key = f"sessions|{gap}"
+        self.event_types = frozenset(event_types)
+
+    def init(self) -> list[list[int]]:
+        return []
+
+    def apply(self, fs: list, events: list[Event], now: int, book: TimerBook) -> list:
+        if not events:
+            return fs
+        if fs and now - fs[-1][1] <= self.gap:
+            fs[-1][1] = now
+        else:
+            fs.append([now, now])
+            for window, r in self.windows:
+                book.want(exit_time(now // r, window, r))
+            self._prune(fs, now)
+        return fs
+
+    def apply_late(self, fs: list, event: Event, now: int, book: TimerBook) -> list:
+        t = event.event_time
+        for session in fs:
+            if session[0] - self.gap <= t <= session[1] + self.gap:
+                session[0] = min(session[0], t)
+                session[1] = max(session[1], t)
+                break
+        else:
+            insort(fs, [t, t])
+            for window, r in self.windows:
+                book.want(exit_time(t // r, window, r))
+        merged: list[list[int]] = []
+        for session in fs:
+            if merged and session[0] - merged[-1][1] <= self.gap:
+                merged[-1][1] = max(merged[-1][1], session[1])
+            else:
+                merged.append(session)
+        fs[:] = merged
+        return fs
+
+    def _prune(self, fs: list, now: int) -> None:
+        horizon = now - self.retention - self.gap
+        while len(fs) > 1 and fs[0][1] < horizon:
+            fs.pop(0)
+
+    def rearm(self, fs: list, now: int, book: TimerBook) -> None:
+        for start, _ in fs:
+            for window, r in self.windows:
+                book.want(exit_time(start // r, window, r))
+
+    def value(self, fs: list, now: int, window: int, resolution: int, measure: str) -> float | int | None:
+        oldest = first_bucket(now, window, resolution)
+        count = 0
+        total = 0
+        for start, end in fs:
+            if start // resolution >= oldest:
+                count += 1
+                total += end - start
+        if measure == "count":
+            return count
+        if measure == "total_duration":
+            return total
+        return total / count if count else None
+
+
+# ---- absence: A not followed by B within T ------------------------------------------------------------
+
+
+class AbsenceFeature(Feature):
+    """Pending and missed follow-ups: entries ``[first_time, correlation, resolved_at | None]``."""
+
+    def __init__(
+        self,
+        first: EventSelector,
+        then: EventSelector,
+        within: int,
+        keep: int,
+        match_on: str | None,
+    ) -> None:
+        self.first = first
+        self.then = then
+        self.within = within
+        self.keep = keep
+        self.match_on = match_on
+        self.key = f"absence|{first.key()}|{then.key()}|{within}|{keep}|{match_on}"
+        self.event_types = frozenset(first.event_types) | frozenset(then.event_types)
+
+    def init(self) -> list[list]:
+        return []
+
+    def _corr(self, event: Event) -> tuple[bool, PropertyValue | None]:
+        if self.match_on is None:
+            return True, None
+        value = event.properties.get(self.match_on)
+        return value is not None, value
+
+    def apply(self, fs: list, events: list[Event], now: int, book: TimerBook) -> list:
+        within, keep = self.within, self.keep
+        # Expired entries can no longer matter; their last timer has fired.
+        if fs and fs[0][0] + within + keep <= now:
+            fs[:] = [e for e in fs if e[0] + within + keep > now]
+        # Firsts before follow-ups: a follow-up at the same instant cancels (follow-up time >= first time).
+        for event in events:
+            if self.first.matches(event):
+                ok, corr = self._corr(event)
+                if ok:
+                    fs.append([now, corr, None])
+                    book.want(now + within)
+                    book.want(now + within + keep)
+        for event in events:
+            if self.then.matches(event):
+                ok, corr = self._corr(event)
+                if ok:
+                    self._resolve(fs, corr, now, book)
+        return fs
+
+    def _resolve(self, fs: list, corr: PropertyValue | None, at: int, book: TimerBook) -> None:
+        for entry in fs:
+            if entry[2] is None and entry[0] <= at and (self.match_on is None or entry[1] == corr):
+                entry[2] = at
+                book.release(entry[0] + self.within)
+                book.release(entry[0] + self.within + self.keep)
+
+    def apply_late(self, fs: list, event: Event, now: int, book: TimerBook) -> list:
+        # A late follow-up still cancels (from now on); a late first event is not started, since
+        # the follow-ups before it are no longer known.
+        if self.then.matches(event):
+            ok, corr = self._corr(event)
+            if ok:
+                self._resolve(fs, corr, event.event_time, book)
+        return fs
+
+    def rearm(self, fs: list, now: int, book: TimerBook) -> None:
+        for first_time, _, resolved in fs:
+            if resolved is None:
+                book.want(first_time + self.within)
+                book.want(first_time + self.within + self.keep)
+
+    def active(self, fs: list, now: int) -> list | None:
+        """The most recent missed follow-up in effect at ``now``, or None."""
+        found = None
+        for entry in fs:
+            deadline = entry[0] + self.within
+            if entry[2] is None and deadline <= now < deadline + self.keep:
+                found = entry
+        return found
+
+
+# ---- sequences: A then B then C within T --------------------------------------------------------------
+
+
+class SequenceFeature(Feature):
+    """Funnel progress per correlation value and the last completion.
+
+    State: ``[prefixes, last_completion]`` where ``prefixes[corr][k]`` is the latest start time of
+    a run of the first k+1 steps (the latest start is always the best one to extend).
+    """
+
+    def __init__(
+        self,
+        steps: tuple[EventSelector, ...],
+        within: int,
+        keep: int,
+        match_on: str | None,
+    ) -> None:
+        self.steps = steps
+        self.within = within
+        self.keep = keep
+        self.match_on = match_on
+        inner = ">".join(s.key() for s in steps)
+        self.key = f"sequence|{inner}|{within}|{keep}|{match_on}"
+        self.event_types = frozenset(t for s in steps for t in s.event_types)
+
+    def init(self) -> list:
+        return [{}, None]
+
+    def empty(self, fs: list) -> bool:
+        return not fs[0] and fs[1] is None
+
+    def apply(self, fs: list, events: list[Event], now: int, book: TimerBook) -> list:
+        prefixes: dict = fs[0]
+        n = len(self.steps)
+        by_corr: dict = {}
+        for event in events:
+            matched = tuple(i for i, s in enumerate(self.steps) if s.matches(event))
+            if not matched:
+                continue
+            if self.match_on is None:
+                corr = None
+            else:
+                corr = event.properties.get(self.match_on)
+                if corr is None:
+                    continue
+            by_corr.setdefault(corr, []).append(matched)
+        completed = False
+        for corr, matches in by_corr.items():
+            old = prefixes.get(corr) or [None] * (n - 1)
+            new = list(old)
+            # Starts of a run: earlier runs of k steps (k >= 1), or a new run starting now (k = 0).
+            starts = [(k, old[k - 1]) for k in range(1, n) if old[k - 1] is not None]
+            starts.append((0, now))
+            for k, start in starts:
+                if now - start > self.within:
+                    continue
+                for m in range(k + 1, n + 1):
+                    if not _fillable(range(k, m), matches):
+                        break
+                    if m == n:
+                        completed = True
+                    elif new[m - 1] is None or new[m - 1] < start:
+                        new[m - 1] = start
+            prefixes[corr] = new
+        if completed:
+            if fs[1] is not None:
+                book.release(fs[1] + self.keep)
+            fs[1] = now
+            book.want(now + self.keep)
+        # Runs that started too long ago can never complete.
+        for corr in [c for c, p in prefixes.items() if all(s is None or now - s > self.within for s in p)]:
+            del prefixes[corr]
+        return fs
+
+    def rearm(self, fs: list, now: int, book: TimerBook) -> None:
+        if fs[1] is not None:
+            book.want(fs[1] + self.keep)
+
+    def active(self, fs: list, now: int) -> int | None:
+        done = fs[1]
+        return done if done is not None and now - done < self.keep else None
+
+
+def _fillable(steps: range, matches: list[tuple[int, ...]]) -> bool:
+    """Can distinct events (each with the steps it matches) fill every step in ``steps``?"""
+    needed = list(steps)
+    if len(needed) > len(matches):
+        return False
+    if len(needed) == 1:
+        return any(needed[0] in m for m in matches)
+    # Tiny sizes (steps of one instant): brute force is clearest.
+    for chosen in permutations(range(len(matches)), len(needed)):
+        if all(step in matches[j] for step, j in zip(needed, chosen)):
+            return True
+    return False

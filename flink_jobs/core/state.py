@@ -1,0 +1,78 @@
+"""Per-customer state: everything the engine keeps for one customer, compact and bounded."""
+
+from __future__ import annotations
+
+import pickle
+
+from .model import Event, PropertyValue
+
+NEVER = -(2**62)  # the clock of a customer no instant has been processed for
+
+
+class CustomerState:
+    """One customer's state. Plain containers only, so it pickles small and fast.
+
+    - ``clock``: every instant <= clock has been processed.
+    - ``buffer``: events not yet processed (event_time > clock), sorted by (event_time, event_id).
+    - ``seen``: 64-bit hash of event_id -> event_time, for dedup within the dedup horizon.
+    - ``timers``: wake-up instant -> how many parts of the state need it (refcount).
+    - ``features``: feature key -> that feature's own state (see features.py).
+    - ``members``: segment id -> entered-at instant.
+    - ``eligible_since``: for segments with a TTL, when the current eligible run began.
+    """
+
+    __slots__ = (
+        "customer_id",
+        "clock",
+        "buffer",
+        "seen",
+        "seen_limit",
+        "timers",
+        "features",
+        "members",
+        "eligible_since",
+        "scores",
+        "profile",
+        "rule_version",
+    )
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        self.clock: int = NEVER
+        self.buffer: list[Event] = []
+        self.seen: dict[int, int] = {}
+        self.seen_limit: int = 64
+        self.timers: dict[int, int] = {}
+        self.features: dict[str, object] = {}
+        self.members: dict[str, int] = {}
+        self.eligible_since: dict[str, int] = {}
+        self.scores: dict[str, float] = {}
+        self.profile: dict[str, PropertyValue] = {}
+        self.rule_version: str = ""
+
+    def __getstate__(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __setstate__(self, values: tuple) -> None:
+        for name, value in zip(self.__slots__, values):
+            setattr(self, name, value)
+
+    def __repr__(self) -> str:
+        return (
+            f"CustomerState({self.customer_id!r}, clock={self.clock}, members={self.members}, "
+            f"buffered={len(self.buffer)}, timers={len(self.timers)}, features={len(self.features)})"
+        )
+
+
+def encode_state(state: CustomerState) -> bytes:
+    """Bytes as stored in Flink keyed state."""
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_state(data: bytes) -> CustomerState:
+    return pickle.loads(data)
+
+
+def state_size(state: CustomerState) -> int:
+    """Serialized size in bytes: what one customer costs in the state backend."""
+    return len(encode_state(state))
