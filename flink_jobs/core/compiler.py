@@ -80,11 +80,13 @@ def _verdict(ok: bool, what: str, value: object, cmp: Comparison, render=None) -
 
 
 def _duration_text(value: object) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        ms = int(value)
-        # Round to whole seconds for readability unless the value is sub-second.
-        return format_duration(ms - ms % 1000) if ms >= 1000 else format_duration(ms) if ms else "0s"
-    return _fmt(value)
+    """Durations in reasons: whole seconds (sub-second values as they are)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return _fmt(value)
+    ms = int(value)
+    if ms >= 1000:
+        ms -= ms % 1000
+    return format_duration(ms, weeks=False)
 
 
 class AggNode(Node):
@@ -318,7 +320,7 @@ class CompiledRules:
 
 def _label_agg(a: Aggregate) -> str:
     what = a.selector.describe() if a.kind == "count" else f"{a.prop} of {a.selector.describe()}"
-    return f"{a.kind}({what}, {format_duration(a.window)})"
+    return f"{a.kind}({what}, {format_duration(a.window, weeks=False)})"
 
 
 class _Builder:
@@ -434,19 +436,19 @@ def compile_rules(rules: RuleSet, *, horizon: int = DEFAULT_HORIZON, generic_agg
             return node
         if isinstance(c, Sessions):
             key = builder.sessions(c.gap, c.window)
-            label = f"sessions {c.measure.replace('_', ' ')} ({format_duration(c.window)})"
+            label = f"sessions {c.measure.replace('_', ' ')} ({format_duration(c.window, weeks=False)})"
             node = SessionsNode(_LazyFeature(key), c.window, c.measure, c.comparison, label)  # type: ignore[arg-type]
             lazies.append(node)
             return node
         if isinstance(c, Absence):
             f = builder.absence(c)
             label = (
-                f"{c.first.describe()} not followed by {c.then.describe()} within {format_duration(c.within)}"
+                f"{c.first.describe()} not followed by {c.then.describe()} within {format_duration(c.within, weeks=False)}"
             )
             return AbsenceNode(f, label)
         if isinstance(c, Sequence):
             f = builder.sequence(c)
-            label = " then ".join(s.describe() for s in c.steps) + f" within {format_duration(c.within)}"
+            label = " then ".join(s.describe() for s in c.steps) + f" within {format_duration(c.within, weeks=False)}"
             return SequenceNode(f, label)
         if isinstance(c, ProfileField):
             return ProfileNode(c.prop, c.comparison)

@@ -39,8 +39,8 @@ class EngineConfig:
         if self.dedup_horizon < self.allowed_lateness:
             raise ValueError(
                 "dedup_horizon must be at least allowed_lateness, or a late duplicate could be "
-                f"counted twice (dedup_horizon={format_duration(self.dedup_horizon)}, "
-                f"allowed_lateness={format_duration(self.allowed_lateness) if self.allowed_lateness else '0'})"
+                f"counted twice (dedup_horizon={format_duration(self.dedup_horizon, weeks=False)}, "
+                f"allowed_lateness={format_duration(self.allowed_lateness, weeks=False) if self.allowed_lateness else '0'})"
             )
 
 
@@ -273,7 +273,7 @@ class SegmentEngine:
         excluded = [x for x in segment.exclude if x in state.members]
         if excluded:
             return f"excluded while in {', '.join(excluded)}"
-        return f"ttl {format_duration(segment.ttl)} ran out"
+        return f"ttl {format_duration(segment.ttl, weeks=False)} ran out"
 
     def _reconcile(self, state: CustomerState, book: TimerBook, result: StepResult) -> None:
         """Bring a state written under another rule version up to this one, without a replay:
