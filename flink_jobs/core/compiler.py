@@ -306,16 +306,38 @@ class CompiledSegment:
 
 @dataclass(frozen=True)
 class CompiledRules:
-    """Segments in dependency order, the features they read, and an event-type dispatch index."""
+    """Segments in dependency order, the features they read, and the indexes that let the engine
+    re-evaluate only the segments whose inputs changed at an instant."""
 
     rules: RuleSet
     segments: tuple[CompiledSegment, ...]
     features: tuple[Feature, ...]
     by_event_type: dict[str, tuple[Feature, ...]]
+    # segment positions (in ``segments``) that read each feature / the profile / the scores
+    readers: dict[str, frozenset[int]]
+    profile_readers: frozenset[int]
+    score_readers: frozenset[int]
+    # positions of the segments that read each segment's membership (``segment:`` or ``exclude``)
+    dependents: tuple[frozenset[int], ...]
+    time_features: tuple[Feature, ...]  # features whose value can change with time alone
 
     @property
     def version(self) -> str:
         return self.rules.version
+
+
+def _node_inputs(node: Node, keys: set[str], flags: set[str]) -> None:
+    if isinstance(node, (AllNode, AnyNode)):
+        for child in node.children:
+            _node_inputs(child, keys, flags)
+    elif isinstance(node, NotNode):
+        _node_inputs(node.child, keys, flags)
+    elif isinstance(node, (AggNode, SinceLastNode, SessionsNode, AbsenceNode, SequenceNode)):
+        keys.add(node.feature.key)
+    elif isinstance(node, ProfileNode):
+        flags.add("profile")
+    elif isinstance(node, ScoreNode):
+        flags.add("score")
 
 
 def _label_agg(a: Aggregate) -> str:
@@ -466,11 +488,33 @@ def compile_rules(rules: RuleSet, *, horizon: int = DEFAULT_HORIZON, generic_agg
     for feature in features.values():
         for event_type in sorted(feature.event_types):
             index.setdefault(event_type, []).append(feature)
+    readers: dict[str, set[int]] = {}
+    profile_readers: set[int] = set()
+    score_readers: set[int] = set()
+    position = {c.id: i for i, c in enumerate(compiled)}
+    dependents: list[set[int]] = [set() for _ in compiled]
+    for i, c in enumerate(compiled):
+        keys: set[str] = set()
+        flags: set[str] = set()
+        _node_inputs(c.node, keys, flags)
+        for key in keys:
+            readers.setdefault(key, set()).add(i)
+        if "profile" in flags:
+            profile_readers.add(i)
+        if "score" in flags:
+            score_readers.add(i)
+        for ref in segment_references(c.segment):
+            dependents[position[ref]].add(i)
     return CompiledRules(
         rules=rules,
         segments=tuple(compiled),
         features=tuple(features.values()),
         by_event_type={t: tuple(fs) for t, fs in index.items()},
+        readers={k: frozenset(v) for k, v in readers.items()},
+        profile_readers=frozenset(profile_readers),
+        score_readers=frozenset(score_readers),
+        dependents=tuple(frozenset(d) for d in dependents),
+        time_features=tuple(f for f in features.values() if f.time_driven and f.key in readers),
     )
 
 

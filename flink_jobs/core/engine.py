@@ -81,6 +81,8 @@ class SegmentEngine:
         self.scorer = scorer
         self._feature_keys = frozenset(f.key for f in rules.features)
         self._segment_ids = frozenset(s.id for s in rules.segments)
+        self._ttl = {c.id: (i, c.segment.ttl) for i, c in enumerate(rules.segments) if c.segment.ttl is not None}
+        self._model_inputs = self._resolve_model_inputs()
 
     @property
     def rule_version(self) -> str:
@@ -164,35 +166,66 @@ class SegmentEngine:
             self._instant(state, now, events, book, result)
 
     def _instant(self, state: CustomerState, now: int, events: list[Event], book: TimerBook, result: StepResult) -> None:
+        # A segment's value changes only when one of its inputs does: a feature fed by an event,
+        # a time-driven flip a feature asked a timer for, the profile, the scores, or another
+        # segment's membership. So only those segments are evaluated; the first instant of a
+        # customer evaluates all (conditions such as "count < 2" hold before any input arrives).
+        dirty: set[int] | None = None if state.clock == NEVER else set()
         state.clock = now
         book.now = now
-        if state.timers.pop(now, None) is not None:
+        fired = state.timers.pop(now, None) is not None
+        if fired:
             book.added.discard(now)
         result.instants += 1
+        compiled = self.compiled
         if events:
-            self._apply(state, now, events, book)
-        self._evaluate(state, now, book, result)
+            self._apply(state, now, events, book, dirty)
+        if fired and dirty is not None:
+            readers = compiled.readers
+            features = state.features
+            for feature in compiled.time_features:
+                fs = features.get(feature.key)
+                if fs is not None and feature.flips_at(fs, now):
+                    dirty.update(readers[feature.key])
+            for sid, since in state.eligible_since.items():
+                position, ttl = self._ttl[sid]
+                if since + ttl == now:
+                    dirty.add(position)
+        self._evaluate(state, now, book, result, dirty)
 
-    def _apply(self, state: CustomerState, now: int, events: list[Event], book: TimerBook) -> None:
-        index = self.compiled.by_event_type
+    def _apply(self, state: CustomerState, now: int, events: list[Event], book: TimerBook, dirty: set[int] | None) -> None:
+        compiled = self.compiled
+        index = compiled.by_event_type
+        readers = compiled.readers
         features = state.features
+        profile_changed = False
         if len(events) == 1:
             event = events[0]
             if event.event_type == "identify":
-                self._update_profile(state, event)
+                profile_changed = self._update_profile(state, event)
             for feature in index.get(event.event_type, ()):
                 self._feed(features, feature, events, now, book)
+                if dirty is not None:
+                    dirty.update(readers.get(feature.key, ()))
         else:
             grouped: dict[str, tuple[Feature, list[Event]]] = {}
             for event in events:
                 if event.event_type == "identify":
-                    self._update_profile(state, event)
+                    profile_changed = self._update_profile(state, event) or profile_changed
                 for feature in index.get(event.event_type, ()):
                     grouped.setdefault(feature.key, (feature, []))[1].append(event)
             for feature, batch in grouped.values():
                 self._feed(features, feature, batch, now, book)
+                if dirty is not None:
+                    dirty.update(readers.get(feature.key, ()))
+        if profile_changed and dirty is not None:
+            dirty.update(compiled.profile_readers)
         if self.scorer is not None:
-            state.scores = dict(self.scorer.score(state.customer_id, self.model_features(state, now)))
+            scores = dict(self.scorer.score(state.customer_id, self.model_features(state, now)))
+            if scores != state.scores:
+                state.scores = scores
+                if dirty is not None:
+                    dirty.update(compiled.score_readers)
 
     @staticmethod
     def _feed(features: dict, feature: Feature, events: list[Event], now: int, book: TimerBook) -> None:
@@ -204,11 +237,14 @@ class SegmentEngine:
             features[feature.key] = fs
 
     @staticmethod
-    def _update_profile(state: CustomerState, event: Event) -> None:
+    def _update_profile(state: CustomerState, event: Event) -> bool:
+        changed = False
         for name in catalog.PROFILE_FIELDS:
             value = event.properties.get(name)
-            if value is not None:
+            if value is not None and state.profile.get(name) != value:
                 state.profile[name] = value
+                changed = True
+        return changed
 
     def _apply_late(self, state: CustomerState, event: Event, book: TimerBook, result: StepResult) -> None:
         """An event behind the clock but within the allowed lateness: update what can be updated
@@ -225,9 +261,23 @@ class SegmentEngine:
 
     # ---- evaluation ---------------------------------------------------------------------------
 
-    def _evaluate(self, state: CustomerState, now: int, book: TimerBook, result: StepResult) -> None:
+    def _evaluate(
+        self, state: CustomerState, now: int, book: TimerBook, result: StepResult, dirty: set[int] | None = None
+    ) -> None:
+        """Evaluate the segments in ``dirty`` (all when None), in dependency order; a membership
+        change makes the segments that read it dirty too."""
         members = state.members
-        for compiled in self.compiled.segments:
+        segments = self.compiled.segments
+        if dirty is None:
+            start = 0
+        elif not dirty:
+            return
+        else:
+            start = min(dirty)
+        for position in range(start, len(segments)):
+            if dirty is not None and position not in dirty:
+                continue
+            compiled = segments[position]
             segment = compiled.segment
             sid = segment.id
             eligible = compiled.node.holds(state, now)
@@ -264,6 +314,8 @@ class SegmentEngine:
             result.changes.append(
                 Change(state.customer_id, sid, kind, now, self.rule_version, _short(reason))  # type: ignore[arg-type]
             )
+            if dirty is not None:
+                dirty.update(self.compiled.dependents[position])
 
     def _exit_reason(self, state: CustomerState, compiled, now: int) -> str:
         segment = compiled.segment
@@ -312,25 +364,23 @@ class SegmentEngine:
 
     def model_features(self, state: CustomerState, now: int) -> Mapping[str, float]:
         """Inputs for the scorer, read from the generic aggregates (empty if they are off)."""
+        features = state.features
         out: dict[str, float] = {}
-        if not self.config.generic_aggregates:
-            return out
-        for name, event_type, prop, window in _MODEL_INPUTS:
-            feature = self._generic(event_type, window)
-            if feature is None or (prop is not None and prop not in feature.props):
-                continue
-            fs = state.features.get(feature.key)
-            kind = "count" if prop is None else "sum"
-            value = feature.value(fs, now, window, kind, prop) if fs else 0
-            out[name] = float(value or 0)
+        for name, feature, window, kind, prop in self._model_inputs:
+            fs = features.get(feature.key)
+            out[name] = float((feature.value(fs, now, window, kind, prop) if fs else 0) or 0)
         return out
 
-    def _generic(self, event_type: str, window: int) -> StatsFeature | None:
-        key = stats_key(EventSelector((event_type,)), resolution_for(window))
-        for feature in self.compiled.by_event_type.get(event_type, ()):
-            if feature.key == key and isinstance(feature, StatsFeature):
-                return feature
-        return None
+    def _resolve_model_inputs(self) -> tuple[tuple[str, StatsFeature, int, str, str | None], ...]:
+        if not self.config.generic_aggregates:
+            return ()
+        by_key = {f.key: f for f in self.compiled.features}
+        out = []
+        for name, event_type, prop, window in _MODEL_INPUTS:
+            feature = by_key.get(stats_key(EventSelector((event_type,)), resolution_for(window)))
+            if isinstance(feature, StatsFeature) and (prop is None or prop in feature.props):
+                out.append((name, feature, window, "count" if prop is None else "sum", prop))
+        return tuple(out)
 
 
 # (name, event type, summed property or None for a count, window)

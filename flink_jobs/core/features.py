@@ -80,6 +80,25 @@ class Feature:
     def empty(self, fs: object) -> bool:
         return not fs
 
+    def flips_at(self, fs: object, now: int) -> bool:
+        """Does a time-driven change (a timer this feature asked for) fall on ``now``?"""
+        return False
+
+    @property
+    def time_driven(self) -> bool:
+        """Whether the passing of time alone can change what this feature reports."""
+        return False
+
+
+def _bucket_exit_at(fs: dict, now: int, windows: tuple[int, ...], resolution: int) -> bool:
+    if now % resolution:
+        return False
+    current = now // resolution
+    for window in windows:
+        if current - window // resolution in fs:
+            return True
+    return False
+
 
 # ---- bucketed statistics ------------------------------------------------------------------------
 
@@ -105,14 +124,18 @@ class StatsFeature(Feature):
         self.windows = windows
         self.key = stats_key(selector, resolution)
         self.event_types = frozenset(selector.event_types)
-        self._width = 1 + 4 * len(props)
+        self._blank = [0] + [0, 0.0, INF, -INF] * len(props)
+        self._slots = tuple((prop, 1 + 4 * i) for i, prop in enumerate(props))
+        self._retained = retention // resolution  # buckets a window of `retention` spans
 
     def init(self) -> dict[int, list]:
         return {}
 
     def apply(self, fs: dict, events: list[Event], now: int, book: TimerBook) -> dict:
+        # The engine only hands over events of this feature's types: only `where` is left to check.
+        where = self.selector.where
         for event in events:
-            if self.selector.matches(event):
+            if not where or self.selector.matches(event):
                 self._add(fs, event, now, book)
         return fs
 
@@ -126,36 +149,40 @@ class StatsFeature(Feature):
         bucket = event.event_time // r
         record = fs.get(bucket)
         if record is None:
-            if bucket < first_bucket(now, self.retention, r):
+            oldest = now // r - self._retained + 1
+            if bucket < oldest:
                 return  # older than anything a window can look at
-            record = [0] + [0, 0.0, INF, -INF] * len(self.props)
-            fs[bucket] = record
+            record = fs[bucket] = self._blank.copy()
             for window in self.windows:
-                book.want(exit_time(bucket, window, r))
-            self._prune(fs, now)
+                book.want((bucket + window // r) * r)
+            if len(fs) & 7 == 0:  # amortised: at most 8 expired buckets linger
+                for old in [b for b in fs if b < oldest]:
+                    del fs[old]
         record[0] += 1
-        props = event.properties
-        for i, prop in enumerate(self.props):
-            value = props.get(prop)
-            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            base = 1 + 4 * i
-            record[base] += 1
-            record[base + 1] += value
-            if value < record[base + 2]:
-                record[base + 2] = value
-            if value > record[base + 3]:
-                record[base + 3] = value
-
-    def _prune(self, fs: dict, now: int) -> None:
-        oldest = first_bucket(now, self.retention, self.resolution)
-        for bucket in [b for b in fs if b < oldest]:
-            del fs[bucket]
+        if self._slots:
+            props = event.properties
+            for prop, base in self._slots:
+                value = props.get(prop)
+                if value is None or type(value) is bool or not isinstance(value, (int, float)):
+                    continue
+                record[base] += 1
+                record[base + 1] += value
+                if value < record[base + 2]:
+                    record[base + 2] = value
+                if value > record[base + 3]:
+                    record[base + 3] = value
 
     def rearm(self, fs: dict, now: int, book: TimerBook) -> None:
         for bucket in fs:
             for window in self.windows:
                 book.want(exit_time(bucket, window, self.resolution))
+
+    def flips_at(self, fs: dict, now: int) -> bool:
+        return _bucket_exit_at(fs, now, self.windows, self.resolution)
+
+    @property
+    def time_driven(self) -> bool:
+        return bool(self.windows)
 
     def value(self, fs: dict, now: int, window: int, kind: str, prop: str | None) -> float | int | None:
         """count / sum / avg / min / max over the window ending at ``now``; None when undefined."""
@@ -236,6 +263,13 @@ class DistinctFeature(Feature):
             for window in self.windows:
                 book.want(exit_time(bucket, window, self.resolution))
 
+    def flips_at(self, fs: dict, now: int) -> bool:
+        return _bucket_exit_at(fs, now, self.windows, self.resolution)
+
+    @property
+    def time_driven(self) -> bool:
+        return bool(self.windows)
+
     def value(self, fs: dict, now: int, window: int) -> int:
         oldest = first_bucket(now, window, self.resolution)
         seen: set = set()
@@ -287,6 +321,13 @@ class LastTimeFeature(Feature):
         if fs is not None:
             for offset in self.flips:
                 book.want(fs + offset)
+
+    def flips_at(self, fs: int | None, now: int) -> bool:
+        return fs is not None and (now - fs) in self.flips
+
+    @property
+    def time_driven(self) -> bool:
+        return True
 
 
 # ---- sessions -------------------------------------------------------------------------------------
@@ -352,6 +393,19 @@ class SessionsFeature(Feature):
         for start, _ in fs:
             for window, r in self.windows:
                 book.want(exit_time(start // r, window, r))
+
+    def flips_at(self, fs: list, now: int) -> bool:
+        for window, r in self.windows:
+            if now % r == 0:
+                leaving = now // r - window // r
+                for start, _ in fs:
+                    if start // r == leaving:
+                        return True
+        return False
+
+    @property
+    def time_driven(self) -> bool:
+        return True
 
     def value(self, fs: list, now: int, window: int, resolution: int, measure: str) -> float | int | None:
         oldest = first_bucket(now, window, resolution)
@@ -441,6 +495,17 @@ class AbsenceFeature(Feature):
                 book.want(first_time + self.within)
                 book.want(first_time + self.within + self.keep)
 
+    def flips_at(self, fs: list, now: int) -> bool:
+        within, keep = self.within, self.keep
+        for first_time, _, resolved in fs:
+            if resolved is None and (now - first_time == within or now - first_time == within + keep):
+                return True
+        return False
+
+    @property
+    def time_driven(self) -> bool:
+        return True
+
     def active(self, fs: list, now: int) -> list | None:
         """The most recent missed follow-up in effect at ``now``, or None."""
         found = None
@@ -528,6 +593,13 @@ class SequenceFeature(Feature):
     def rearm(self, fs: list, now: int, book: TimerBook) -> None:
         if fs[1] is not None:
             book.want(fs[1] + self.keep)
+
+    def flips_at(self, fs: list, now: int) -> bool:
+        return fs[1] is not None and fs[1] + self.keep == now
+
+    @property
+    def time_driven(self) -> bool:
+        return True
 
     def active(self, fs: list, now: int) -> int | None:
         done = fs[1]

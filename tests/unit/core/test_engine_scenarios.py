@@ -295,11 +295,32 @@ def test_state_stays_bounded_for_a_long_lived_customer():
             runner.feed(ev(day * 10 + i, "product_view", day * DAY + i * MINUTE))
         sizes.append(state_size(runner.states["c1"]))
     # Buckets are kept up to their tier's span (1 h, 2 d, 35 d) and the 400-day horizon for daily
-    # buckets; dedup ids for a day. Past the horizon the size stops growing.
+    # buckets; dedup ids for a day. Past the horizon the size stops growing (give or take the up
+    # to 8 expired buckets per feature that pruning lets linger, and dedup ids pruned in bulk).
     assert sizes[100] > sizes[10]
-    assert max(sizes[410:]) <= sizes[405] * 1.05
+    assert max(sizes[410:]) <= sizes[405] * 1.1
 
 
 def test_config_rejects_a_dedup_horizon_shorter_than_the_lateness():
     with pytest.raises(ValueError, match="dedup_horizon must be at least allowed_lateness"):
         EngineConfig(dedup_horizon=MINUTE, allowed_lateness=HOUR)
+
+
+def test_state_round_trips_through_its_encoding_mid_stream():
+    """Encoding and decoding between every step (as a state backend does) changes nothing."""
+    from flink_jobs.core.state import decode_state, encode_state
+
+    ruleset = rules(VIEWED_TWICE, ABANDONED)
+    events = [ev(1, "cart_add", 0, cart_id="k1", cart_value=60.5), ev(2, "product_view", 1), ev(3, "product_view", 2), ev(4, "product_view", 3)]
+    plain = run(ruleset, events, until=DAY)
+    engine = SegmentEngine(ruleset)
+    state = engine.new_state("c1")
+    got = []
+    for e in events:
+        state = decode_state(encode_state(state))
+        got += engine.step(state, e, watermark=e.event_time - 5 * SECOND - 1).changes
+    state = decode_state(encode_state(state))
+    for t in sorted(state.timers):
+        state = decode_state(encode_state(state))
+        got += engine.step(state, t, watermark=T0 + DAY).changes
+    assert [(c.segment_id, c.kind, c.event_time) for c in got] == [(c.segment_id, c.kind, c.event_time) for c in plain.changes]
