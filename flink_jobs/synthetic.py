@@ -1,0 +1,211 @@
+"""A synthetic but realistic event feed: personas, duplicates, disorder, late and malformed events.
+
+Used by the demo, the benchmarks and ``segments preview`` examples. Deterministic for a seed.
+
+Personas (share of customers): browsers look around; buyers view, add to cart, check out and buy;
+cart abandoners add to cart and leave; engaged regulars come back for several longer sessions;
+bots fire hundreds of page views in a minute. Journeys of many customers interleave in event
+time; then a share of events is delayed within the out-of-orderness bound, a few beyond it
+(late), some are sent twice, and some are broken in the ways real producers break them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import random
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from .core.durations import DAY, HOUR, MINUTE, SECOND
+
+PERSONAS: dict[str, float] = {
+    "browser": 0.45,
+    "buyer": 0.2,
+    "abandoner": 0.2,
+    "regular": 0.14,
+    "bot": 0.01,
+}
+CATEGORIES = ("shoes", "bags", "dresses", "watches", "toys", "books")
+COUNTRIES = ("DE", "FR", "NL", "ES", "IT", "US", "GB")
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    customers: int = 1_000
+    events: int = 20_000
+    seed: int = 7
+    start_ms: int = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+    # Journeys start at this rate, in event time; events of a journey follow at human pace.
+    journeys_per_second: float = 1.0
+    out_of_order_share: float = 0.05
+    max_delay_ms: int = 3 * SECOND  # keep below the job's out-of-orderness bound
+    late_share: float = 0.0005  # delayed by far more than the bound
+    late_delay_ms: int = 10 * MINUTE
+    duplicate_share: float = 0.02
+    malformed_share: float = 0.005
+    personas: dict[str, float] = field(default_factory=lambda: dict(PERSONAS))
+
+
+@dataclass(frozen=True)
+class FeedRecord:
+    """One Kafka record as a producer would send it; ``kind`` tells tests what it is."""
+
+    key: bytes
+    value: bytes
+    kind: str  # "valid" | "duplicate" | "late" | "malformed"
+    event_time: int | None
+
+
+def customer_id(n: int) -> str:
+    return f"c-{n:06d}"
+
+
+class _Feed:
+    def __init__(self, config: FeedConfig) -> None:
+        self.c = config
+        self.rng = random.Random(config.seed)
+        names = list(config.personas)
+        weights = [config.personas[n] for n in names]
+        self.persona_of = [self.rng.choices(names, weights)[0] for _ in range(config.customers)]
+        self.serial = 0
+        self.carts = 0
+
+    def _id(self) -> str:
+        self.serial += 1
+        return f"ev-{self.c.seed}-{self.serial:09d}"
+
+    def _event(self, cust: int, event_type: str, t: int, **props: object) -> dict:
+        return {
+            "event_id": self._id(),
+            "customer_id": customer_id(cust),
+            "event_type": event_type,
+            "event_time": t,
+            "properties": props,
+        }
+
+    def journey(self, cust: int, t: int) -> list[dict]:
+        """One visit of a customer starting at ``t``, by persona."""
+        rng = self.rng
+        persona = self.persona_of[cust]
+        session = f"s-{cust}-{t // 1000}"
+        out = [self._event(cust, "session_start", t, session_id=session, device=rng.choice(("web", "ios", "android")))]
+
+        def later(lo: int, hi: int) -> int:
+            nonlocal t
+            t += rng.randint(lo, hi)
+            return t
+
+        if rng.random() < 0.05:
+            out.append(self._event(cust, "identify", later(1 * SECOND, 5 * SECOND), country=rng.choice(COUNTRIES), email_opt_in=rng.random() < 0.7))
+        if persona == "bot":
+            for _ in range(rng.randint(120, 300)):
+                out.append(self._event(cust, "page_view", later(50, 400), url=f"/p/{rng.randint(1, 5000)}", session_id=session))
+            return out
+        views = {"browser": (1, 6), "buyer": (2, 5), "abandoner": (1, 4), "regular": (3, 8)}[persona]
+        product = f"p-{rng.randint(1, 500)}"
+        category = rng.choice(CATEGORIES)
+        price = round(rng.uniform(5, 120), 2)
+        for _ in range(rng.randint(*views)):
+            if rng.random() < 0.3:
+                out.append(self._event(cust, "page_view", later(5 * SECOND, 40 * SECOND), url="/home", page_type="home", session_id=session))
+            if rng.random() < 0.4:  # move on to another product
+                product, category, price = f"p-{rng.randint(1, 500)}", rng.choice(CATEGORIES), round(rng.uniform(5, 120), 2)
+            out.append(self._event(cust, "product_view", later(10 * SECOND, 90 * SECOND), product_id=product, category=category, price=price, session_id=session))
+        if persona in ("buyer", "abandoner") or (persona == "regular" and rng.random() < 0.3):
+            self.carts += 1
+            cart = f"cart-{self.c.seed}-{self.carts}"
+            quantity = rng.randint(1, 3)
+            value = round(price * quantity, 2)
+            out.append(self._event(cust, "cart_add", later(10 * SECOND, 60 * SECOND), cart_id=cart, product_id=product, category=category, price=price, quantity=quantity, cart_value=value))
+            if persona == "buyer" or (persona == "regular" and rng.random() < 0.6):
+                out.append(self._event(cust, "checkout", later(30 * SECOND, 5 * MINUTE), cart_id=cart, cart_value=value))
+                out.append(self._event(cust, "purchase", later(10 * SECOND, 2 * MINUTE), order_id=f"o-{cart}", cart_id=cart, revenue=value, items=quantity))
+        if persona == "regular":
+            for _ in range(rng.randint(2, 5)):  # keep the session going for a few minutes
+                out.append(self._event(cust, "page_view", later(40 * SECOND, 2 * MINUTE), url="/blog", page_type="content", session_id=session))
+        return out
+
+    def ordered_events(self) -> Iterator[dict]:
+        """Valid events of interleaved journeys, in event-time order, up to ``events`` of them."""
+        c, rng = self.c, self.rng
+        heap: list[tuple[int, int, dict]] = []
+        journey_gap = max(1, int(1000 / c.journeys_per_second))
+        t = c.start_ms
+        produced = 0
+        seq = 0
+        while produced < c.events:
+            # Start journeys until the next one starts after the earliest pending event.
+            while not heap or heap[0][0] >= t:
+                cust = rng.randrange(c.customers)
+                if self.persona_of[cust] == "bot" and rng.random() < 0.8:
+                    cust = rng.randrange(c.customers)  # bots: few, but not every pick
+                for e in self.journey(cust, t):
+                    seq += 1
+                    heapq.heappush(heap, (e["event_time"], seq, e))
+                t += rng.randint(journey_gap // 2, journey_gap * 3 // 2)
+            _, _, e = heapq.heappop(heap)
+            produced += 1
+            yield e
+
+    def records(self) -> Iterator[FeedRecord]:
+        c, rng = self.c, self.rng
+        # Arrival order: each event arrives at event_time + delay.
+        pending: list[tuple[int, int, FeedRecord]] = []
+        seq = 0
+        for e in self.ordered_events():
+            t = e["event_time"]
+            key = e["customer_id"].encode()
+            value = json.dumps(e, separators=(",", ":")).encode()
+            roll = rng.random()
+            if roll < c.late_share:
+                delay, kind = c.late_delay_ms, "late"
+            elif roll < c.late_share + c.out_of_order_share:
+                delay, kind = rng.randint(1, c.max_delay_ms), "valid"
+            else:
+                delay, kind = 0, "valid"
+            seq += 1
+            heapq.heappush(pending, (t + delay, seq, FeedRecord(key, value, kind, t)))
+            if rng.random() < c.duplicate_share:
+                seq += 1
+                heapq.heappush(pending, (t + delay + rng.randint(0, c.max_delay_ms), seq, FeedRecord(key, value, "duplicate", t)))
+            if rng.random() < c.malformed_share:
+                seq += 1
+                heapq.heappush(pending, (t, seq, self.malformed(e)))
+            while pending and pending[0][0] <= t:
+                yield heapq.heappop(pending)[2]
+        while pending:
+            yield heapq.heappop(pending)[2]
+
+    def malformed(self, e: dict) -> FeedRecord:
+        rng = self.rng
+        broken = dict(e, event_id=self._id())
+        how = rng.choice(("not_json", "no_customer", "bad_type", "unknown_event", "absurd_time", "bad_property"))
+        if how == "not_json":
+            return FeedRecord(e["customer_id"].encode(), b'{"event_id": "x", "customer_id": ', "malformed", None)
+        if how == "no_customer":
+            broken.pop("customer_id")
+        elif how == "bad_type":
+            broken["event_time"] = "yesterday"
+        elif how == "unknown_event":
+            broken["event_type"] = "page_veiw"
+        elif how == "absurd_time":
+            broken["event_time"] = 32_503_680_000_000  # year 3000
+        else:
+            broken["event_type"] = "cart_add"
+            broken["properties"] = {"cart_id": "k", "cart_value": "lots"}
+        return FeedRecord(e["customer_id"].encode(), json.dumps(broken).encode(), "malformed", None)
+
+
+def generate_feed(config: FeedConfig) -> Iterator[FeedRecord]:
+    """Records in arrival order, deterministic for ``config.seed``."""
+    return _Feed(config).records()
+
+
+def span_hint(config: FeedConfig) -> str:
+    """Roughly how much event time a feed covers (for progress messages)."""
+    seconds = config.events / max(config.journeys_per_second * 6, 1)
+    for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE)):
+        if seconds * 1000 >= size:
+            return f"~{seconds * 1000 / size:.1f}{unit}"
+    return f"~{seconds:.0f}s"
