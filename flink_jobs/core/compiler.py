@@ -12,6 +12,7 @@ from typing import Iterable
 from . import catalog
 from .durations import format_duration
 from .features import (
+    TimerBook,
     AbsenceFeature,
     DistinctFeature,
     Feature,
@@ -57,7 +58,7 @@ class CompileError(ValueError):
 class Node:
     __slots__ = ()
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         raise NotImplementedError(type(self).__name__)
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
@@ -89,11 +90,28 @@ def _duration_text(value: object) -> str:
     return format_duration(ms, weeks=False)
 
 
+def _exit_sensitivity(kind: str, cmp: Comparison) -> bool | None:
+    """When can an event leaving the window flip this leaf? Counts only fall as events leave, so
+    ``> n`` / ``>= n`` can flip only while true, ``< n`` / ``<= n`` only while false (returned);
+    anything else (sums, averages, equality) can flip any time (None)."""
+    if kind in ("count", "distinct"):
+        if cmp.op in ("greater_than", "at_least"):
+            return True
+        if cmp.op in ("less_than", "at_most"):
+            return False
+    return None
+
+
 class AggNode(Node):
-    __slots__ = ("feature", "window", "kind", "prop", "cmp", "label")
+    """An aggregate leaf. Window exits are armed lazily: after each evaluation, a timer for the
+    window's next exit is asked for only if that exit could flip the leaf (see
+    ``_exit_sensitivity``), so a customer far below ``count > 100`` costs no timers at all."""
+
+    __slots__ = ("feature", "window", "kind", "prop", "cmp", "label", "sensitive_when")
 
     def __init__(self, feature: Feature, window: int, kind: str, prop: str | None, cmp: Comparison, label: str):
         self.feature, self.window, self.kind, self.prop, self.cmp, self.label = feature, window, kind, prop, cmp, label
+        self.sensitive_when = _exit_sensitivity(kind, cmp)
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.feature.key)
@@ -103,8 +121,15 @@ class AggNode(Node):
             return 0 if self.kind in ("count", "sum") else None
         return self.feature.value(fs, now, self.window, self.kind, self.prop)  # type: ignore[attr-defined]
 
-    def holds(self, state: CustomerState, now: int) -> bool:
-        return self.cmp.test(self.value(state, now))
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
+        ok = self.cmp.test(self.value(state, now))
+        if book is not None and (self.sensitive_when is None or self.sensitive_when == ok):
+            fs = state.features.get(self.feature.key)
+            if fs:
+                at = self.feature.next_exit(fs, now, self.window)  # type: ignore[attr-defined]
+                if at is not None:
+                    book.want(at)
+        return ok
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
         value = self.value(state, now)
@@ -121,7 +146,7 @@ class SinceLastNode(Node):
         last = state.features.get(self.feature.key)
         return None if last is None else now - last  # type: ignore[operator]
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         return self.cmp.test(self.value(state, now))
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
@@ -132,11 +157,12 @@ class SinceLastNode(Node):
 
 
 class SessionsNode(Node):
-    __slots__ = ("feature", "window", "resolution", "measure", "cmp", "label")
+    __slots__ = ("feature", "window", "resolution", "measure", "cmp", "label", "sensitive_when")
 
     def __init__(self, feature: SessionsFeature, window: int, measure: str, cmp: Comparison, label: str):
         self.feature, self.window, self.measure, self.cmp, self.label = feature, window, measure, cmp, label
         self.resolution = resolution_for(window)
+        self.sensitive_when = _exit_sensitivity("count" if measure == "count" else measure, cmp)
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.feature.key)
@@ -144,8 +170,15 @@ class SessionsNode(Node):
             return 0 if self.measure != "avg_duration" else None
         return self.feature.value(fs, now, self.window, self.resolution, self.measure)  # type: ignore[arg-type]
 
-    def holds(self, state: CustomerState, now: int) -> bool:
-        return self.cmp.test(self.value(state, now))
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
+        ok = self.cmp.test(self.value(state, now))
+        if book is not None and (self.sensitive_when is None or self.sensitive_when == ok):
+            fs = state.features.get(self.feature.key)
+            if fs:
+                at = self.feature.next_exit(fs, now, self.window, self.resolution)
+                if at is not None:
+                    book.want(at)
+        return ok
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
         value = self.value(state, now)
@@ -159,7 +192,7 @@ class AbsenceNode(Node):
     def __init__(self, feature: AbsenceFeature, label: str):
         self.feature, self.label = feature, label
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         fs = state.features.get(self.feature.key)
         return bool(fs) and self.feature.active(fs, now) is not None  # type: ignore[arg-type]
 
@@ -178,7 +211,7 @@ class SequenceNode(Node):
     def __init__(self, feature: SequenceFeature, label: str):
         self.feature, self.label = feature, label
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         fs = state.features.get(self.feature.key)
         return fs is not None and self.feature.active(fs, now) is not None  # type: ignore[arg-type]
 
@@ -196,7 +229,7 @@ class ProfileNode(Node):
     def __init__(self, prop: str, cmp: Comparison):
         self.prop, self.cmp = prop, cmp
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         return self.cmp.test(state.profile.get(self.prop))
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
@@ -210,7 +243,7 @@ class ScoreNode(Node):
     def __init__(self, name: str, cmp: Comparison):
         self.name, self.cmp = name, cmp
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         return self.cmp.test(state.scores.get(self.name))
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
@@ -224,7 +257,7 @@ class SegmentNode(Node):
     def __init__(self, segment_id: str):
         self.segment_id = segment_id
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         return self.segment_id in state.members
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
@@ -239,9 +272,9 @@ class AllNode(Node):
     def __init__(self, children: tuple[Node, ...]):
         self.children = children
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         for child in self.children:
-            if not child.holds(state, now):
+            if not child.holds(state, now, book):
                 return False
         return True
 
@@ -261,9 +294,9 @@ class AnyNode(Node):
     def __init__(self, children: tuple[Node, ...]):
         self.children = children
 
-    def holds(self, state: CustomerState, now: int) -> bool:
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         for child in self.children:
-            if child.holds(state, now):
+            if child.holds(state, now, book):
                 return True
         return False
 
@@ -283,8 +316,8 @@ class NotNode(Node):
     def __init__(self, child: Node):
         self.child = child
 
-    def holds(self, state: CustomerState, now: int) -> bool:
-        return not self.child.holds(state, now)
+    def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
+        return not self.child.holds(state, now, book)
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
         ok, text = self.child.explain(state, now)

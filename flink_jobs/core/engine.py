@@ -280,7 +280,7 @@ class SegmentEngine:
             compiled = segments[position]
             segment = compiled.segment
             sid = segment.id
-            eligible = compiled.node.holds(state, now)
+            eligible = compiled.node.holds(state, now, book)
             if eligible and segment.exclude:
                 for other in segment.exclude:
                     if other in members:

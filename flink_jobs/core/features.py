@@ -100,6 +100,13 @@ def _bucket_exit_at(fs: dict, now: int, windows: tuple[int, ...], resolution: in
     return False
 
 
+def _next_bucket_exit(fs: dict, now: int, window: int, resolution: int) -> int | None:
+    """When the oldest bucket still inside the window leaves it (None if the window is empty)."""
+    oldest = now // resolution - window // resolution + 1
+    inside = [b for b in fs if b >= oldest]
+    return exit_time(min(inside), window, resolution) if inside else None
+
+
 # ---- bucketed statistics ------------------------------------------------------------------------
 
 
@@ -153,8 +160,6 @@ class StatsFeature(Feature):
             if bucket < oldest:
                 return  # older than anything a window can look at
             record = fs[bucket] = self._blank.copy()
-            for window in self.windows:
-                book.want((bucket + window // r) * r)
             if len(fs) & 7 == 0:  # amortised: at most 8 expired buckets linger
                 for old in [b for b in fs if b < oldest]:
                     del fs[old]
@@ -172,13 +177,11 @@ class StatsFeature(Feature):
                 if value > record[base + 3]:
                     record[base + 3] = value
 
-    def rearm(self, fs: dict, now: int, book: TimerBook) -> None:
-        for bucket in fs:
-            for window in self.windows:
-                book.want(exit_time(bucket, window, self.resolution))
-
     def flips_at(self, fs: dict, now: int) -> bool:
         return _bucket_exit_at(fs, now, self.windows, self.resolution)
+
+    def next_exit(self, fs: dict, now: int, window: int) -> int | None:
+        return _next_bucket_exit(fs, now, window, self.resolution)
 
     @property
     def time_driven(self) -> bool:
@@ -250,21 +253,17 @@ class DistinctFeature(Feature):
             if bucket < first_bucket(now, self.retention, r):
                 return fs
             values = fs[bucket] = set()
-            for window in self.windows:
-                book.want(exit_time(bucket, window, r))
             oldest = first_bucket(now, self.retention, r)
             for old in [b for b in fs if b < oldest]:
                 del fs[old]
         values.add(value)
         return fs
 
-    def rearm(self, fs: dict, now: int, book: TimerBook) -> None:
-        for bucket in fs:
-            for window in self.windows:
-                book.want(exit_time(bucket, window, self.resolution))
-
     def flips_at(self, fs: dict, now: int) -> bool:
         return _bucket_exit_at(fs, now, self.windows, self.resolution)
+
+    def next_exit(self, fs: dict, now: int, window: int) -> int | None:
+        return _next_bucket_exit(fs, now, window, self.resolution)
 
     @property
     def time_driven(self) -> bool:
@@ -359,8 +358,6 @@ class SessionsFeature(Feature):
             fs[-1][1] = now
         else:
             fs.append([now, now])
-            for window, r in self.windows:
-                book.want(exit_time(now // r, window, r))
             self._prune(fs, now)
         return fs
 
@@ -373,8 +370,6 @@ class SessionsFeature(Feature):
                 break
         else:
             insort(fs, [t, t])
-            for window, r in self.windows:
-                book.want(exit_time(t // r, window, r))
         merged: list[list[int]] = []
         for session in fs:
             if merged and session[0] - merged[-1][1] <= self.gap:
@@ -389,10 +384,13 @@ class SessionsFeature(Feature):
         while len(fs) > 1 and fs[0][1] < horizon:
             fs.pop(0)
 
-    def rearm(self, fs: list, now: int, book: TimerBook) -> None:
+    def next_exit(self, fs: list, now: int, window: int, resolution: int) -> int | None:
+        """When the oldest session that started inside the window leaves it."""
+        oldest = now // resolution - window // resolution + 1
         for start, _ in fs:
-            for window, r in self.windows:
-                book.want(exit_time(start // r, window, r))
+            if start // resolution >= oldest:
+                return exit_time(start // resolution, window, resolution)
+        return None
 
     def flips_at(self, fs: list, now: int) -> bool:
         for window, r in self.windows:

@@ -139,10 +139,23 @@ def test_duplicates_are_ignored_and_counted():
 
 
 def test_event_later_than_the_allowed_lateness_goes_to_the_late_output():
-    events = [ev(1, "product_view", 0), ev(2, "product_view", HOUR), ev(3, "product_view", 10 * SECOND)]
+    # The customer was already evaluated at 20 s when the event of 10 s arrives.
+    events = [ev(1, "product_view", 0), ev(2, "product_view", 20 * SECOND), ev(3, "page_view", HOUR), ev(4, "product_view", 10 * SECOND)]
     r = run(rules(VIEWED_TWICE), events, until=2 * HOUR)
-    assert [e.event_id for e in r.late_events] == ["e3"]
+    assert [e.event_id for e in r.late_events] == ["e4"]
     assert r.stats.late == 1
+
+
+def test_event_behind_the_watermark_but_not_behind_the_customer_is_applied_in_order():
+    """Nothing happened for this customer between 0 s and the watermark (~1 h), so the event of
+    10 s can still be applied exactly as if it had been on time: no loss, no late routing."""
+    events = [ev(1, "product_view", 0), ev(2, "page_view", HOUR), ev(3, "product_view", 10 * SECOND), ev(4, "product_view", 20 * SECOND)]
+    r = run(rules(VIEWED_TWICE), events, until=2 * HOUR)
+    assert r.late_events == []
+    assert changes(r) == [
+        ("c1", "product_viewed_repeatedly", "enter", 20 * SECOND),
+        ("c1", "product_viewed_repeatedly", "exit", 10 * MINUTE),
+    ]
 
 
 def test_event_within_the_allowed_lateness_is_applied_at_the_current_instant():
