@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from . import catalog
-from .durations import format_duration
+from .durations import HOUR, format_duration
 from .features import (
     TimerBook,
     AbsenceFeature,
@@ -46,6 +46,10 @@ from .windows import DEFAULT_HORIZON, LONG_RESOLUTION, TIERS, resolution_for
 
 # How long each resolution keeps buckets for the generic (rule-independent) aggregates.
 _GENERIC_RETENTION = {resolution: limit for limit, resolution in TIERS}
+# Generic aggregates exist so that a newly published rule over a long window is populated at once
+# from state already held. A window of up to 1 h fills from live events within its own length,
+# so the 1-second tier (the most expensive to keep) is not kept generically.
+_GENERIC_RESOLUTIONS = tuple(resolution for limit, resolution in TIERS if limit > HOUR) + (LONG_RESOLUTION,)
 
 
 class CompileError(ValueError):
@@ -393,7 +397,7 @@ class _Builder:
             for event_type in catalog.EVENT_TYPES:
                 selector = EventSelector((event_type,))
                 props = set(catalog.numeric_properties(event_type))
-                for limit, resolution in (*TIERS, (horizon, LONG_RESOLUTION)):
+                for resolution in _GENERIC_RESOLUTIONS:
                     key = stats_key(selector, resolution)
                     retention = _GENERIC_RETENTION.get(resolution, horizon)
                     self._stats[key] = [selector, props, resolution, retention, set()]

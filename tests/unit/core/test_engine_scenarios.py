@@ -274,17 +274,32 @@ def test_segment_reference_and_not():
 
 
 def test_new_rule_is_evaluated_from_state_already_held_without_replay():
-    """A rule published later that only needs generic aggregates is populated at once."""
+    """A rule published later over a long window of generic aggregates is populated at once."""
     old = SegmentEngine(rules(ABANDONED))
     state = old.new_state("c1")
-    for i in range(4):
-        old.step(state, ev(i, "product_view", i * SECOND), watermark=T0 + i * SECOND)
+    for i in range(3):
+        old.step(state, ev(i, "purchase", i * DAY, revenue=100), watermark=T0 + i * DAY)
     assert state.members == {}
-    new_rules = RuleSet((ABANDONED, VIEWED_TWICE), "rs-2")
-    result = SegmentEngine(new_rules).step(state, None, watermark=T0 + 3 * SECOND)
-    assert [(c.segment_id, c.kind, c.rule_version) for c in result.changes] == [("product_viewed_repeatedly", "enter", "rs-2")]
-    # and the window exit is scheduled from the old buckets
-    assert T0 + 10 * MINUTE in result.timers_to_register
+    loyal = seg("loyal", Aggregate("count", sel("purchase"), None, 30 * DAY, Comparison("at_least", 3)))
+    result = SegmentEngine(RuleSet((ABANDONED, loyal), "rs-2")).step(state, None, watermark=T0 + 2 * DAY)
+    assert [(c.segment_id, c.kind, c.event_time - T0, c.rule_version) for c in result.changes] == [("loyal", "enter", 2 * DAY, "rs-2")]
+    # and its exit is scheduled from the buckets already held: the first purchase leaves the
+    # 30-day window (1 h steps) 30 days after its hour began
+    assert T0 + 30 * DAY in result.timers_to_register
+
+
+def test_new_rule_over_a_short_window_fills_from_live_events():
+    """Windows of up to 1 h are not kept generically: such a rule starts from what arrives next
+    (within its own window length it is complete again)."""
+    old = SegmentEngine(rules(ABANDONED))
+    state = old.new_state("c1")
+    for i in range(3):
+        old.step(state, ev(i, "product_view", i * SECOND), watermark=T0 + i * SECOND)
+    engine = SegmentEngine(RuleSet((ABANDONED, VIEWED_TWICE), "rs-2"))
+    assert engine.step(state, None, watermark=T0 + 2 * SECOND).changes == []
+    for i in range(3, 6):
+        result = engine.step(state, ev(i, "product_view", i * SECOND), watermark=T0 + i * SECOND)
+    assert [(c.segment_id, c.kind, c.event_time - T0) for c in result.changes] == [("product_viewed_repeatedly", "enter", 5 * SECOND)]
 
 
 def test_removed_segment_members_exit():
