@@ -47,7 +47,9 @@ class LocalRunner:
         state = self.states.get(event.customer_id)
         if state is None:
             state = self.states[event.customer_id] = self.engine.new_state(event.customer_id)
-        self._collect(event.customer_id, self.engine.step(state, event, self.watermark))
+        result = self.engine.step(state, event, self.watermark)
+        self.states[event.customer_id] = result.state
+        self._collect(event.customer_id, result)
         if event.event_time > self._max_seen:
             self._max_seen = event.event_time
             self.advance(self._max_seen - self.out_of_orderness - 1)
@@ -68,7 +70,9 @@ class LocalRunner:
                 continue  # deleted by the engine
             self._registered.discard((customer_id, t))
             self.stats.timers_fired += 1
-            self._collect(customer_id, self.engine.step(self.states[customer_id], t, watermark))
+            result = self.engine.step(self.states[customer_id], t, watermark)
+            self.states[customer_id] = result.state
+            self._collect(customer_id, result)
 
     def _collect(self, customer_id: str, result: StepResult) -> None:
         for t in result.timers_to_delete:

@@ -11,6 +11,7 @@ from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.reference import reference_changes
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
+from flink_jobs.core.state import decode_state, encode_state
 
 from .strategies import arrivals, histories, rule_sets
 
@@ -18,8 +19,18 @@ SCORER = FixedScorer({"alice": {"purchase_propensity": 0.9}}, default={"purchase
 BOUND = 5 * SECOND
 
 
-def _engine_changes(rules, arrived, until, generic):
-    engine = SegmentEngine(rules, EngineConfig(generic_aggregates=generic), scorer=SCORER)
+class _StoredStateEngine(SegmentEngine):
+    """Encodes and decodes the state around every step, as a state backend does."""
+
+    def step(self, state, item, watermark):
+        result = super().step(decode_state(encode_state(state)), item, watermark)
+        result.state = decode_state(encode_state(result.state))
+        return result
+
+
+def _engine_changes(rules, arrived, until, generic, stored=False):
+    engine_type = _StoredStateEngine if stored else SegmentEngine
+    engine = engine_type(rules, EngineConfig(generic_aggregates=generic), scorer=SCORER)
     runner = LocalRunner(engine, out_of_orderness=BOUND)
     runner.feed_all(arrived)
     runner.advance(until)
@@ -43,11 +54,11 @@ def _reference(rules, events, until):
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(rules=rule_sets(), events=histories(), data=st.data(), generic=st.booleans(), tail=st.sampled_from([0, 1 * DAY, 50 * DAY]))
-def test_engine_matches_reference_under_disorder_and_duplicates(rules, events, data, generic, tail):
+@given(rules=rule_sets(), events=histories(), data=st.data(), generic=st.booleans(), stored=st.booleans(), tail=st.sampled_from([0, 1 * DAY, 50 * DAY]))
+def test_engine_matches_reference_under_disorder_and_duplicates(rules, events, data, generic, stored, tail):
     arrived = data.draw(arrivals(events, BOUND))
     until = (max((e.event_time for e in events), default=0) + tail) if events else 0
-    got, runner = _engine_changes(rules, arrived, until, generic)
+    got, runner = _engine_changes(rules, arrived, until, generic, stored)
     want, want_members = _reference(rules, events, until)
     # Changes at one instant have no inherent order between segments: compare per instant as sets.
     assert {c: sorted(v) for c, v in got.items()} == {c: sorted(v) for c, v in want.items()}
