@@ -1,11 +1,12 @@
 """Compile a RuleSet into shared features and evaluator nodes.
 
-Conditions become small node objects with ``holds(state, now)`` (fast path, every instant) and
+Conditions become small node objects with ``holds(state, now, book)`` (fast path) and
 ``explain(state, now)`` (only when a membership changes, for the change's reason and the CLI).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -59,14 +60,19 @@ class CompileError(ValueError):
 # ---- evaluator nodes ---------------------------------------------------------------------------
 
 
-class Node:
+class Node(ABC):
+    """A compiled condition. ``holds`` is the fast path; a leaf that reads a window may ask
+    ``book`` for the timer at which its value can next change."""
+
     __slots__ = ()
 
+    @abstractmethod
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
-        raise NotImplementedError(type(self).__name__)
+        """Whether the condition holds at ``now``."""
 
+    @abstractmethod
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
-        raise NotImplementedError(type(self).__name__)
+        """(holds, a short reason a person can read)."""
 
 
 def _fmt(value: object) -> str:

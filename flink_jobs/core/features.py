@@ -9,6 +9,7 @@ at the instants where a condition can flip.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from bisect import insort
 from itertools import permutations
 from typing import Iterable
@@ -57,18 +58,19 @@ class TimerBook:
             self.removed.add(t)
 
 
-class Feature:
+class Feature(ABC):
     """Base: a named piece of per-customer state fed by the events its selectors match."""
 
     key: str
     event_types: frozenset[str]
 
+    @abstractmethod
     def init(self) -> object:
-        raise NotImplementedError(type(self).__name__)  # every subclass defines it
+        """A fresh, empty state."""
 
+    @abstractmethod
     def apply(self, fs: object, events: list[Event], now: int, book: TimerBook) -> object:
         """Apply the events of instant ``now`` (all with event_time == now); return the new state."""
-        raise NotImplementedError(type(self).__name__)
 
     def apply_late(self, fs: object, event: Event, now: int, book: TimerBook) -> object:
         """Apply an event older than the clock (within the allowed lateness). Default: ignore."""
