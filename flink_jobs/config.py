@@ -1,0 +1,545 @@
+"""The job's configuration: one frozen, typed object, validated when the job starts.
+
+Sources, later ones winning:
+
+1. defaults (below), with the local stack's ``KAFKA_BOOTSTRAP``, ``REDIS_URL`` and
+   ``FLINK_KAFKA_CONNECTOR_JAR`` taken from the environment or from ``.cache/stack/stack.env``
+   when present (so a job started next to ``deploy/local/stack.sh`` finds it);
+2. a YAML file (``--config FILE`` or ``SEGMENTS_CONFIG``), sections as in ``SETTINGS``;
+3. environment variables ``SEGMENTS_<SECTION>_<NAME>``, e.g. ``SEGMENTS_KAFKA_BOOTSTRAP``;
+4. command-line flags: ``--set section.name=value`` and the shortcuts in ``_FLAG_SHORTCUTS``.
+
+A wrong setting stops the job at start with a ``ConfigError`` that names the setting, where its
+value came from, and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from .core.durations import format_duration, parse_duration
+
+ENV_PREFIX = "SEGMENTS_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STACK_ENV = REPO_ROOT / ".cache" / "stack" / "stack.env"
+VERSIONS_ENV = REPO_ROOT / "deploy" / "local" / "versions.env"
+# Local default; the JobManager's in-memory storage (Flink's default) fails above 5 MB of state.
+DEFAULT_CHECKPOINT_DIR = (REPO_ROOT / ".cache" / "flink" / "checkpoints").as_uri()
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; ``str()`` names it and says what is allowed."""
+
+
+# ---- the typed config -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str
+    security_protocol: str
+    group_id: str
+    starting_offsets: str  # earliest | latest | committed
+    bounded: bool  # stop at the offsets that are latest when the job starts
+    events_topic: str
+    dlq_topic: str
+    late_topic: str
+    changes_topic: str
+    rules_topic: str
+    properties: Mapping[str, str]  # passed to every Kafka client as is (SASL/SSL settings, ...)
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    url: str
+    key_prefix: str
+    batch_size: int  # changes per pipelined flush
+    flush_interval: int  # ms; buffered changes are flushed at least this often
+    default_ttl: int  # ms; TTL of a customer's keys when none of its segments sets one; 0 = none
+    shards: int  # writer keys: how many buffers the changes are spread over
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    out_of_orderness: int  # ms
+    idleness: int  # ms; 0 = a silent partition holds the watermark back
+    allowed_lateness: int  # ms
+    dedup_horizon: int  # ms
+    max_event_bytes: int
+    max_future: int  # ms
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    name: str
+    rules_path: tuple[str, ...]
+    parallelism: int
+    checkpoint_interval: int  # ms; 0 = off (not allowed with exactly-once)
+    checkpoint_dir: str  # URI of the checkpoint storage (file:///..., s3://...)
+    restart_attempts: int  # -1 = keep restarting (exponential delay), 0 = fail at once, n = n tries
+    delivery_guarantee: str  # at-least-once | exactly-once | none
+    transactional_id_prefix: str
+    python_execution_mode: str  # thread | process
+    python_bundle_size: int
+    python_bundle_time: int  # ms
+    python_state_cache_size: int
+    state_cache_customers: int  # decoded customer states kept in the Python function (0 = off)
+    connector_jar: str
+    hot_reload: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    kafka: KafkaConfig
+    redis: RedisConfig
+    events: EventsConfig
+    job: JobConfig
+
+    def describe(self) -> str:
+        """Every setting as ``section.name = value``, for the job's start-up log."""
+        lines = []
+        for section in (self.kafka, self.redis, self.events, self.job):
+            sname = _SECTION_NAMES[type(section)]
+            for f in fields(section):
+                value = getattr(section, f.name)
+                spec = SETTINGS.get(f"{sname}.{f.name}")
+                shown = spec.show(value) if spec else value
+                lines.append(f"{sname}.{f.name} = {shown}")
+        return "\n".join(lines)
+
+
+_SECTION_NAMES = {KafkaConfig: "kafka", RedisConfig: "redis", EventsConfig: "events", JobConfig: "job"}
+_SECTION_TYPES = {v: k for k, v in _SECTION_NAMES.items()}
+
+
+# ---- settings: name, default, parser ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str  # section.field
+    default: Any
+    parse: Callable[[str, Any], Any]  # (name, raw value) -> typed value; raises ConfigError
+    help: str
+
+    def show(self, value: Any) -> str:
+        if self.parse is _duration and isinstance(value, int):
+            return format_duration(value, weeks=False) if value else "0"
+        if self.name == "kafka.properties" and value:
+            return "{" + ", ".join(f"{k}=***" if _secret(k) else f"{k}={v}" for k, v in value.items()) + "}"
+        return str(value)
+
+
+def _secret(key: str) -> bool:
+    return any(word in key.lower() for word in ("password", "secret", "jaas", "token"))
+
+
+def _text(allow_empty: bool = False) -> Callable[[str, Any], str]:
+    def parse(name: str, raw: Any) -> str:
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected text, got {raw!r}")
+        value = str(raw).strip()
+        if not value and not allow_empty:
+            raise ConfigError(f"{name}: must not be empty")
+        return value
+
+    return parse
+
+
+def _choice(*allowed: str, upper: bool = False) -> Callable[[str, Any], str]:
+    def parse(name: str, raw: Any) -> str:
+        value = raw
+        if isinstance(raw, str):
+            value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in allowed:
+            near = difflib.get_close_matches(str(value), allowed, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"{name}: {raw!r} is not allowed; allowed values: {', '.join(allowed)}{hint}")
+        return value
+
+    return parse
+
+
+def _int(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:
+    def parse(name: str, raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}")
+        try:
+            value = int(str(raw).strip().replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" and at most {maximum}" if maximum is not None else ""
+            raise ConfigError(f"{name}: {value} is out of range; allowed: at least {minimum}{upper}")
+        return value
+
+    return parse
+
+
+def _duration(name: str, raw: Any) -> int:
+    """A duration like ``5s``/``10m``/``1h30m``, a number of milliseconds, or 0."""
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name}: expected a duration such as 5s, 10m or 1h, got {raw!r}")
+    if isinstance(raw, int):
+        value = raw
+    else:
+        text = str(raw).strip()
+        if re.fullmatch(r"\d+", text):
+            value = int(text)
+        else:
+            try:
+                value = parse_duration(text)
+            except ValueError as exc:
+                raise ConfigError(f"{name}: {exc}") from None
+    if value < 0:
+        raise ConfigError(f"{name}: must not be negative, got {raw!r}")
+    return value
+
+
+def _bool(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ConfigError(f"{name}: {raw!r} is not a boolean; allowed values: true, false")
+
+
+def _bootstrap(name: str, raw: Any) -> str:
+    value = _text()(name, raw)
+    for part in value.split(","):
+        if not re.fullmatch(r"[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", part.strip()):
+            raise ConfigError(
+                f"{name}: {part.strip()!r} is not host:port; write e.g. localhost:9092 or b1:9092,b2:9092"
+            )
+    return ",".join(p.strip() for p in value.split(","))
+
+
+def _redis_url(name: str, raw: Any) -> str:
+    value = _text()(name, raw)
+    if not re.match(r"^(redis|rediss|unix)://", value):
+        raise ConfigError(
+            f"{name}: {value!r} is not a Redis URL; allowed schemes: redis://, rediss://, unix:// "
+            "(e.g. redis://localhost:6379/0)"
+        )
+    return value
+
+
+def _uri(name: str, raw: Any) -> str:
+    value = _text()(name, raw)
+    if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
+        raise ConfigError(
+            f"{name}: {value!r} is not a URI; write e.g. file:///var/flink/checkpoints or s3://bucket/path "
+            "(Flink's in-memory checkpoint storage fails once a checkpoint exceeds 5 MB)"
+        )
+    return value
+
+
+def _paths(name: str, raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    out = tuple(str(p).strip() for p in items if str(p).strip())
+    if not out:
+        raise ConfigError(f"{name}: name at least one rules file or folder")
+    return out
+
+
+def _properties(name: str, raw: Any) -> Mapping[str, str]:
+    if isinstance(raw, Mapping):
+        return {str(k): str(v) for k, v in raw.items()}
+    if isinstance(raw, str):
+        out: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in raw.split(";"))):
+            if "=" not in part:
+                raise ConfigError(f"{name}: {part!r} is not key=value; separate entries with ';'")
+            k, v = part.split("=", 1)
+            out[k.strip()] = v.strip()
+        return out
+    raise ConfigError(f"{name}: expected a mapping of Kafka client properties, got {raw!r}")
+
+
+def _key_prefix(name: str, raw: Any) -> str:
+    value = _text()(name, raw)
+    if any(c.isspace() for c in value):
+        raise ConfigError(f"{name}: {value!r} must not contain blanks")
+    return value
+
+
+SETTINGS: dict[str, Setting] = {
+    s.name: s
+    for s in (
+        Setting("kafka.bootstrap", "localhost:9092", _bootstrap, "Kafka bootstrap servers, host:port[,host:port]"),
+        Setting(
+            "kafka.security_protocol",
+            "PLAINTEXT",
+            _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL", upper=True),
+            "Kafka security.protocol",
+        ),
+        Setting("kafka.group_id", "segmentation-job", _text(), "consumer group of the events source"),
+        Setting(
+            "kafka.starting_offsets",
+            "committed",
+            _choice("earliest", "latest", "committed"),
+            "where a job without a checkpoint starts reading (committed: the group's offsets, else earliest)",
+        ),
+        Setting("kafka.bounded", False, _bool, "stop at the offsets that are latest at start (tests, benchmarks)"),
+        Setting("kafka.events_topic", "events", _text(), "topic the events are read from"),
+        Setting("kafka.dlq_topic", "events.dlq", _text(), "topic invalid records go to"),
+        Setting("kafka.late_topic", "events.late", _text(), "topic events beyond the allowed lateness go to"),
+        Setting("kafka.changes_topic", "segment-changes", _text(), "topic membership changes go to"),
+        Setting("kafka.rules_topic", "segment-rules", _text(), "compacted topic of rule files (key: file name, value: YAML)"),
+        Setting("kafka.properties", {}, _properties, "extra Kafka client properties (key=value;key=value)"),
+        Setting("redis.url", "redis://localhost:6379/0", _redis_url, "Redis URL"),
+        Setting("redis.key_prefix", "seg:", _key_prefix, "prefix of every Redis key the job writes"),
+        Setting("redis.batch_size", 1000, _int(1, 100_000), "changes per pipelined Redis flush"),
+        Setting("redis.flush_interval", 200, _duration, "flush buffered Redis writes at least this often"),
+        Setting("redis.default_ttl", 30 * 24 * 3600 * 1000, _duration, "TTL of customer keys without a segment TTL; 0 = none"),
+        Setting("redis.shards", 4, _int(1, 4096), "how many write buffers (keys) changes are spread over"),
+        Setting("events.out_of_orderness", 5000, _duration, "bounded out-of-orderness of the watermark"),
+        Setting("events.idleness", 30_000, _duration, "a partition silent this long stops holding the watermark; 0 = never"),
+        Setting("events.allowed_lateness", 0, _duration, "events this far behind a customer's time are still applied"),
+        Setting("events.dedup_horizon", 24 * 3600 * 1000, _duration, "how long event ids are remembered (event time)"),
+        Setting("events.max_event_bytes", 64 * 1024, _int(256, 16 * 1024 * 1024), "larger records go to the DLQ"),
+        Setting("events.max_future", 24 * 3600 * 1000, _duration, "event times further ahead of ingestion go to the DLQ"),
+        Setting("job.name", "segmentation", _text(), "Flink job name"),
+        Setting("job.rules_path", ("rules",), _paths, "rules files or folders, comma-separated"),
+        Setting("job.parallelism", 1, _int(1, 1024), "parallelism of every operator"),
+        Setting("job.checkpoint_interval", 10_000, _duration, "checkpoint interval; 0 = off"),
+        Setting("job.checkpoint_dir", DEFAULT_CHECKPOINT_DIR, _uri, "checkpoint storage URI, e.g. file:///var/flink/checkpoints or s3://bucket/path"),
+        Setting(
+            "job.restart_attempts",
+            -1,
+            _int(-1, 1_000_000),
+            "restarts after a failure: -1 = unlimited with exponential delay, 0 = none, n = n attempts",
+        ),
+        Setting(
+            "job.delivery_guarantee",
+            "at-least-once",
+            _choice("at-least-once", "exactly-once", "none"),
+            "Kafka sinks' delivery guarantee",
+        ),
+        Setting("job.transactional_id_prefix", "segmentation", _text(), "Kafka transactional id prefix (exactly-once)"),
+        Setting("job.python_execution_mode", "thread", _choice("thread", "process"), "PyFlink execution mode"),
+        Setting("job.python_bundle_size", 1000, _int(1, 1_000_000), "python.fn-execution.bundle.size (process mode)"),
+        Setting("job.python_bundle_time", 100, _duration, "python.fn-execution.bundle.time (process mode)"),
+        Setting("job.python_state_cache_size", 10_000, _int(0, 10_000_000), "python.state.cache-size (process mode)"),
+        Setting(
+            "job.state_cache_customers",
+            10_000,
+            _int(0, 10_000_000),
+            "decoded customer states the engine function keeps between steps (saves a state read + unpickle)",
+        ),
+        Setting("job.hot_reload", True, _bool, "follow kafka.rules_topic and switch to new rules without a restart"),
+        Setting("job.connector_jar", "", _text(allow_empty=True), "path of flink-sql-connector-kafka.jar"),
+    )
+}
+
+_FLAG_SHORTCUTS: dict[str, str] = {
+    "--bootstrap": "kafka.bootstrap",
+    "--events-topic": "kafka.events_topic",
+    "--redis-url": "redis.url",
+    "--rules": "job.rules_path",
+    "--parallelism": "job.parallelism",
+    "--mode": "job.python_execution_mode",
+    "--delivery": "job.delivery_guarantee",
+    "--checkpoint-interval": "job.checkpoint_interval",
+}
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.replace(".", "_").upper()
+
+
+# ---- loading ------------------------------------------------------------------------------------
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a shell-sourceable file (comments and blanks skipped)."""
+    out: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return out
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        out[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return out
+
+
+def _default_connector_jar(stack: Mapping[str, str]) -> str:
+    if stack.get("FLINK_KAFKA_CONNECTOR_JAR"):
+        return stack["FLINK_KAFKA_CONNECTOR_JAR"]
+    # Where deploy/local/fetch-jars.sh puts it, even when the stack is not running.
+    version = read_env_file(VERSIONS_ENV).get("FLINK_KAFKA_CONNECTOR_VERSION")
+    if version:
+        candidate = REPO_ROOT / ".cache" / "jars" / "flink" / version / f"flink-sql-connector-kafka-{version}.jar"
+        if candidate.exists():
+            return str(candidate)
+    return ""
+
+
+def _stack_defaults(environ: Mapping[str, str], stack_env: Path | None) -> dict[str, tuple[Any, str]]:
+    stack = read_env_file(stack_env) if stack_env is not None else {}
+    merged = {**stack, **{k: v for k, v in environ.items() if k in ("KAFKA_BOOTSTRAP", "REDIS_URL", "FLINK_KAFKA_CONNECTOR_JAR")}}
+    origin = "the local stack (KAFKA_BOOTSTRAP/REDIS_URL/FLINK_KAFKA_CONNECTOR_JAR)"
+    out: dict[str, tuple[Any, str]] = {}
+    if merged.get("KAFKA_BOOTSTRAP"):
+        out["kafka.bootstrap"] = (merged["KAFKA_BOOTSTRAP"], origin)
+    if merged.get("REDIS_URL"):
+        out["redis.url"] = (merged["REDIS_URL"], origin)
+    jar = _default_connector_jar(merged) if stack_env is not None else merged.get("FLINK_KAFKA_CONNECTOR_JAR", "")
+    if jar:
+        out["job.connector_jar"] = (jar, origin)
+    return out
+
+
+def _flatten_file(data: Any, path: str) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections ({', '.join(_SECTION_TYPES)}), got {type(data).__name__}")
+    out: dict[str, Any] = {}
+    for section, body in data.items():
+        if section not in _SECTION_TYPES:
+            raise ConfigError(f"{path}: unknown section {section!r}{_suggest(str(section), _SECTION_TYPES)}; sections: {', '.join(_SECTION_TYPES)}")
+        if body is None:
+            continue
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"{path}: section {section!r} must be a mapping of settings")
+        for key, value in body.items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def _suggest(word: str, choices) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def _check_known(name: str, origin: str) -> None:
+    if name not in SETTINGS:
+        raise ConfigError(
+            f"unknown setting {name!r} in {origin}{_suggest(name, SETTINGS)}; "
+            "see flink_jobs/config.py SETTINGS for the list"
+        )
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="segmentation_job", description="Real-time customer segmentation job")
+    parser.add_argument("--config", help="YAML configuration file")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="override one setting (repeatable)"
+    )
+    for flag, setting in _FLAG_SHORTCUTS.items():
+        parser.add_argument(flag, dest=f"shortcut_{setting}", help=f"same as --set {setting}=...")
+    parser.add_argument("--bounded", action="store_true", help="same as --set kafka.bounded=true")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    return parser.parse_args(list(argv))
+
+
+def load_config(
+    argv: Sequence[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    stack_env: Path | None = STACK_ENV,
+) -> Config:
+    """Resolve and validate the configuration; raise ``ConfigError`` naming the wrong setting."""
+    args = parse_args(argv)
+    return resolve_config(args, environ=os.environ if environ is None else environ, stack_env=stack_env)
+
+
+def resolve_config(args: argparse.Namespace, *, environ: Mapping[str, str], stack_env: Path | None) -> Config:
+    raw: dict[str, tuple[Any, str]] = {name: (s.default, "default") for name, s in SETTINGS.items()}
+    raw.update(_stack_defaults(environ, stack_env))
+
+    config_file = args.config or environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        try:
+            with open(config_file, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except OSError as exc:
+            raise ConfigError(f"config file {config_file}: cannot read it ({exc.strerror})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {config_file}: not valid YAML: {exc}") from None
+        for name, value in _flatten_file(data, config_file).items():
+            _check_known(name, config_file)
+            raw[name] = (value, config_file)
+
+    by_env = {env_name(n): n for n in SETTINGS}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        if key not in by_env:
+            raise ConfigError(f"unknown environment variable {key}{_suggest(key, by_env)}")
+        raw[by_env[key]] = (value, f"environment variable {key}")
+
+    for item in args.set:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: write --set section.name=value")
+        name, value = item.split("=", 1)
+        name = name.strip()
+        _check_known(name, "--set")
+        raw[name] = (value, f"--set {name}")
+    for flag, setting in _FLAG_SHORTCUTS.items():
+        value = getattr(args, f"shortcut_{setting}", None)
+        if value is not None:
+            raw[setting] = (value, flag)
+    if args.bounded:
+        raw["kafka.bounded"] = (True, "--bounded")
+
+    typed: dict[str, Any] = {}
+    for name, (value, origin) in raw.items():
+        spec = SETTINGS[name]
+        try:
+            typed[name] = value if (origin == "default" and value == spec.default) else spec.parse(name, value)
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from {origin})") from None
+    config = Config(
+        **{
+            section: cls(**{f.name: typed[f"{section}.{f.name}"] for f in fields(cls)})
+            for section, cls in _SECTION_TYPES.items()
+        }
+    )
+    _check_consistency(config, {n: o for n, (_, o) in raw.items()})
+    return config
+
+
+def _check_consistency(config: Config, origin: Mapping[str, str]) -> None:
+    def fail(name: str, message: str) -> None:
+        raise ConfigError(f"{name}: {message} (from {origin[name]})")
+
+    job, events = config.job, config.events
+    if job.delivery_guarantee == "exactly-once" and job.checkpoint_interval == 0:
+        fail(
+            "job.delivery_guarantee",
+            "exactly-once needs checkpoints (Kafka transactions commit on checkpoint); "
+            "set job.checkpoint_interval, e.g. 10s, or use at-least-once",
+        )
+    if events.dedup_horizon < events.allowed_lateness:
+        fail(
+            "events.dedup_horizon",
+            f"must be at least events.allowed_lateness ({format_duration(events.allowed_lateness)}), "
+            "or a late duplicate could be counted twice",
+        )
+    if not job.connector_jar:
+        fail(
+            "job.connector_jar",
+            "no Kafka connector jar: run deploy/local/fetch-jars.sh flink (or deploy/local/stack.sh start), "
+            "or set it to the path of flink-sql-connector-kafka-<version>.jar",
+        )
+    if not Path(job.connector_jar).is_file():
+        fail("job.connector_jar", f"{job.connector_jar} is not a file")
+    if len(config.kafka.group_id) > 200:
+        fail("kafka.group_id", "is longer than 200 characters")

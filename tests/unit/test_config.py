@@ -1,0 +1,196 @@
+"""The job configuration: sources, precedence, and start-up errors that name the setting."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from flink_jobs.config import SETTINGS, ConfigError, env_name, load_config
+
+
+@pytest.fixture
+def jar(tmp_path):
+    path = tmp_path / "flink-sql-connector-kafka.jar"
+    path.write_bytes(b"PK")
+    return str(path)
+
+
+def _load(argv=(), environ=None, jar=None):
+    env = dict(environ or {})
+    if jar is not None:
+        env.setdefault("FLINK_KAFKA_CONNECTOR_JAR", jar)
+    return load_config(list(argv), environ=env, stack_env=None)
+
+
+def test_defaults(jar):
+    config = _load(jar=jar)
+    assert config.kafka.bootstrap == "localhost:9092"
+    assert config.kafka.events_topic == "events"
+    assert config.kafka.bounded is False
+    assert config.job.delivery_guarantee == "at-least-once"
+    assert config.job.python_execution_mode == "thread"
+    assert config.events.out_of_orderness == 5_000
+    assert config.job.rules_path == ("rules",)
+    assert config.job.connector_jar == jar
+
+
+def test_config_is_frozen(jar):
+    config = _load(jar=jar)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.kafka.bootstrap = "x:1"  # type: ignore[misc]
+
+
+def test_precedence_file_then_env_then_flags(tmp_path, jar):
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "kafka:\n  bootstrap: file:9092\n  group_id: from-file\nevents:\n  out_of_orderness: 2m\njob:\n  parallelism: 3\n"
+    )
+    environ = {"SEGMENTS_KAFKA_BOOTSTRAP": "env:9092", "KAFKA_BOOTSTRAP": "stack:9092", "SEGMENTS_JOB_PARALLELISM": "4"}
+    config = _load(["--config", str(path), "--parallelism", "2", "--set", "redis.url=redis://r:1/2"], environ, jar)
+    assert config.kafka.bootstrap == "env:9092"
+    assert config.kafka.group_id == "from-file"
+    assert config.events.out_of_orderness == 120_000
+    assert config.job.parallelism == 2
+    assert config.redis.url == "redis://r:1/2"
+
+
+def test_local_stack_variables_are_defaults_only(jar):
+    config = _load([], {"KAFKA_BOOTSTRAP": "localhost:19092", "REDIS_URL": "redis://localhost:7/0"}, jar)
+    assert config.kafka.bootstrap == "localhost:19092"
+    assert config.redis.url == "redis://localhost:7/0"
+
+
+def test_typed_values(jar):
+    config = _load(
+        [
+            "--bounded",
+            "--set", "events.idleness=1h30m",
+            "--set", "events.allowed_lateness=2500",
+            "--set", "job.rules_path=rules/a.yaml, rules/b",
+            "--set", "kafka.properties=sasl.mechanism=PLAIN; sasl.jaas.config=secret",
+            "--set", "kafka.security_protocol=sasl_ssl",
+        ],
+        jar=jar,
+    )
+    assert config.kafka.bounded is True
+    assert config.events.idleness == 5_400_000
+    assert config.events.allowed_lateness == 2_500
+    assert config.job.rules_path == ("rules/a.yaml", "rules/b")
+    assert config.kafka.properties == {"sasl.mechanism": "PLAIN", "sasl.jaas.config": "secret"}
+    assert config.kafka.security_protocol == "SASL_SSL"
+    assert "sasl.jaas.config=***" in config.describe()
+
+
+@pytest.mark.parametrize(
+    "argv, environ, message",
+    [
+        (
+            ["--set", "job.python_execution_mode=threads"],
+            {},
+            "job.python_execution_mode: 'threads' is not allowed; allowed values: thread, process; "
+            "did you mean 'thread'? (from --set job.python_execution_mode)",
+        ),
+        (
+            ["--delivery", "exactly_once"],
+            {},
+            "job.delivery_guarantee: 'exactly_once' is not allowed; allowed values: at-least-once, exactly-once, "
+            "none; did you mean 'exactly-once'? (from --delivery)",
+        ),
+        (
+            [],
+            {"SEGMENTS_KAFKA_STARTING_OFFSETS": "beginning"},
+            "kafka.starting_offsets: 'beginning' is not allowed; allowed values: earliest, latest, committed "
+            "(from environment variable SEGMENTS_KAFKA_STARTING_OFFSETS)",
+        ),
+        (
+            ["--bootstrap", "localhost"],
+            {},
+            "kafka.bootstrap: 'localhost' is not host:port; write e.g. localhost:9092 or b1:9092,b2:9092 (from --bootstrap)",
+        ),
+        (
+            ["--redis-url", "localhost:6379"],
+            {},
+            "redis.url: 'localhost:6379' is not a Redis URL; allowed schemes: redis://, rediss://, unix:// "
+            "(e.g. redis://localhost:6379/0) (from --redis-url)",
+        ),
+        (
+            ["--parallelism", "0"],
+            {},
+            "job.parallelism: 0 is out of range; allowed: at least 1 and at most 1024 (from --parallelism)",
+        ),
+        (
+            ["--set", "events.out_of_orderness=5 sec"],
+            {},
+            "events.out_of_orderness: '5 sec' is not a duration; write a number followed by a unit (ms, s, m, h, d, w), "
+            "for example 30s, 10m, 24h, 7d or 1h30m (from --set events.out_of_orderness)",
+        ),
+        (
+            ["--set", "kafka.bounded=maybe"],
+            {},
+            "kafka.bounded: 'maybe' is not a boolean; allowed values: true, false (from --set kafka.bounded)",
+        ),
+        (
+            ["--set", "kafka.boostrap=x:1"],
+            {},
+            "unknown setting 'kafka.boostrap' in --set (did you mean 'kafka.bootstrap'?); "
+            "see flink_jobs/config.py SETTINGS for the list",
+        ),
+        ([], {"SEGMENTS_KAFKA_BOOTSRAP": "x:1"}, "unknown environment variable SEGMENTS_KAFKA_BOOTSRAP (did you mean 'SEGMENTS_KAFKA_BOOTSTRAP'?)"),
+        (
+            ["--delivery", "exactly-once", "--checkpoint-interval", "0"],
+            {},
+            "job.delivery_guarantee: exactly-once needs checkpoints (Kafka transactions commit on checkpoint); "
+            "set job.checkpoint_interval, e.g. 10s, or use at-least-once (from --delivery)",
+        ),
+        (
+            ["--set", "events.allowed_lateness=2d"],
+            {},
+            "events.dedup_horizon: must be at least events.allowed_lateness (2d), or a late duplicate could be "
+            "counted twice (from default)",
+        ),
+    ],
+)
+def test_wrong_settings_fail_naming_the_setting(argv, environ, message, jar):
+    with pytest.raises(ConfigError) as err:
+        _load(argv, environ, jar)
+    assert str(err.value) == message
+
+
+def test_unknown_key_in_file_is_named_with_the_file(tmp_path, jar):
+    path = tmp_path / "job.yaml"
+    path.write_text("redis:\n  ulr: redis://x:1/0\n")
+    with pytest.raises(ConfigError) as err:
+        _load(["--config", str(path)], {}, jar)
+    assert str(err.value) == (
+        f"unknown setting 'redis.ulr' in {path} (did you mean 'redis.url'?); see flink_jobs/config.py SETTINGS for the list"
+    )
+    path.write_text("kafak:\n  bootstrap: x:1\n")
+    with pytest.raises(ConfigError, match=r"unknown section 'kafak' \(did you mean 'kafka'\?\)"):
+        _load(["--config", str(path)], {}, jar)
+
+
+def test_wrong_value_in_file_names_the_file(tmp_path, jar):
+    path = tmp_path / "job.yaml"
+    path.write_text("job:\n  parallelism: many\n")
+    with pytest.raises(ConfigError) as err:
+        _load(["--config", str(path)], {}, jar)
+    assert str(err.value) == f"job.parallelism: expected a whole number, got 'many' (from {path})"
+
+
+def test_missing_connector_jar_says_how_to_get_it(tmp_path):
+    with pytest.raises(ConfigError, match=r"^job.connector_jar: no Kafka connector jar: run deploy/local/fetch-jars.sh"):
+        _load([], {})
+    with pytest.raises(ConfigError, match=r"is not a file"):
+        _load(["--set", f"job.connector_jar={tmp_path / 'nope.jar'}"], {})
+
+
+def test_every_setting_has_an_environment_variable():
+    assert env_name("kafka.security_protocol") == "SEGMENTS_KAFKA_SECURITY_PROTOCOL"
+    assert len({env_name(n) for n in SETTINGS}) == len(SETTINGS)
+
+
+def test_checkpoint_dir_must_be_a_uri(jar):
+    assert _load(jar=jar).job.checkpoint_dir.startswith("file:///")
+    with pytest.raises(ConfigError, match=r"^job.checkpoint_dir: '/tmp/cp' is not a URI; write e.g. file:///"):
+        _load(["--set", "job.checkpoint_dir=/tmp/cp"], jar=jar)
