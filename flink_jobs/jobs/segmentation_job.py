@@ -1,0 +1,185 @@
+"""The segmentation job: events from Kafka -> per-customer segment engine -> Kafka and Redis.
+
+::
+
+    Kafka events (watermarks per partition: bounded out-of-orderness, idleness)
+                     ─► parse + validate ──invalid──► events.dlq
+                     ▼
+    key_by(customer_id) ─► SegmentFunction (SegmentEngine.step, event-time timers)
+                     │                    └──late──► events.late
+                     ▼
+                 changes ─► segment-changes (Kafka) and Redis memberships
+
+Run it: ``python -m flink_jobs.jobs.segmentation_job [--config FILE] [--set section.name=value]``
+(see ``flink_jobs/config.py``); ``--bounded`` stops at the offsets that are latest at start.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
+from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.table import StreamTableEnvironment
+
+from ..config import Config, ConfigError, load_config
+from ..core.diagnostics import RuleLoadError
+from ..core.engine import EngineConfig
+from ..core.loader import load_rules
+from ..core.model import Change, RuleSet
+from ..functions import (
+    CHANGE_TYPE,
+    DLQ_TAG,
+    LATE_TAG,
+    RULE_FILES,
+    BroadcastTimeAssigner,
+    SegmentBroadcastFunction,
+    ParseEventFunction,
+    SegmentFunction,
+    customer_key,
+)
+from ..serde import ParseLimits, encode_change
+from ..sinks.kafka import KEY_VALUE_TYPE, build_kafka_sink
+from ..sinks.redis import build_redis_sink
+from ..sources import build_event_source, build_rules_source
+
+log = logging.getLogger("segmentation_job")
+
+
+def flink_configuration(config: Config) -> Configuration:
+    """Flink settings that must be known before the environment exists."""
+    job = config.job
+    conf = Configuration()
+    conf.set_string("pipeline.name", job.name)
+    conf.set_string("python.execution-mode", job.python_execution_mode)
+    # Process mode starts `python` from PATH unless told: use this interpreter (the venv's).
+    conf.set_string("python.executable", sys.executable)
+    conf.set_string("python.client.executable", sys.executable)
+    conf.set_string("python.fn-execution.bundle.size", str(job.python_bundle_size))
+    conf.set_string("python.fn-execution.bundle.time", str(job.python_bundle_time))
+    conf.set_string("python.state.cache-size", str(job.python_state_cache_size))
+    # Generated but deterministic uids for the Table API parts (Kafka source and sinks).
+    conf.set_string("table.exec.uid.generation", "ALWAYS")
+    if job.restart_attempts < 0:
+        conf.set_string("restart-strategy.type", "exponential-delay")
+    elif job.restart_attempts == 0:
+        conf.set_string("restart-strategy.type", "none")
+    else:
+        conf.set_string("restart-strategy.type", "fixed-delay")
+        conf.set_string("restart-strategy.fixed-delay.attempts", str(job.restart_attempts))
+        conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
+    conf.set_string("execution.checkpointing.dir", job.checkpoint_dir)
+    return conf
+
+
+def create_environment(config: Config) -> StreamExecutionEnvironment:
+    # Thread mode finds libpython (and pemja) by running `python` from PATH inside the JVM that
+    # PyFlink starts from this process: make that this interpreter, or a job started without an
+    # activated venv fails with "Failed to find libpython" / "No module named 'pemja'".
+    bin_dir = str(Path(sys.executable).parent)
+    if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
+    # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
+    env.add_jars(Path(config.job.connector_jar).resolve().as_uri())
+    env.set_parallelism(config.job.parallelism)
+    if config.job.checkpoint_interval > 0:
+        env.enable_checkpointing(config.job.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)
+    return env
+
+
+def engine_config(config: Config) -> EngineConfig:
+    return EngineConfig(
+        dedup_horizon=config.events.dedup_horizon,
+        allowed_lateness=config.events.allowed_lateness,
+    )
+
+
+def _change_record(row: Row) -> Row:
+    """A change row as a ``segment-changes`` record: key customer id, JSON value."""
+    change = Change(row[0], row[1], row[2], row[3], row[4], row[5])  # row[6]: ttl, for Redis
+    return Row(change.customer_id, encode_change(change))
+
+
+def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleSet | None = None) -> None:
+    """Add the job's operators to ``env`` (rules from ``config.job.rules_path`` unless given)."""
+    if rules is None:
+        rules = load_rules(list(config.job.rules_path))
+    t_env = StreamTableEnvironment.create(env)
+    t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
+    statements = t_env.create_statement_set()
+
+    records = build_event_source(t_env, config)
+    limits = ParseLimits(max_bytes=config.events.max_event_bytes, max_future=config.events.max_future)
+    events = (
+        records.process(ParseEventFunction(limits), output_type=Types.PICKLED_BYTE_ARRAY())
+        .uid("parse-events")
+        .name("parse and validate events")
+    )
+    build_kafka_sink(
+        t_env, statements, events.get_side_output(DLQ_TAG), name="dlq", topic=config.kafka.dlq_topic, config=config
+    )
+
+    # Watermarks come from the source (per Kafka partition); see sources.build_event_source.
+    keyed = events.key_by(customer_key, key_type=Types.STRING())
+    cache = config.job.state_cache_customers
+    if config.job.hot_reload:
+        rule_files = (
+            build_rules_source(t_env, config)
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy.for_monotonous_timestamps()
+                .with_idleness(Duration.of_seconds(1))
+                .with_timestamp_assigner(BroadcastTimeAssigner())
+            )
+            .uid("rule-files")
+            .name("rule files")
+        )
+        changes = keyed.connect(rule_files.broadcast(RULE_FILES)).process(
+            SegmentBroadcastFunction(rules, engine_config(config), cache), output_type=CHANGE_TYPE
+        )
+    else:
+        changes = keyed.process(SegmentFunction(rules, engine_config(config), cache), output_type=CHANGE_TYPE)
+    changes = changes.uid("segment-engine").name("segment engine")
+    build_kafka_sink(
+        t_env, statements, changes.get_side_output(LATE_TAG), name="late", topic=config.kafka.late_topic, config=config
+    )
+    change_records = (
+        changes.map(_change_record, output_type=KEY_VALUE_TYPE).uid("change-records").name("change records")
+    )
+    build_kafka_sink(
+        t_env, statements, change_records, name="changes", topic=config.kafka.changes_topic, config=config
+    )
+    build_redis_sink(changes, config.redis)
+    statements.attach_as_datastream()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
+    if "--print-config" in argv:
+        print(config.describe())
+        return 0
+    try:
+        rules = load_rules(list(config.job.rules_path))
+    except RuleLoadError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    log.info("configuration:\n%s", config.describe())
+    log.info("rules %s: %d segments", rules.version, len(rules.segments))
+    env = create_environment(config)
+    build_pipeline(env, config, rules)
+    env.execute(config.job.name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The segmentation job end to end: real Kafka, real Redis, Flink's local mini-cluster.
+
+Bounded runs end with Flink's final watermark (Long.MAX_VALUE), which fires every pending timer:
+windows empty, deadlines pass, ``keep`` periods end. So a windowed or absence membership that
+begins in a test also ends in it, and the expected change lists below include those exits; only
+timer-free memberships (a profile field) are still in Redis at the end.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flink_jobs.core.engine import EngineConfig, SegmentEngine
+from flink_jobs.core.loader import load_rules
+from flink_jobs.core.runner import LocalRunner
+from flink_jobs.serde import ParseLimits, encode_change, parse_event
+
+from .conftest import HOUR, MINUTE, RULES, T0, Scenario, event
+
+pytestmark = pytest.mark.integration
+
+MAX_WATERMARK = 2**63 - 1
+
+
+def _changes(records):
+    return [(k, v["segment"], v["kind"], v["event_time"] - T0) for k, v in records]
+
+
+def _simulated(produced_values, out_of_orderness=5 * MINUTE):
+    """What core/runner.py (the pure simulation of the Flink function) says the change topic must hold."""
+    runner = LocalRunner(SegmentEngine(load_rules([str(RULES)]), EngineConfig()), out_of_orderness=out_of_orderness)
+    for raw in produced_values:
+        parsed = parse_event(json.dumps(raw).encode(), now_ms=T0 + 365 * 24 * HOUR, limits=ParseLimits())
+        runner.feed(parsed)
+    runner.advance(MAX_WATERMARK)
+    return [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
+
+
+def _by_customer(records):
+    out: dict[str, list] = {}
+    for key, value in records:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def test_product_viewed_more_than_twice_in_ten_minutes(scenario: Scenario):
+    events = [
+        event("v1", "c-views", "product_view", 0, product_id="p1"),
+        event("w1", "c-two", "product_view", 0, product_id="p1"),
+        event("p1", "c-profile", "identify", 0, country="DE"),
+        event("v2", "c-views", "product_view", 1 * MINUTE, product_id="p2"),
+        event("v3", "c-views", "product_view", 2 * MINUTE, product_id="p3"),
+        event("w2", "c-two", "product_view", 5 * MINUTE, product_id="p2"),
+    ]
+    scenario.produce(events)
+    scenario.run_bounded()
+
+    changes = scenario.read("changes")
+    assert sorted(_changes(changes)) == [
+        ("c-profile", "german_speaker", "enter", 0),
+        ("c-views", "repeat_product_viewer", "enter", 2 * MINUTE),
+        ("c-views", "repeat_product_viewer", "exit", 10 * MINUTE),  # v1 leaves the 10m window
+    ]
+    # Exactly the records the pure simulation of the function predicts (reasons, versions), in order
+    # per customer.
+    assert _by_customer(changes) == _by_customer(_simulated(events))
+    assert scenario.redis_state() == {
+        "cust:c-profile": {"german_speaker": T0},
+        "members:german_speaker": [("c-profile", T0)],
+        "ver:c-profile": {"german_speaker": T0},
+        "ver:c-views": {"repeat_product_viewer": T0 + 10 * MINUTE},
+    }
+    ttl = scenario.redis().pttl(f"{scenario.prefix}cust:c-profile")
+    assert 0 < ttl <= HOUR  # redis.default_ttl: the segment has no ttl of its own
+    assert scenario.read("dlq") == [] and scenario.read("late") == []
+
+
+def test_abandoned_cart_and_an_out_of_order_purchase_that_cancels_it(scenario: Scenario):
+    events = [
+        event("a1", "c-abandon", "cart_add", 0, cart_id="k1", cart_value=30),
+        event("b1", "c-bought", "cart_add", 0, cart_id="k2", cart_value=30),
+        event("f1", "c-after", "cart_add", 0, cart_id="k3", cart_value=30),
+        event("o1", "c-other", "cart_add", 0, cart_id="k4", cart_value=30),
+        event("o2", "c-other", "purchase", 5 * MINUTE, cart_id="k5", revenue=10),  # another cart
+        event("b2", "c-bought", "page_view", 8 * MINUTE, url="/home"),
+        # Arrives after the page view at 8m but happened at 5m, before the 15m deadline: cancels.
+        event("b3", "c-bought", "purchase", 5 * MINUTE, cart_id="k2", revenue=30),
+        event("f2", "c-after", "purchase", 20 * MINUTE, cart_id="k3", revenue=30),  # after the deadline
+    ]
+    scenario.produce(events)
+    scenario.run_bounded()
+
+    changes = scenario.read("changes")
+    deadline = 15 * MINUTE
+    assert sorted(_changes(changes)) == [
+        ("c-abandon", "abandoned_cart", "enter", deadline),
+        ("c-abandon", "abandoned_cart", "exit", deadline + 24 * HOUR),  # keep: 24h, ended by the final watermark
+        ("c-after", "abandoned_cart", "enter", deadline),
+        ("c-after", "abandoned_cart", "exit", 20 * MINUTE),  # the purchase ends the match
+        ("c-other", "abandoned_cart", "enter", deadline),
+        ("c-other", "abandoned_cart", "exit", deadline + 24 * HOUR),
+    ]
+    assert "c-bought" not in {k for k, _ in changes}
+    assert _by_customer(changes) == _by_customer(_simulated(events))
+    assert scenario.redis_state() == {
+        "ver:c-abandon": {"abandoned_cart": T0 + deadline + 24 * HOUR},
+        "ver:c-after": {"abandoned_cart": T0 + 20 * MINUTE},
+        "ver:c-other": {"abandoned_cart": T0 + deadline + 24 * HOUR},
+    }
+    assert scenario.read("late") == []
+
+
+def test_duplicates_are_ignored(scenario: Scenario):
+    events = [
+        event("d1", "c-dup", "product_view", 0),
+        event("d1", "c-dup", "product_view", 0),
+        event("d2", "c-dup", "product_view", 1 * MINUTE),
+        event("d2", "c-dup", "product_view", 1 * MINUTE),  # without dedup: 4 views, a member
+        event("x1", "c-three", "product_view", 0),
+        event("x2", "c-three", "product_view", 1 * MINUTE),
+        event("x3", "c-three", "product_view", 2 * MINUTE),
+        event("x3", "c-three", "product_view", 2 * MINUTE),
+        event("g1", "c-three", "page_view", 30 * MINUTE),
+        event("x1", "c-three", "product_view", 0),  # a duplicate long after: still recognised
+        event("p1", "c-de", "identify", 0, country="DE"),
+        event("p1", "c-de", "identify", 0, country="DE"),
+    ]
+    scenario.produce(events)
+    scenario.run_bounded()
+
+    changes = scenario.read("changes")
+    assert sorted(_changes(changes)) == [
+        ("c-de", "german_speaker", "enter", 0),
+        ("c-three", "repeat_product_viewer", "enter", 2 * MINUTE),
+        ("c-three", "repeat_product_viewer", "exit", 10 * MINUTE),
+    ]
+    assert scenario.redis_state() == {
+        "cust:c-de": {"german_speaker": T0},
+        "members:german_speaker": [("c-de", T0)],
+        "ver:c-de": {"german_speaker": T0},
+        "ver:c-three": {"repeat_product_viewer": T0 + 10 * MINUTE},
+    }
+    # Duplicates are not late and not invalid: they are dropped, nothing else.
+    assert scenario.read("late") == [] and scenario.read("dlq") == []
+
+
+def test_late_event_goes_to_the_late_topic(scenario: Scenario):
+    """Unbounded: the late event must arrive after the watermark has moved past it, so it is
+    produced only once the job has visibly processed the earlier events."""
+    first = [
+        event("l1", "c-late", "product_view", 0),
+        event("l2", "c-late", "product_view", 1 * MINUTE),
+        event("l3", "c-late", "product_view", 2 * MINUTE),
+        event("l4", "c-late", "page_view", 20 * MINUTE),  # watermark: 20m - 1m - 1ms
+    ]
+    late = event("l5", "c-late", "product_view", 3 * MINUTE)
+    scenario.produce(first)
+    job = scenario.start_unbounded(**{"events.out_of_orderness": "1m"})
+    try:
+        changes = scenario.read("changes", at_least=2, timeout=120)
+        assert _changes(changes) == [
+            ("c-late", "repeat_product_viewer", "enter", 2 * MINUTE),
+            ("c-late", "repeat_product_viewer", "exit", 10 * MINUTE),
+        ]
+        scenario.produce([late])
+        records = scenario.read("late", at_least=1, timeout=120)
+    finally:
+        job.cancel().result()
+    assert len(records) == 1
+    key, value = records[0]
+    assert key == "c-late"
+    assert value["event"] == late
+    assert value["late_by_ms"] >= 7 * MINUTE  # the customer's time had reached at least 10m
+    assert value["reason"].startswith("late: event_time 2026-01-01T10:03:00.000Z is ")
+    assert value["reason"].endswith("beyond the allowed lateness of 0s")
+    # Not applied: had it counted, the customer would have re-entered (3 views within 10m).
+    assert len(scenario.read("changes")) == 2
+    assert scenario.redis_state() == {"ver:c-late": {"repeat_product_viewer": T0 + 10 * MINUTE}}
+    assert scenario.read("dlq") == []
+
+
+def test_malformed_records_go_to_the_dead_letter_topic_with_their_reason(scenario: Scenario):
+    records = [
+        event("ok1", "c-ok", "identify", 0, country="DE"),
+        b"not json",
+        json.dumps({"event_id": "e", "customer_id": "", "event_type": "page_view", "event_time": T0}).encode(),
+        json.dumps({"event_id": "e", "customer_id": "c", "event_type": "page_viewed", "event_time": T0}).encode(),
+        json.dumps({"event_id": "e", "customer_id": "c", "event_type": "page_view", "event_time": 1_767_261_600}).encode(),
+        json.dumps(
+            {"event_id": "e", "customer_id": "c", "event_type": "page_view", "event_time": T0, "properties": {"url": "x" * 600}}
+        ).encode(),
+        b"\xff\xfe",
+        json.dumps(
+            {"event_id": "e", "customer_id": "c", "event_type": "cart_add", "event_time": T0, "properties": {"price": "9.99"}}
+        ).encode(),
+    ]
+    scenario.produce(records, key=b"k")
+    scenario.run_bounded(**{"events.max_event_bytes": "512"})
+
+    dlq = scenario.read("dlq")
+    assert [(k, v["code"], v["reason"]) for k, v in dlq] == [
+        ("k", "not_json", "not JSON: Expecting value at line 1 column 1"),
+        ("k", "schema", "customer_id is empty"),
+        (
+            "k",
+            "schema",
+            "unknown event_type 'page_viewed'; expected one of: page_view, product_view, cart_add, cart_remove, "
+            "checkout, purchase, session_start, identify",
+        ),
+        (
+            "k",
+            "event_time",
+            "event_time 1970-01-21T10:54:21.600Z is before 2000-01-01 (looks like seconds since the epoch; send milliseconds)",
+        ),
+        ("k", "oversized", f"record is {len(records[5])} bytes, more than the limit of 512 bytes"),
+        ("k", "encoding", "not UTF-8 text: invalid start byte at byte 0"),
+        ("k", "schema", 'properties.price must be number or null (got a string: "9.99")'),
+    ]
+    topic = scenario.topics["events"]
+    for (_, value), meta, raw in zip(dlq, scenario.produced[1:], records[1:]):
+        assert value["source"] == {
+            "topic": topic,
+            "partition": 0,
+            "offset": meta.offset,
+            "timestamp": meta.timestamp,
+            "key": "k",
+        }
+        assert value["payload_size"] == len(raw)
+    assert [v.get("payload") for _, v in dlq[:4]] == [r.decode() for r in records[1:5]]
+    assert dlq[4][1]["payload"] == records[5][:512].decode() and dlq[4][1]["payload_truncated"] is True
+    assert dlq[5][1]["payload_base64"] == "//4="
+    # The valid record around them went through.
+    assert _changes(scenario.read("changes")) == [("c-ok", "german_speaker", "enter", 0)]
+    assert scenario.redis_state()["cust:c-ok"] == {"german_speaker": T0}
+
+
+def test_exactly_once_delivery_commits_the_change_records(scenario: Scenario):
+    """Transactional Kafka sinks: records become visible (read_committed) when checkpoints
+    complete, including the final checkpoint at the end of a bounded input."""
+    events = [
+        event("v1", "c-views", "product_view", 0),
+        event("v2", "c-views", "product_view", 1 * MINUTE),
+        event("v3", "c-views", "product_view", 2 * MINUTE),
+    ]
+    scenario.produce(events)
+    scenario.produce([b"[]"], key=b"c-x")
+    scenario.run_bounded(**{"job.delivery_guarantee": "exactly-once", "job.transactional_id_prefix": f"it-{scenario.name}"})
+    assert _changes(scenario.read("changes")) == [
+        ("c-views", "repeat_product_viewer", "enter", 2 * MINUTE),
+        ("c-views", "repeat_product_viewer", "exit", 10 * MINUTE),
+    ]
+    assert [(k, v["code"]) for k, v in scenario.read("dlq")] == [("c-x", "not_object")]
