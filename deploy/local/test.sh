@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets up everything and runs the whole test suite: unit tests of the pure core (no services),
+# then integration tests against the real local stack (Kafka, Redis, Flink mini-cluster), which
+# the test session starts itself (deploy/local/stack.sh) and stops again if it started it.
+#
+#   deploy/local/test.sh                 # everything, as CI runs it
+#   deploy/local/test.sh tests/unit      # any pytest arguments narrow it down
+#
+# A run that collects no test is a failure (pytest exit code 5), not a pass.
+set -euo pipefail
+# shellcheck source=lib.sh
+. "$(dirname "$0")/lib.sh"
+
+"${LOCAL_DIR}/setup.sh"
+cd "$REPO_ROOT"
+export PATH="${REPO_ROOT}/.venv/bin:${PATH}"  # PyFlink's thread mode finds libpython through PATH
+set +e
+python -m pytest "$@"
+status=$?
+set -e
+if [[ $status -eq 5 ]]; then
+  log "ERROR: pytest collected no tests: that is a failure"
+  exit 1
+fi
+exit $status
