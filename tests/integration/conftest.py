@@ -1,7 +1,8 @@
 """Fixtures for tests against the real local stack (Kafka, Redis) and Flink's mini-cluster.
 
-The session fixture runs ``deploy/local/stack.sh start`` (idempotent: a running stack is reused)
-and reads ``.cache/stack/stack.env``. Each test gets its own topics (one partition each, so the
+The session fixture runs ``deploy/local/stack.sh start`` (idempotent: a running stack is reused
+and left running; one it started is stopped at the end unless KEEP_STACK=1) and reads
+``.cache/stack/stack.env``. Each test gets its own topics (one partition each, so the
 order records are read in, and so the watermark, is the order they were produced in) and its own
 Redis key prefix, and removes them afterwards.
 """
@@ -38,10 +39,12 @@ class Stack:
 
 
 @pytest.fixture(scope="session")
-def stack() -> Stack:
-    started = subprocess.run(
-        [str(REPO / "deploy" / "local" / "stack.sh"), "start"], capture_output=True, text=True, timeout=600
-    )
+def stack() -> Iterable[Stack]:
+    script = str(REPO / "deploy" / "local" / "stack.sh")
+    # A stack that was already up is reused and left running; one this session started is
+    # stopped at its end (set KEEP_STACK=1 to keep it for a look).
+    was_running = subprocess.run([script, "status"], capture_output=True, timeout=120).returncode == 0
+    started = subprocess.run([script, "start"], capture_output=True, text=True, timeout=600)
     if started.returncode != 0:
         pytest.fail(f"deploy/local/stack.sh start failed:\n{started.stdout}\n{started.stderr}")
     env = read_env_file(REPO / ".cache" / "stack" / "stack.env")
@@ -51,7 +54,9 @@ def stack() -> Stack:
     venv_bin = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(venv_bin + os.pathsep):
         os.environ["PATH"] = venv_bin + os.pathsep + os.environ.get("PATH", "")
-    return Stack(env["KAFKA_BOOTSTRAP"], env["REDIS_URL"], env["FLINK_KAFKA_CONNECTOR_JAR"])
+    yield Stack(env["KAFKA_BOOTSTRAP"], env["REDIS_URL"], env["FLINK_KAFKA_CONNECTOR_JAR"])
+    if not was_running and not os.environ.get("KEEP_STACK"):
+        subprocess.run([script, "stop"], capture_output=True, timeout=120)
 
 
 def event(event_id: str, customer_id: str, event_type: str, at: int, **properties: Any) -> dict[str, Any]:
