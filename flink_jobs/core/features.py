@@ -109,10 +109,27 @@ def _next_bucket_exit(fs: dict, now: int, window: int, resolution: int) -> int |
     return exit_time(min(inside), window, resolution) if inside else None
 
 
+class _BucketedFeature(Feature):
+    """A feature kept as ``{bucket index: data}`` at one resolution, read through windows."""
+
+    resolution: int
+    windows: tuple[int, ...]
+
+    def flips_at(self, fs: dict, now: int) -> bool:
+        return _bucket_exit_at(fs, now, self.windows, self.resolution)
+
+    def next_exit(self, fs: dict, now: int, window: int) -> int | None:
+        return _next_bucket_exit(fs, now, window, self.resolution)
+
+    @property
+    def time_driven(self) -> bool:
+        return bool(self.windows)
+
+
 # ---- bucketed statistics ------------------------------------------------------------------------
 
 
-class StatsFeature(Feature):
+class StatsFeature(_BucketedFeature):
     """Sparse time buckets of (count, and per number property: n, sum, min, max).
 
     Bucket record layout: ``[count, n0, sum0, min0, max0, n1, sum1, ...]`` for ``props``.
@@ -179,16 +196,6 @@ class StatsFeature(Feature):
                 if value > record[base + 3]:
                     record[base + 3] = value
 
-    def flips_at(self, fs: dict, now: int) -> bool:
-        return _bucket_exit_at(fs, now, self.windows, self.resolution)
-
-    def next_exit(self, fs: dict, now: int, window: int) -> int | None:
-        return _next_bucket_exit(fs, now, window, self.resolution)
-
-    @property
-    def time_driven(self) -> bool:
-        return bool(self.windows)
-
     def value(self, fs: dict, now: int, window: int, kind: str, prop: str | None) -> float | int | None:
         """count / sum / avg / min / max over the window ending at ``now``; None when undefined."""
         oldest = first_bucket(now, window, self.resolution)
@@ -220,7 +227,7 @@ def stats_key(selector: EventSelector, resolution: int) -> str:
     return f"stats|{selector.key()}|{resolution}"
 
 
-class DistinctFeature(Feature):
+class DistinctFeature(_BucketedFeature):
     """Sparse time buckets of the distinct values of one property."""
 
     def __init__(
@@ -260,16 +267,6 @@ class DistinctFeature(Feature):
                 del fs[old]
         values.add(value)
         return fs
-
-    def flips_at(self, fs: dict, now: int) -> bool:
-        return _bucket_exit_at(fs, now, self.windows, self.resolution)
-
-    def next_exit(self, fs: dict, now: int, window: int) -> int | None:
-        return _next_bucket_exit(fs, now, window, self.resolution)
-
-    @property
-    def time_driven(self) -> bool:
-        return bool(self.windows)
 
     def value(self, fs: dict, now: int, window: int) -> int:
         oldest = first_bucket(now, window, self.resolution)
