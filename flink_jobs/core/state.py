@@ -10,7 +10,7 @@ NEVER = -(2**62)  # the clock of a customer no instant has been processed for
 
 
 class CustomerState:
-    """One customer's state. Plain containers only, so it pickles small and fast.
+    """One customer's state. Plain containers only, so it encodes small and fast (marshal).
 
     - ``clock``: every instant <= clock has been processed.
     - ``buffer``: events not yet processed (event_time > clock), sorted by (event_time, event_id).
@@ -50,13 +50,6 @@ class CustomerState:
         self.profile: dict[str, PropertyValue] = {}
         self.rule_version: str = ""
 
-    def __getstate__(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __setstate__(self, values: tuple) -> None:
-        for name, value in zip(self.__slots__, values):
-            setattr(self, name, value)
-
     def __repr__(self) -> str:
         return (
             f"CustomerState({self.customer_id!r}, clock={self.clock}, members={self.members}, "
@@ -64,57 +57,34 @@ class CustomerState:
         )
 
 
-_FORMAT = 1  # bump when the layout below changes; decode_state must keep reading old ones
+_FORMAT = 1  # bump when the slots change; decode_state must keep reading old formats
+
+
+_BUFFER = CustomerState.__slots__.index("buffer")
 
 
 def encode_state(state: CustomerState) -> bytes:
-    """Bytes as stored in Flink keyed state.
+    """Bytes as stored in Flink keyed state: the slots in order, after a format number.
 
     Everything in the state is a plain container of ints, floats, strings, bools and None, so
     ``marshal`` applies: several times faster than pickling the object, and smaller. Buffered
     events become tuples.
     """
-    buffer = [(e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer]
-    return marshal.dumps(
-        (
-            _FORMAT,
-            state.customer_id,
-            state.clock,
-            buffer,
-            state.seen,
-            state.seen_limit,
-            state.timers,
-            state.features,
-            state.members,
-            state.eligible_since,
-            state.scores,
-            state.profile,
-            state.rule_version,
-        )
-    )
+    values = [getattr(state, name) for name in CustomerState.__slots__]
+    values[_BUFFER] = [
+        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
+    ]
+    return marshal.dumps((_FORMAT, *values))
 
 
 def decode_state(data: bytes) -> CustomerState:
-    values = marshal.loads(data)
-    if values[0] != _FORMAT:
-        raise ValueError(f"customer state format {values[0]} is not readable by this version (expects {_FORMAT})")
+    format_, *values = marshal.loads(data)
+    if format_ != _FORMAT:
+        raise ValueError(f"customer state format {format_} is not readable by this version (expects {_FORMAT})")
+    values[_BUFFER] = [Event(*fields) for fields in values[_BUFFER]]
     state = CustomerState.__new__(CustomerState)
-    (
-        _,
-        state.customer_id,
-        state.clock,
-        buffer,
-        state.seen,
-        state.seen_limit,
-        state.timers,
-        state.features,
-        state.members,
-        state.eligible_since,
-        state.scores,
-        state.profile,
-        state.rule_version,
-    ) = values
-    state.buffer = [Event(*fields) for fields in buffer]
+    for name, value in zip(CustomerState.__slots__, values):
+        setattr(state, name, value)
     return state
 
 
