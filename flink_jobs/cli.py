@@ -72,7 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_replay_args(preview)
     preview.add_argument("--samples", type=int, default=5, help="sample members per segment (default 5)")
     preview.add_argument("--slices", type=int, default=6, help="time slices in the timeline (default 6)")
-    preview.set_defaults(func=_cmd_preview)
+    preview.set_defaults(func=_cmd_preview, command="preview")
 
     explain = commands.add_parser(
         "explain",
@@ -82,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_replay_args(explain)
     explain.add_argument("--customer", required=True, metavar="ID", help="the customer_id")
-    explain.set_defaults(func=_cmd_explain)
+    explain.set_defaults(func=_cmd_explain, command="explain")
 
     generate = commands.add_parser(
         "generate",
@@ -130,16 +130,25 @@ def _duration_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _cmd_validate(args: argparse.Namespace) -> int:
-    missing = [p for p in args.paths if not Path(p).exists()]
+def _check(command: str, paths: Sequence[str], extra_files: Sequence[str], horizon: int):
+    """(rules, rule sources) or an exit code, after reporting missing paths or rule problems."""
+    missing = [p for p in [*paths, *extra_files] if not Path(p).exists()]
     if missing:
         for path in missing:
-            print(f"segments validate: error: no such file or folder: {path}", file=sys.stderr)
+            print(f"segments {command}: error: no such file or folder: {path}", file=sys.stderr)
         return EXIT_USAGE
-    rule_set, diagnostics, sources = loader.check_rules(args.paths, horizon=args.horizon)
+    rule_set, diagnostics, sources = loader.check_rules(paths, horizon=horizon)
     if rule_set is None:
         print(render_all(diagnostics, sources))
         return EXIT_INVALID
+    return rule_set, sources
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    checked = _check("validate", args.paths, (), args.horizon)
+    if isinstance(checked, int):
+        return checked
+    rule_set, sources = checked
     segments, files = len(rule_set.segments), len(sources)
     print(
         f"ok: {segments} {'segment' if segments == 1 else 'segments'} in {files} "
@@ -150,15 +159,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _load_for_replay(args: argparse.Namespace):
     """(rules, events) or an exit code, with problems reported the way `validate` does."""
-    missing = [p for p in [*args.rules, args.events] if not Path(p).exists()]
-    if missing:
-        for path in missing:
-            print(f"segments: error: no such file or folder: {path}", file=sys.stderr)
-        return EXIT_USAGE
-    rule_set, diagnostics, sources = loader.check_rules(args.rules, horizon=args.horizon)
-    if rule_set is None:
-        print(render_all(diagnostics, sources))
-        return EXIT_INVALID
+    checked = _check(args.command, args.rules, [args.events], args.horizon)
+    if isinstance(checked, int):
+        return checked
+    rule_set, _ = checked
     from flink_jobs.serde import parse_event  # the job's own parser: same validation
 
     events = []
