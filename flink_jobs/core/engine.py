@@ -17,12 +17,13 @@ from typing import Mapping
 
 from . import catalog
 from .compiler import CompiledRules, compile_rules
-from .durations import DAY, HOUR, format_duration
-from .features import Feature, StatsFeature, TimerBook, stats_key
-from .model import Change, Event, EventSelector, RuleSet
+from .durations import DAY, format_duration
+from .features import Feature, TimerBook
+from .model import Change, Event, RuleSet
+from .model_inputs import ModelInputReader
 from .scoring import Scorer
 from .state import NEVER, CustomerState
-from .windows import DEFAULT_HORIZON, resolution_for
+from .windows import DEFAULT_HORIZON
 
 
 @dataclass(frozen=True)
@@ -363,34 +364,14 @@ class SegmentEngine:
         return out
 
     def model_features(self, state: CustomerState, now: int) -> Mapping[str, float]:
-        """Inputs for the scorer, read from the generic aggregates (empty if they are off)."""
-        features = state.features
-        out: dict[str, float] = {}
-        for name, feature, window, kind, prop in self._model_inputs:
-            fs = features.get(feature.key)
-            out[name] = float((feature.value(fs, now, window, kind, prop) if fs else 0) or 0)
-        return out
+        """Inputs for the scorer at ``now``, as defined in ``model_inputs.py`` (empty if the
+        generic aggregates are off)."""
+        return self._model_inputs.read(state.features, now)
 
-    def _resolve_model_inputs(self) -> tuple[tuple[str, StatsFeature, int, str, str | None], ...]:
+    def _resolve_model_inputs(self) -> ModelInputReader:
         if not self.config.generic_aggregates:
-            return ()
-        by_key = {f.key: f for f in self.compiled.features}
-        out = []
-        for name, event_type, prop, window in _MODEL_INPUTS:
-            feature = by_key.get(stats_key(EventSelector((event_type,)), resolution_for(window)))
-            if isinstance(feature, StatsFeature) and (prop is None or prop in feature.props):
-                out.append((name, feature, window, "count" if prop is None else "sum", prop))
-        return tuple(out)
-
-
-# (name, event type, summed property or None for a count, window)
-_MODEL_INPUTS: tuple[tuple[str, str, str | None, int], ...] = (
-    ("page_views_1h", "page_view", None, HOUR),
-    ("product_views_1d", "product_view", None, DAY),
-    ("cart_adds_1d", "cart_add", None, DAY),
-    ("purchases_365d", "purchase", None, 365 * DAY),
-    ("revenue_365d", "purchase", "revenue", 365 * DAY),
-)
+            return ModelInputReader.empty()
+        return ModelInputReader.resolve(self.compiled.features)
 
 
 def _short(text: str, limit: int = 240) -> str:

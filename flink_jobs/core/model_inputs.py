@@ -1,0 +1,185 @@
+"""Model inputs: the per-customer numbers the ML models read, from the generic aggregates.
+
+This is the one definition of the models' features. The stream computes them through
+``SegmentEngine.model_features`` on every scored instant; the training pipeline
+(``flink_jobs/ml/train.py``) replays history through the same engine and calls the same method,
+so training and serving cannot drift apart.
+
+Two groups, each available only when the aggregates it reads are kept (generic aggregates on):
+
+- **value** (purchase propensity, clustering) from the 1-day purchase buckets. Windows read as a
+  rule's ``within: Nd`` does: today (UTC) and the N-1 days before. Recency and tenure are whole
+  UTC calendar days, the resolution of those buckets.
+- **behaviour** (anomaly model, outlier guard) from the 1-minute buckets of every event type:
+  ``5m`` is the current UTC minute and the 4 before it, ``1h`` the current minute and the 59
+  before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from . import catalog
+from .durations import DAY, HOUR, MINUTE
+from .features import Feature, StatsFeature, stats_key
+from .model import EventSelector
+
+VALUE_WINDOW_DAYS = 365
+# "No purchase in the last 365 days" reads as 365: the value group never looks further back.
+RECENCY_CAP_DAYS = VALUE_WINDOW_DAYS
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """One model input: its name (as in model cards), unit and meaning."""
+
+    name: str
+    group: str  # "value" | "behaviour"
+    unit: str
+    meaning: str
+
+
+MODEL_INPUTS: tuple[ModelInput, ...] = (
+    ModelInput(
+        "recency_days", "value", "days",
+        "UTC calendar days since the day of the last purchase (0 = today); 365 when none in the last 365 days",
+    ),
+    ModelInput(
+        "tenure_days", "value", "days",
+        "UTC calendar days since the day of the first purchase within the last 365 days; 0 when none",
+    ),
+    ModelInput("purchases_30d", "value", "purchases", "purchases today and the 29 days before"),
+    ModelInput("purchases_90d", "value", "purchases", "purchases today and the 89 days before"),
+    ModelInput("purchases_365d", "value", "purchases", "frequency: purchases today and the 364 days before"),
+    ModelInput("revenue_365d", "value", "currency units", "monetary: sum of purchase revenue over the same 365 days"),
+    ModelInput(
+        "avg_order_value_365d", "value", "currency units per purchase",
+        "revenue_365d / purchases carrying a revenue; 0 when none",
+    ),
+    ModelInput("events_5m", "behaviour", "events", "events of any type in the current UTC minute and the 4 before"),
+    ModelInput("events_1h", "behaviour", "events", "events of any type in the current UTC minute and the 59 before"),
+    ModelInput("active_minutes_1h", "behaviour", "minutes", "minutes (of those 60) with at least one event"),
+    ModelInput("page_view_share_1h", "behaviour", "ratio 0..1", "page_view events / events_1h; 0 when no events"),
+    ModelInput("product_views_1h", "behaviour", "events", "product_view events in the same 60 minutes"),
+    ModelInput("sessions_1h", "behaviour", "sessions", "session_start events in the same 60 minutes"),
+)
+MODEL_INPUT_NAMES: tuple[str, ...] = tuple(i.name for i in MODEL_INPUTS)
+BY_NAME: Mapping[str, ModelInput] = {i.name: i for i in MODEL_INPUTS}
+
+_VALUE_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "value")
+_BEHAVIOUR_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "behaviour")
+_MINUTES_1H = HOUR // MINUTE
+_MINUTES_5M = 5
+
+
+class ModelInputReader:
+    """Computes the available model inputs from a customer's feature state.
+
+    Built once per compiled rule set (``resolve``); ``read`` is called per scored instant, so it
+    makes one pass over the buckets it needs and probes at most 60 minute buckets per event type.
+    """
+
+    def __init__(self, purchases: StatsFeature | None, activity: tuple[tuple[str, StatsFeature], ...]) -> None:
+        self._purchases = purchases
+        self._revenue = 2 + 4 * purchases.props.index(catalog.REVENUE_PROPERTY) if purchases else 0
+        self._activity = activity
+        self.names: tuple[str, ...] = (_VALUE_NAMES if purchases else ()) + (_BEHAVIOUR_NAMES if activity else ())
+
+    @classmethod
+    def resolve(cls, features: Iterable[Feature]) -> ModelInputReader:
+        """Find the aggregates the inputs read; a group whose aggregates are missing is left out."""
+        by_key = {f.key: f for f in features}
+        purchases = by_key.get(stats_key(EventSelector((catalog.PURCHASE_EVENT,)), DAY))
+        if not (
+            isinstance(purchases, StatsFeature)
+            and catalog.REVENUE_PROPERTY in purchases.props
+            and purchases.retention >= VALUE_WINDOW_DAYS * DAY
+        ):
+            purchases = None
+        activity = []
+        for event_type in catalog.EVENT_TYPES:
+            feature = by_key.get(stats_key(EventSelector((event_type,)), MINUTE))
+            if not (isinstance(feature, StatsFeature) and feature.retention >= HOUR):
+                activity = []
+                break
+            activity.append((event_type, feature))
+        return cls(purchases, tuple(activity))
+
+    @classmethod
+    def empty(cls) -> ModelInputReader:
+        return cls(None, ())
+
+    def read(self, features: Mapping[str, object], now: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self._purchases is not None:
+            self._read_value(features.get(self._purchases.key), now, out)
+        if self._activity:
+            self._read_behaviour(features, now, out)
+        return out
+
+    def _read_value(self, fs: object, now: int, out: dict[str, float]) -> None:
+        today = now // DAY
+        oldest = today - VALUE_WINDOW_DAYS + 1
+        d30, d90 = today - 29, today - 89
+        last = first = None
+        n365 = n90 = n30 = priced = 0
+        revenue = 0.0
+        base = self._revenue
+        if fs:
+            for day, rec in fs.items():  # type: ignore[attr-defined]
+                if day < oldest or day > today or not rec[0]:
+                    continue
+                count = rec[0]
+                n365 += count
+                if day >= d90:
+                    n90 += count
+                    if day >= d30:
+                        n30 += count
+                priced += rec[base - 1]
+                revenue += rec[base]
+                if last is None or day > last:
+                    last = day
+                if first is None or day < first:
+                    first = day
+        out["recency_days"] = float(RECENCY_CAP_DAYS if last is None else today - last)
+        out["tenure_days"] = float(0 if first is None else today - first)
+        out["purchases_30d"] = float(n30)
+        out["purchases_90d"] = float(n90)
+        out["purchases_365d"] = float(n365)
+        out["revenue_365d"] = float(revenue)
+        out["avg_order_value_365d"] = revenue / priced if priced else 0.0
+
+    def _read_behaviour(self, features: Mapping[str, object], now: int, out: dict[str, float]) -> None:
+        minute = now // MINUTE
+        oldest = minute - _MINUTES_1H + 1
+        recent = minute - _MINUTES_5M + 1
+        events_5m = events_1h = page_views = product_views = sessions = 0
+        active: set[int] = set()
+        for event_type, feature in self._activity:
+            fs = features.get(feature.key)
+            if not fs:
+                continue
+            if len(fs) <= _MINUTES_1H:  # type: ignore[arg-type]
+                buckets = [(b, rec) for b, rec in fs.items() if oldest <= b <= minute]  # type: ignore[attr-defined]
+            else:  # a busy customer: probe the 60 minutes instead of scanning two days of buckets
+                buckets = [(b, fs[b]) for b in range(oldest, minute + 1) if b in fs]  # type: ignore[index,operator]
+            n = 0
+            for b, rec in buckets:
+                n += rec[0]
+                if b >= recent:
+                    events_5m += rec[0]
+                active.add(b)
+            events_1h += n
+            if event_type == "page_view":
+                page_views = n
+            elif event_type == "product_view":
+                product_views = n
+            elif event_type == "session_start":
+                sessions = n
+        out["events_5m"] = float(events_5m)
+        out["events_1h"] = float(events_1h)
+        out["active_minutes_1h"] = float(len(active))
+        out["page_view_share_1h"] = page_views / events_1h if events_1h else 0.0
+        out["product_views_1h"] = float(product_views)
+        out["sessions_1h"] = float(sessions)
