@@ -33,6 +33,9 @@ STACK_ENV = REPO_ROOT / ".cache" / "stack" / "stack.env"
 VERSIONS_ENV = REPO_ROOT / "deploy" / "local" / "versions.env"
 # Local default; the JobManager's in-memory storage (Flink's default) fails above 5 MB of state.
 DEFAULT_CHECKPOINT_DIR = (REPO_ROOT / ".cache" / "flink" / "checkpoints").as_uri()
+# Where the Python metrics exporters register themselves for a local Prometheus (file_sd); the
+# same folder deploy/local/prometheus.sh points Prometheus at.
+DEFAULT_METRICS_TARGETS_DIR = str(REPO_ROOT / ".cache" / "observability" / "targets")
 
 
 class ConfigError(ValueError):
@@ -97,16 +100,29 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    enabled: bool  # serve the Python workers' metrics over HTTP (they are counted either way)
+    host: str  # address the Python exporters bind
+    advertise_host: str  # host written into file_sd targets; empty: host, or this machine's name
+    port_start: int  # Python exporters: each process takes the first free port of start..end
+    port_end: int
+    targets_dir: str  # file_sd folder the exporters register in; empty = do not register
+    flink_reporter: bool  # Flink's own Prometheus reporter (plugin metrics-prometheus)
+    flink_reporter_ports: str  # its port range, e.g. 9250-9253 (one port per JVM)
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     redis: RedisConfig
     events: EventsConfig
     job: JobConfig
+    metrics: MetricsConfig
 
     def describe(self) -> str:
         """Every setting as ``section.name = value``, for the job's start-up log."""
         lines = []
-        for section in (self.kafka, self.redis, self.events, self.job):
+        for section in (self.kafka, self.redis, self.events, self.job, self.metrics):
             sname = _SECTION_NAMES[type(section)]
             for f in fields(section):
                 value = getattr(section, f.name)
@@ -116,7 +132,13 @@ class Config:
         return "\n".join(lines)
 
 
-_SECTION_NAMES = {KafkaConfig: "kafka", RedisConfig: "redis", EventsConfig: "events", JobConfig: "job"}
+_SECTION_NAMES = {
+    KafkaConfig: "kafka",
+    RedisConfig: "redis",
+    EventsConfig: "events",
+    JobConfig: "job",
+    MetricsConfig: "metrics",
+}
 _SECTION_TYPES = {v: k for k, v in _SECTION_NAMES.items()}
 
 
@@ -267,6 +289,14 @@ def _properties(name: str, raw: Any) -> Mapping[str, str]:
     raise ConfigError(f"{name}: expected a mapping of Kafka client properties, got {raw!r}")
 
 
+def _port_range(name: str, raw: Any) -> str:
+    value = _text()(name, str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw)
+    m = re.fullmatch(r"(\d{1,5})(?:\s*-\s*(\d{1,5}))?", value)
+    if not m or not (0 < int(m[1]) <= int(m[2] or m[1]) <= 65535):
+        raise ConfigError(f"{name}: {value!r} is not a port or a port range; write e.g. 9250 or 9250-9253")
+    return f"{int(m[1])}-{int(m[2])}" if m[2] else str(int(m[1]))
+
+
 def _key_prefix(name: str, raw: Any) -> str:
     value = _text()(name, raw)
     if any(c.isspace() for c in value):
@@ -340,6 +370,24 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("job.hot_reload", True, _bool, "follow kafka.rules_topic and switch to new rules without a restart"),
         Setting("job.connector_jar", "", _text(allow_empty=True), "path of flink-sql-connector-kafka.jar"),
+        Setting("metrics.enabled", True, _bool, "serve the Python workers' metrics over HTTP for Prometheus"),
+        Setting("metrics.host", "127.0.0.1", _text(), "address the Python exporters bind (0.0.0.0 in a pod)"),
+        Setting(
+            "metrics.advertise_host",
+            "",
+            _text(allow_empty=True),
+            "host:port's host in the file_sd targets; empty: metrics.host, or this machine's name when that is 0.0.0.0",
+        ),
+        Setting("metrics.port_start", 9260, _int(1, 65535), "first port a Python exporter tries"),
+        Setting("metrics.port_end", 9299, _int(1, 65535), "last port a Python exporter tries"),
+        Setting(
+            "metrics.targets_dir",
+            DEFAULT_METRICS_TARGETS_DIR,
+            _text(allow_empty=True),
+            "folder of Prometheus file_sd files, one per Python process; empty = do not register",
+        ),
+        Setting("metrics.flink_reporter", True, _bool, "enable Flink's Prometheus reporter (Kafka lag, checkpoints, backpressure)"),
+        Setting("metrics.flink_reporter_ports", "9250-9253", _port_range, "port range of Flink's Prometheus reporter, one port per JVM"),
     )
 }
 
@@ -543,3 +591,6 @@ def _check_consistency(config: Config, origin: Mapping[str, str]) -> None:
         fail("job.connector_jar", f"{job.connector_jar} is not a file")
     if len(config.kafka.group_id) > 200:
         fail("kafka.group_id", "is longer than 200 characters")
+    metrics = config.metrics
+    if metrics.port_end < metrics.port_start:
+        fail("metrics.port_end", f"{metrics.port_end} is below metrics.port_start ({metrics.port_start})")

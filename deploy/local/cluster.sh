@@ -12,7 +12,8 @@
 # and logs live under .cache/flink/ (FLINK_CONF_DIR, FLINK_LOG_DIR): the installed package is
 # never edited. The venv's bin/ goes first on PATH for the client and for the cluster, because
 # thread mode finds libpython (and pemja) through `python` on PATH; process mode gets the venv's
-# python through -pyexec. Settings: FLINK_REST_PORT (8081), FLINK_TM_SLOTS (2),
+# python through -pyexec. Flink's Prometheus reporter is on (ports metrics.flink_reporter_ports,
+# see flink_jobs/observability.py). Settings: FLINK_REST_PORT (8081), FLINK_TM_SLOTS (2),
 # FLINK_TM_MEMORY (1600m), FLINK_JM_MEMORY (1024m), CLUSTER_START_TIMEOUT (120 s).
 set -euo pipefail
 
@@ -44,6 +45,11 @@ conf["taskmanager"]["memory"]["process"]["size"] = "${FLINK_TM_MEMORY:-1600m}"
 conf["taskmanager"]["numberOfTaskSlots"] = ${FLINK_TM_SLOTS:-2}
 # The TaskManager's Python workers: the venv's interpreter, not whatever python is on PATH.
 conf.setdefault("python", {})["executable"] = "${PYTHON}"
+# Flink's Prometheus reporter (plugin in \$FLINK_HOME/plugins, which config.sh uses by default):
+# reporters are cluster settings, a submitted job cannot add one. SEGMENTS_METRICS_* apply.
+import subprocess
+reporter = subprocess.run([sys.executable, "-m", "flink_jobs.observability"], check=True, capture_output=True, text=True)
+conf.update(yaml.safe_load(reporter.stdout) or {})
 yaml.safe_dump(conf, open(sys.argv[2], "w"), default_flow_style=False)
 PY
 }
