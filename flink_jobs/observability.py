@@ -94,15 +94,26 @@ def check_reporter_plugin(directory: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the reporter settings as YAML (for a cluster's config.yaml)."""
+    """Print the reporter settings as YAML (for a cluster's config.yaml); with ``--scrape-env``
+    first, what a local Prometheus needs to find the exporters, as KEY=VALUE lines. Other
+    arguments are the job's (``--config``, ``--set``), so both follow the job's configuration."""
     import yaml
 
     from .config import load_config
 
-    config = load_config(argv if argv is not None else sys.argv[1:], stack_env=None, environ={
+    args = list(sys.argv[1:] if argv is None else argv)
+    scrape_env = bool(args) and args[0] == "--scrape-env"
+    if scrape_env:
+        args = args[1:]
+    config = load_config(args, stack_env=None, environ={
         # The connector jar does not matter here; the consistency check wants a file.
         **os.environ, "FLINK_KAFKA_CONNECTOR_JAR": os.environ.get("FLINK_KAFKA_CONNECTOR_JAR") or __file__,
-    })
+    })  # fmt: skip
+    if scrape_env:
+        m = config.metrics
+        print(f"FLINK_REPORTER_PORTS={m.flink_reporter_ports if m.flink_reporter else ''}")
+        print(f"TARGETS_DIR={m.targets_dir}")
+        return 0
     print(yaml.safe_dump(flink_metrics_configuration(config), default_flow_style=False), end="")
     return 0
 

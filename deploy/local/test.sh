@@ -12,6 +12,9 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 "${LOCAL_DIR}/setup.sh"
+# promtool (Debian's prometheus package) for the alert-rule tests; Prometheus itself for the
+# observability integration test.
+"${LOCAL_DIR}/prometheus.sh" install
 cd "$REPO_ROOT"
 export PATH="${REPO_ROOT}/.venv/bin:${PATH}"  # PyFlink's thread mode finds libpython through PATH
 set +e
