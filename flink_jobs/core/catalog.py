@@ -86,5 +86,7 @@ def numeric_properties(event_type: str) -> tuple[str, ...]:
     """Numeric properties of an event type, in catalogue order."""
     return tuple(p for p, t in EVENT_TYPES.get(event_type, {}).items() if t == "number")
 
-# Model outputs rules may test with ``score:``; the ML models publish these names.
-KNOWN_SCORES: tuple[str, ...] = ("purchase_propensity", "anomaly_score", "customer_cluster")
+# Model outputs rules may test with ``score:``; the ML models publish these names
+# (model_artifacts/README.md says what each means). ``event_rate_z`` is the outlier guard's robust
+# z-score of the customer's recent event rate against the reference population.
+KNOWN_SCORES: tuple[str, ...] = ("purchase_propensity", "anomaly_score", "customer_cluster", "event_rate_z")
