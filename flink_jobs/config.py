@@ -97,6 +97,10 @@ class JobConfig:
     state_cache_customers: int  # decoded customer states kept in the Python function (0 = off)
     connector_jar: str
     hot_reload: bool
+    batch_keys: int  # customers are grouped under this many batch keys (fixed for a savepoint's life)
+    batch_max_records: int  # a batch is sent once this many records wait
+    batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
+    batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
 
 
 @dataclass(frozen=True)
@@ -370,6 +374,21 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("job.hot_reload", True, _bool, "follow kafka.rules_topic and switch to new rules without a restart"),
         Setting("job.connector_jar", "", _text(allow_empty=True), "path of flink-sql-connector-kafka.jar"),
+        Setting(
+            "job.batch_keys",
+            128,
+            _int(1, 32_768),
+            "batch keys customers are grouped under (part of the state layout: keep it across savepoints; "
+            "at least a few per parallel task)",
+        ),
+        Setting("job.batch_max_records", 2000, _int(1, 1_000_000), "records after which the JVM sends a batch to Python"),
+        Setting("job.batch_max_delay", 200, _duration, "longest a record waits in the JVM for its batch"),
+        Setting(
+            "job.batcher_jar",
+            "",
+            _text(allow_empty=True),
+            "jar with the job's batching operator; empty = compile flink_jobs/jvm on first use (needs javac)",
+        ),
         Setting("metrics.enabled", True, _bool, "serve the Python workers' metrics over HTTP for Prometheus"),
         Setting("metrics.host", "127.0.0.1", _text(), "address the Python exporters bind (0.0.0.0 in a pod)"),
         Setting(

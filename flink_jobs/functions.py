@@ -1,16 +1,23 @@
 """Flink functions of the segmentation job: thin adapters between Flink and the core.
 
 No business logic here: parsing is ``serde.parse_event``, evaluation is ``SegmentEngine.step``;
-these classes move records, state and timers between Flink and those functions. State
+these classes move records, state, timers and outputs between Flink and those functions. State
 descriptors and output tags are declared in this one place.
+
+The segment functions are keyed by *batch key* (see ``batching.py``): each call carries many
+source records, or is one event-time timer standing for every customer of the key that is due.
+Per customer the engine is driven exactly as the per-event runner in ``core/runner.py`` drives
+it; ``step`` does not know it is being called from a batch.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import time
 from collections import OrderedDict
+from typing import Iterator
 
 from pyflink.common import Row, Types
 from pyflink.common.watermark_strategy import TimestampAssigner
@@ -18,26 +25,28 @@ from pyflink.datastream import (
     KeyedBroadcastProcessFunction,
     KeyedProcessFunction,
     OutputTag,
-    ProcessFunction,
     RuntimeContext,
 )
-from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
+from pyflink.datastream.state import MapStateDescriptor
 
+from .batching import batch_key, decode_batch
+from .config import RedisConfig
 from .core.diagnostics import RuleLoadError
-from .core.engine import EngineConfig, SegmentEngine, StepResult
+from .core.engine import EngineConfig, SegmentEngine
 from .core.loader import load_rules_from_texts
 from .core.model import Event, RuleSet
 from .core.state import CustomerState, decode_state, encode_state
-from .serde import Invalid, ParseLimits, SourceRecord, encode_dlq, encode_late, parse_event
+from .serde import Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
 from .sinks.kafka import KEY_VALUE_TYPE
+from .sinks.redis import ChangeTuple, RedisMembershipWriter
 
 _log = logging.getLogger("flink_jobs.functions")
 
-# A membership change as it leaves the engine operator; ttl: the segment's TTL in ms, or None.
-CHANGE_TYPE = Types.ROW_NAMED(
-    ["customer_id", "segment", "kind", "event_time", "rule_version", "reason", "ttl"],
-    [Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.STRING(), Types.STRING(), Types.LONG()],
-)
+# A batch as the JVM batcher sends it: (batch key, records; see batching.decode_batch).
+BATCH_TYPE = Types.ROW([Types.INT(), Types.STRING()])
+# Under each batch key: customer id -> core.state.encode_state bytes. Not PRIMITIVE_ARRAY(BYTE):
+# thread mode converts those byte by byte through a Python tuple.
+CUSTOMERS = MapStateDescriptor("customers", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
 # Rule files from the rules topic (file name -> YAML text), and under ACTIVE_RULES the JSON of
 # the files whose rules are in use (the last set that loaded), for restores.
 RULE_FILES = MapStateDescriptor("rule_files", Types.STRING(), Types.STRING())
@@ -45,162 +54,324 @@ ACTIVE_RULES = "\u0000active"
 MAX_TIMESTAMP = 2**63 - 1
 DLQ_TAG = OutputTag("invalid-events", KEY_VALUE_TYPE)
 LATE_TAG = OutputTag("late-events", KEY_VALUE_TYPE)
-# Bytes from core.state.encode_state. Not PRIMITIVE_ARRAY(BYTE): thread mode converts those byte by
-# byte through a Python tuple, and fails on a missing value.
-CUSTOMER_STATE = ValueStateDescriptor("customer", Types.PICKLED_BYTE_ARRAY())
 
 
-class ParseEventFunction(ProcessFunction):
-    """Source rows (topic, partition, offset, timestamp, key, value) -> ``Event`` objects;
-    records that are not valid events go to ``DLQ_TAG`` with the reason and where they came from."""
+class _DueIndex:
+    """Customers of one batch key that wait for an instant (buffered events, window exits,
+    deadlines): customer -> earliest such instant, with a heap to find who is due. One Flink
+    timer per batch key stands for all of them."""
 
-    def __init__(self, limits: ParseLimits) -> None:
-        self._limits = limits
+    __slots__ = ("due", "_heap")
 
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self._invalid = runtime_context.get_metrics_group().counter("events_invalid_total")
+    def __init__(self) -> None:
+        self.due: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
 
-    def process_element(self, value, ctx: ProcessFunction.Context):
-        raw = value[5]
-        parsed = parse_event(raw, now_ms=int(time.time() * 1000), limits=self._limits)
-        if isinstance(parsed, Invalid):
-            self._invalid.inc()
-            source = SourceRecord(value[0], value[1], value[2], _epoch_ms(value[3]), value[4])
-            key = value[4].decode("utf-8", "replace") if value[4] is not None else None
-            yield DLQ_TAG, Row(key, encode_dlq(parsed, raw, source, max_payload_bytes=self._limits.max_bytes))
-        else:
-            yield parsed
+    def set(self, customer_id: str, at: int | None) -> None:
+        if self.due.get(customer_id) == at:
+            return
+        if at is None:
+            del self.due[customer_id]
+            return
+        self.due[customer_id] = at
+        heapq.heappush(self._heap, (at, customer_id))
+        if len(self._heap) > 2 * len(self.due) + 64:
+            self._heap = [(t, c) for c, t in self.due.items()]
+            heapq.heapify(self._heap)
+
+    def pop_due(self, watermark: int) -> list[str]:
+        """Customers whose instant is <= watermark, earliest first; they leave the index."""
+        heap, due, out = self._heap, self.due, []
+        while heap and heap[0][0] <= watermark:
+            at, customer_id = heapq.heappop(heap)
+            if due.get(customer_id) == at:
+                del due[customer_id]
+                out.append(customer_id)
+        return out
+
+    def earliest(self) -> int | None:
+        heap, due = self._heap, self.due
+        while heap and due.get(heap[0][1]) != heap[0][0]:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
 
 
-def _epoch_ms(ts: object) -> int | None:
-    return ts if isinstance(ts, int) else None
+def _next_instant(state: CustomerState) -> int | None:
+    return min(state.timers) if state.timers else None
 
 
-def customer_key(event: Event) -> str:
-    return event.customer_id
-
-
-class _EngineAdapter:
-    """What both segment functions share: per-customer state in and out of Flink, timers as the
-    engine asks, outputs. ``self._engine`` is the engine in use."""
+class _BatchEngine:
+    """What both segment functions share: batches and timers in, per-customer engine steps,
+    state in a map under the batch key, one Redis pipeline and the Kafka records out per call."""
 
     _engine: SegmentEngine
-    _engine_config: EngineConfig
-    _cache_size: int
 
-    def _open_adapter(self, runtime_context: RuntimeContext, rules: RuleSet) -> None:
-        self._use_rules(rules)
-        self._state = runtime_context.get_state(CUSTOMER_STATE)
-        # Decoded states of recently seen customers. Flink state stays the source of truth (it is
-        # written on every change, so checkpoints hold it); the cache only saves reading and
-        # unpickling it. Valid because this instance is the only writer of its keys, and a
-        # restore from a checkpoint creates a new instance (and so an empty cache).
+    def __init__(
+        self,
+        rules: RuleSet,
+        engine_config: EngineConfig,
+        *,
+        limits: ParseLimits,
+        redis: RedisConfig,
+        batch_keys: int,
+        source_topic: str,
+        cache_size: int = 10_000,
+        dirty_limit: int = 2_000,
+    ) -> None:
+        self._rules = rules
+        self._engine_config = engine_config
+        self._limits = limits
+        self._redis_config = redis
+        self._batch_keys = batch_keys
+        self._source_topic = source_topic
+        self._cache_size = cache_size
+        self._dirty_limit = dirty_limit
+
+    # ---- set-up ------------------------------------------------------------------------------
+
+    def _open_engine(self, runtime_context: RuntimeContext) -> None:
+        self._use_rules(self._rules)
+        self._customers = runtime_context.get_map_state(CUSTOMERS)
+        # Decoded states of recently seen customers: saves reading and decoding. Valid because this
+        # instance is the only writer of its keys, and a restore or rescale creates new instances
+        # (with empty caches).
         self._cache: OrderedDict[str, CustomerState] = OrderedDict()
+        # Per batch key: states changed since they were last written to Flink state. Encoding a
+        # state costs about as much as the rules; written when the batcher's sync marker arrives
+        # (before every checkpoint barrier and at end of input: see KeyGroupBatcher.java), or when
+        # a key holds more than dirty_limit of them.
+        self._dirty: dict[int, dict[str, CustomerState]] = {}
+        # Per batch key: who is due when (rebuilt from the map on a key's first call), the timer
+        # known to be registered, and whether its customers are on the current rules.
+        self._due: dict[int, _DueIndex] = {}
+        self._armed: dict[int, int] = {}
+        self._current: set[int] = set()
+        c = self._redis_config
+        self._redis = RedisMembershipWriter(c.url, c.key_prefix, c.default_ttl)
         group = runtime_context.get_metrics_group()
+        self._invalid = group.counter("events_invalid_total")
         self._late = group.counter("events_late_total")
         self._duplicates = group.counter("events_duplicate_total")
         self._changes = group.counter("segment_changes_total")
+        self._batches = group.counter("batches_total")
+        self._synced = group.counter("states_written_total")
+
+    def close(self) -> None:
+        redis = getattr(self, "_redis", None)
+        if redis is not None:
+            redis.close()
 
     def _use_rules(self, rules: RuleSet) -> None:
         # Compiled here, not in the client: compiled rules hold closures that need not travel.
         self._engine = SegmentEngine(rules, self._engine_config)
         self._ttl = {s.id: s.ttl for s in rules.segments}
+        # Every batch key moves its customers to the new rules on its next call.
+        self._current = set()
 
-    def _load(self, customer_id: str) -> CustomerState:
+    # ---- per call ----------------------------------------------------------------------------
+
+    def _batch(self, value: Row, ctx) -> Iterator:
+        key: int = value[0]
+        if not value[1]:
+            self._sync(key)
+            return
+        timers = ctx.timer_service()
+        watermark = timers.current_watermark()
+        call = self._prepare(key, watermark)
+        now_ms = int(time.time() * 1000)
+        limits, engine, batch_keys = self._limits, self._engine, self._batch_keys
+        for record in decode_batch(value[1]):
+            parsed = parse_event(record.value, now_ms=now_ms, limits=limits)
+            if not isinstance(parsed, Invalid) and batch_key(parsed.customer_id, batch_keys) != key:
+                parsed = Invalid(
+                    "routing",
+                    "customer_id could not be read the same way by the JVM (JSON_VALUE) and by the parser; "
+                    "check the record for duplicate 'customer_id' keys",
+                )
+            if isinstance(parsed, Invalid):
+                yield self._dead_letter(parsed, record)
+                continue
+            state = call.states.get(parsed.customer_id) or self._load(parsed.customer_id, key)
+            result = engine.step(state, parsed, watermark)
+            if result.duplicates and not result.instants:
+                self._duplicates.inc(result.duplicates)
+                call.states.setdefault(state.customer_id, state)
+                continue
+            call.take(state, result)
+        self._batches.inc()
+        yield from self._finish(key, call, timers, watermark)
+
+    def _timer(self, ctx) -> Iterator:
+        key: int = ctx.get_current_key()
+        timers = ctx.timer_service()
+        watermark = timers.current_watermark()
+        if self._armed.get(key, MAX_TIMESTAMP) <= watermark:
+            del self._armed[key]
+        call = self._prepare(key, watermark)
+        engine = self._engine
+        for customer_id in call.index.pop_due(watermark):
+            state = call.states.get(customer_id) or self._load(customer_id, key)
+            call.take(state, engine.step(state, None, watermark))
+        yield from self._finish(key, call, timers, watermark)
+
+    def _prepare(self, key: int, watermark: int) -> "_Call":
+        """A call's collector. On a batch key's first call in this instance (start, restore,
+        rescale) the due index is rebuilt from the map; on its first call under new rules every
+        customer still on older rules is stepped, so a rule change also reaches customers who
+        send nothing new."""
+        index = self._due.get(key)
+        if index is not None and key in self._current:
+            return _Call(index)
+        fresh = index is None
+        if fresh:
+            index = self._due[key] = _DueIndex()
+        call = _Call(index)
+        self._current.add(key)
+        engine = self._engine
+        version = engine.rule_version
+        cache = self._cache
+        dirty = self._dirty.get(key, {})
+        stored = ((c, d) for c, d in self._customers.items() if c not in dirty)
+        for customer_id, data in [*((c, None) for c in dirty), *stored]:
+            state = dirty.get(customer_id) or cache.get(customer_id) or decode_state(data)
+            if state.rule_version != version:
+                call.take(state, engine.step(state, None, watermark))
+            elif fresh:
+                index.set(customer_id, _next_instant(state))
+        return call
+
+    def _finish(self, key: int, call: "_Call", timers, watermark: int) -> Iterator:
+        index = call.index
+        dirty = self._dirty.setdefault(key, {})
+        for customer_id in call.dirty:
+            state = call.states[customer_id]
+            dirty[customer_id] = state
+            index.set(customer_id, _next_instant(state))
+        if len(dirty) > self._dirty_limit:
+            self._sync(key)
+        earliest = index.earliest()
+        if earliest is not None and earliest < self._armed.get(key, MAX_TIMESTAMP):
+            # Earlier timers are not deleted: one firing with nobody due costs less than a delete.
+            timers.register_event_time_timer(earliest)
+            self._armed[key] = earliest
+        if call.late:
+            clock_of = call.states
+            for event in call.late:
+                self._late.inc()
+                late = encode_late(
+                    event, clock=clock_of[event.customer_id].clock, allowed_lateness=self._engine_config.allowed_lateness
+                )
+                yield LATE_TAG, Row(event.customer_id, late)
+        if call.changes:
+            ttl = self._ttl
+            self._redis.write(
+                [(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id)) for c in call.changes]
+            )
+            self._changes.inc(len(call.changes))
+            for c in call.changes:
+                yield Row(c.customer_id, encode_change(c))
+        if call.duplicates:
+            self._duplicates.inc(call.duplicates)
+
+    def _dead_letter(self, invalid: Invalid, record) -> tuple:
+        self._invalid.inc()
+        raw = record.value.encode("utf-8") if isinstance(record.value, str) else record.value
+        key = record.key.encode("utf-8") if isinstance(record.key, str) else record.key
+        source = SourceRecord(self._source_topic, record.partition, record.offset, record.timestamp, key)
+        text_key = key.decode("utf-8", "replace") if key is not None else None
+        return DLQ_TAG, Row(text_key, encode_dlq(invalid, raw, source, max_payload_bytes=self._limits.max_bytes))
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def _sync(self, key: int) -> None:
+        """Write the key's changed states to Flink state (the current key must be ``key``)."""
+        dirty = self._dirty.pop(key, None)
+        if dirty:
+            customers = self._customers
+            for customer_id, state in dirty.items():
+                customers.put(customer_id, encode_state(state))
+            self._synced.inc(len(dirty))
+
+    def _load(self, customer_id: str, key: int) -> CustomerState:
         cache = self._cache
         state = cache.get(customer_id)
         if state is not None:
             cache.move_to_end(customer_id)
             return state
-        data = self._state.value()
+        dirty = self._dirty.get(key)
+        state = dirty.get(customer_id) if dirty else None
+        if state is not None:
+            return state
+        data = self._customers.get(customer_id)
         state = decode_state(data) if data is not None else self._engine.new_state(customer_id)
-        cache[customer_id] = state
-        if len(cache) > self._cache_size:
-            cache.popitem(last=False)
+        if self._cache_size:
+            cache[customer_id] = state
+            if len(cache) > self._cache_size:
+                cache.popitem(last=False)
         return state
 
-    def _step(self, item: Event | int, ctx):
-        state = self._load(ctx.get_current_key())
-        version = state.rule_version
-        timers = ctx.timer_service()
-        result: StepResult = self._engine.step(state, item, timers.current_watermark())
-        for t in result.timers_to_delete:
-            timers.delete_event_time_timer(t)
-        for t in result.timers_to_register:
-            timers.register_event_time_timer(t)
-        unchanged = (
-            not result.instants
-            and not result.changes
-            and not result.timers_to_register
-            and not result.timers_to_delete
-            and version == state.rule_version
-            and (not isinstance(item, Event) or result.duplicates)
-        )
-        # Skipped when the step changed nothing: a duplicate, or a timer whose instant an earlier
-        # step at the same watermark already processed.
-        if not unchanged:
-            self._state.update(encode_state(result.state))
-        if result.duplicates:
-            self._duplicates.inc(result.duplicates)
-        for event in result.late:
-            self._late.inc()
-            late = encode_late(event, clock=state.clock, allowed_lateness=self._engine_config.allowed_lateness)
-            yield LATE_TAG, Row(event.customer_id, late)
+
+class _Call:
+    """What one call collects: the customers it changed and their outputs, in order."""
+
+    __slots__ = ("index", "states", "dirty", "changes", "late", "duplicates")
+
+    def __init__(self, index: _DueIndex) -> None:
+        self.index = index
+        self.states: dict[str, CustomerState] = {}
+        self.dirty: set[str] = set()
+        self.changes: list = []
+        self.late: list[Event] = []
+        self.duplicates = 0
+
+    def take(self, state: CustomerState, result) -> None:
+        self.states[state.customer_id] = state
+        self.dirty.add(state.customer_id)
         if result.changes:
-            self._changes.inc(len(result.changes))
-            ttl = self._ttl
-            for c in result.changes:
-                yield Row(c.customer_id, c.segment_id, c.kind, c.event_time, c.rule_version, c.reason, ttl.get(c.segment_id))
+            self.changes.extend(result.changes)
+        if result.late:
+            self.late.extend(result.late)
+        self.duplicates += result.duplicates
 
 
-class SegmentFunction(_EngineAdapter, KeyedProcessFunction):
-    """Keyed by customer id: one pickled ``CustomerState`` per customer, ``SegmentEngine.step``
-    per event and per fired timer (exactly what ``core/runner.py`` simulates). Emits changes as
-    ``CHANGE_TYPE`` rows, late events to ``LATE_TAG``. Rules fixed at start."""
-
-    def __init__(self, rules: RuleSet, engine_config: EngineConfig, cache_size: int = 10_000) -> None:
-        self._rules = rules
-        self._engine_config = engine_config
-        self._cache_size = cache_size
+class SegmentFunction(_BatchEngine, KeyedProcessFunction):
+    """Keyed by batch key: batches of source records in, membership changes out (Kafka records
+    of ``KEY_VALUE_TYPE``; Redis written in the same call), invalid records to ``DLQ_TAG``, late
+    events to ``LATE_TAG``. Rules fixed at start."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._open_adapter(runtime_context, self._rules)
+        self._open_engine(runtime_context)
 
-    def process_element(self, value: Event, ctx: KeyedProcessFunction.Context):
-        yield from self._step(value, ctx)
+    def process_element(self, value, ctx: KeyedProcessFunction.Context):
+        yield from self._batch(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        yield from self._step(timestamp, ctx)
+        yield from self._timer(ctx)
 
 
-class SegmentBroadcastFunction(_EngineAdapter, KeyedBroadcastProcessFunction):
+class SegmentBroadcastFunction(_BatchEngine, KeyedBroadcastProcessFunction):
     """``SegmentFunction`` with hot rule reload: the broadcast input carries rule files (name,
     YAML text; None = file deleted) from the rules topic. Once the topic holds any file, exactly
     its files are the rules; a set of files that does not load is rejected (logged, counted) and
-    the last good rules stay in use. Customers move to new rules at their next step
-    (``SegmentEngine`` reconciles their state without a replay)."""
-
-    def __init__(self, rules: RuleSet, engine_config: EngineConfig, cache_size: int = 10_000) -> None:
-        self._rules = rules
-        self._engine_config = engine_config
-        self._cache_size = cache_size
+    the last good rules stay in use. Each batch key moves all its customers to new rules on its
+    next call (``SegmentEngine`` reconciles a state without a replay)."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self._open_adapter(runtime_context, self._rules)
+        self._open_engine(runtime_context)
         self._active_checked = False
         group = runtime_context.get_metrics_group()
         self._rejected = group.counter("rules_rejected_total")
         self._applied = group.counter("rules_applied_total")
 
-    def process_element(self, value: Event, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
+    def process_element(self, value, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         if not self._active_checked:
             self._restore_active(ctx)
-        yield from self._step(value, ctx)
+        yield from self._batch(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext):
         if not self._active_checked:
             self._restore_active(ctx)
-        yield from self._step(timestamp, ctx)
+        yield from self._timer(ctx)
 
     def _restore_active(self, ctx) -> None:
         """After a restore, the rules in use are in broadcast state, not in the instance."""
@@ -227,7 +398,8 @@ class SegmentBroadcastFunction(_EngineAdapter, KeyedBroadcastProcessFunction):
             # The topic holds no rule file (any more): back to the rules the job started with.
             if files.contains(ACTIVE_RULES):
                 files.remove(ACTIVE_RULES)
-            self._use_rules(self._rules)
+            if self._engine.rule_version != self._rules.version:
+                self._use_rules(self._rules)
             return
         try:
             rules = load_rules_from_texts(texts)
@@ -253,3 +425,17 @@ class BroadcastTimeAssigner(TimestampAssigner):
 
     def extract_timestamp(self, value, record_timestamp: int) -> int:
         return MAX_TIMESTAMP - 1
+
+
+__all__ = [
+    "ACTIVE_RULES",
+    "BATCH_TYPE",
+    "CUSTOMERS",
+    "DLQ_TAG",
+    "LATE_TAG",
+    "RULE_FILES",
+    "BroadcastTimeAssigner",
+    "ChangeTuple",
+    "SegmentBroadcastFunction",
+    "SegmentFunction",
+]

@@ -153,18 +153,25 @@ def _validators() -> tuple[Callable[[Any], Any], dict[str, Callable[[Any], Any]]
 # ---- parsing --------------------------------------------------------------------------------------
 
 
-def parse_event(raw: bytes | None, *, now_ms: int, limits: ParseLimits = ParseLimits()) -> Event | Invalid:
-    """Parse and validate one record. ``now_ms`` is the ingestion time (future-time check and
-    ``Event.ingest_time``). Never raises on bad input."""
+def parse_event(raw: bytes | str | None, *, now_ms: int, limits: ParseLimits = ParseLimits()) -> Event | Invalid:
+    """Parse and validate one record: its bytes, or its text when already decoded from UTF-8.
+    ``now_ms`` is the ingestion time (future-time check and ``Event.ingest_time``). Never raises
+    on bad input."""
     if raw is None:
         return Invalid("not_json", "empty record (no value)")
-    size = len(raw)
+    if isinstance(raw, str):
+        text = raw
+        # A character is 1 to 4 bytes: encode only when the text could be over the limit.
+        size = len(text) if 4 * len(text) <= limits.max_bytes else len(text.encode("utf-8"))
+    else:
+        size = len(raw)
     if size > limits.max_bytes:
         return Invalid("oversized", f"record is {size} bytes, more than the limit of {limits.max_bytes} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Invalid("encoding", f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+    if not isinstance(raw, str):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return Invalid("encoding", f"not UTF-8 text: {exc.reason} at byte {exc.start}")
     try:
         data = json.loads(text)
     except ValueError as exc:

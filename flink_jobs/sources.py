@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from pyflink.datastream import DataStream
+from pyflink.datastream import DataStream, KeyedStream
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor
 
 from .config import Config, KafkaConfig
 
 SOURCE_TABLE = "events_source"
-# Row fields of the source stream, in order.
-SOURCE_FIELDS = ("topic", "partition", "offset", "timestamp", "key", "value")
+# Row fields of the source stream, in order: what jvm/KeyGroupBatcher.java reads.
+SOURCE_FIELDS = ("customer_id", "partition", "offset", "timestamp", "key", "value")
 
 _STARTUP_MODES: Mapping[str, str] = {
     "earliest": "earliest-offset",
@@ -81,8 +81,9 @@ def _interval(ms: int) -> str:
 
 
 def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStream:
-    """A stream of Rows (topic, partition, offset, timestamp ms, key bytes, value bytes) that
-    carries event-time watermarks.
+    """A stream of Rows (customer_id, partition, offset, timestamp ms, key bytes, value bytes)
+    that carries event-time watermarks. ``customer_id`` is read from the JSON in the JVM, only to
+    batch records by customer (None when unreadable; the parser has the last word).
 
     The watermark is generated in the Kafka source, per partition (FLIP-27 split watermarks),
     from the event time in the raw JSON (``event_time_sql``): bounded out-of-orderness plus 1 ms
@@ -130,7 +131,7 @@ def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
     t_env.create_temporary_table(SOURCE_TABLE, builder.build())
     # Epoch ms computed here: a TIMESTAMP_LTZ reaches Python as a wrapped Java object per row.
     table = t_env.sql_query(
-        "SELECT `topic`, `partition`, `offset`, "
+        "SELECT JSON_VALUE(CAST(`value` AS STRING), '$.customer_id') AS `customer_id`, `partition`, `offset`, "
         "UNIX_TIMESTAMP(CAST(`kafka_ts` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `kafka_ts`) AS `timestamp`, "
         f"`key`, `value` FROM {SOURCE_TABLE}"
     )
@@ -163,3 +164,21 @@ def build_rules_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
         builder = builder.option(key, value)
     t_env.create_temporary_table(RULES_TABLE, builder.build())
     return t_env.to_data_stream(t_env.from_path(RULES_TABLE))
+
+
+def build_batches(records: DataStream, config: Config) -> KeyedStream:
+    """Source records packed into batches by the JVM operator ``jvm/KeyGroupBatcher.java``, keyed
+    by batch key (rows of ``functions.BATCH_TYPE``; see ``batching.py``)."""
+    from pyflink.common import Types
+    from pyflink.java_gateway import get_gateway
+
+    job = config.job
+    jvm = get_gateway().jvm
+    batch_type = Types.ROW([Types.INT(), Types.STRING()])
+    # The shape PyFlink's keyed operators take: (key, element), keyed by KeyByKeySelector.
+    keyed_type = Types.ROW([Types.INT(), batch_type])
+    operator = jvm.dev.segments.flink.KeyGroupBatcher(job.batch_keys, job.batch_max_records, job.batch_max_delay)
+    j_batches = records._j_data_stream.transform("batch events", keyed_type.get_java_type_info(), operator)
+    batches = DataStream(j_batches).uid("batch-events").name("batch events by customer")
+    j_keyed = batches._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+    return KeyedStream(j_keyed, batch_type, batches)

@@ -3,12 +3,14 @@
 ::
 
     Kafka events (watermarks per partition: bounded out-of-orderness, idleness)
-                     ─► parse + validate ──invalid──► events.dlq
                      ▼
-    key_by(customer_id) ─► SegmentFunction (SegmentEngine.step, event-time timers)
-                     │                    └──late──► events.late
+    batch by customer (JVM: KeyGroupBatcher; flushed before watermarks and checkpoints)
                      ▼
-                 changes ─► segment-changes (Kafka) and Redis memberships
+    key_by(batch key) ─► SegmentFunction: parse + validate ──invalid──► events.dlq
+                     │   SegmentEngine.step per customer ──late──► events.late
+                     │   Redis memberships (one pipeline per call)
+                     ▼
+                 changes ─► segment-changes (Kafka)
 
 Run it: ``python -m flink_jobs.jobs.segmentation_job [--config FILE] [--set section.name=value]``
 (see ``flink_jobs/config.py``); ``--bounded`` stops at the offsets that are latest at start.
@@ -22,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from pyflink.common import Configuration, Duration, Row, Types, WatermarkStrategy
+from pyflink.common import Configuration, Duration, WatermarkStrategy
 from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
@@ -30,22 +32,19 @@ from ..config import Config, ConfigError, load_config
 from ..core.diagnostics import RuleLoadError
 from ..core.engine import EngineConfig
 from ..core.loader import load_rules
-from ..core.model import Change, RuleSet
+from ..core.model import RuleSet
 from ..functions import (
-    CHANGE_TYPE,
     DLQ_TAG,
     LATE_TAG,
     RULE_FILES,
     BroadcastTimeAssigner,
     SegmentBroadcastFunction,
-    ParseEventFunction,
     SegmentFunction,
-    customer_key,
 )
-from ..serde import ParseLimits, encode_change
+from ..jvm import JarBuildError, ensure_jar
+from ..serde import ParseLimits
 from ..sinks.kafka import KEY_VALUE_TYPE, build_kafka_sink
-from ..sinks.redis import build_redis_sink
-from ..sources import build_event_source, build_rules_source
+from ..sources import build_batches, build_event_source, build_rules_source
 
 log = logging.getLogger("segmentation_job")
 
@@ -85,11 +84,24 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
     # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
-    env.add_jars(Path(config.job.connector_jar).resolve().as_uri())
+    env.add_jars(Path(config.job.connector_jar).resolve().as_uri(), batcher_jar(config).as_uri())
     env.set_parallelism(config.job.parallelism)
     if config.job.checkpoint_interval > 0:
         env.enable_checkpointing(config.job.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)
     return env
+
+
+def batcher_jar(config: Config) -> Path:
+    """The jar of the job's JVM batching operator (``job.batcher_jar``, or compiled on demand)."""
+    if config.job.batcher_jar:
+        path = Path(config.job.batcher_jar).resolve()
+        if not path.is_file():
+            raise ConfigError(f"job.batcher_jar: {path} is not a file")
+        return path
+    try:
+        return ensure_jar()
+    except JarBuildError as exc:
+        raise ConfigError(f"job.batcher_jar: {exc}") from exc
 
 
 def engine_config(config: Config) -> EngineConfig:
@@ -97,12 +109,6 @@ def engine_config(config: Config) -> EngineConfig:
         dedup_horizon=config.events.dedup_horizon,
         allowed_lateness=config.events.allowed_lateness,
     )
-
-
-def _change_record(row: Row) -> Row:
-    """A change row as a ``segment-changes`` record: key customer id, JSON value."""
-    change = Change(row[0], row[1], row[2], row[3], row[4], row[5])  # row[6]: ttl, for Redis
-    return Row(change.customer_id, encode_change(change))
 
 
 def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleSet | None = None) -> None:
@@ -113,20 +119,15 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     statements = t_env.create_statement_set()
 
-    records = build_event_source(t_env, config)
+    batches = build_batches(build_event_source(t_env, config), config)
     limits = ParseLimits(max_bytes=config.events.max_event_bytes, max_future=config.events.max_future)
-    events = (
-        records.process(ParseEventFunction(limits), output_type=Types.PICKLED_BYTE_ARRAY())
-        .uid("parse-events")
-        .name("parse and validate events")
+    options = dict(
+        limits=limits,
+        redis=config.redis,
+        batch_keys=config.job.batch_keys,
+        source_topic=config.kafka.events_topic,
+        cache_size=config.job.state_cache_customers,
     )
-    build_kafka_sink(
-        t_env, statements, events.get_side_output(DLQ_TAG), name="dlq", topic=config.kafka.dlq_topic, config=config
-    )
-
-    # Watermarks come from the source (per Kafka partition); see sources.build_event_source.
-    keyed = events.key_by(customer_key, key_type=Types.STRING())
-    cache = config.job.state_cache_customers
     if config.job.hot_reload:
         rule_files = (
             build_rules_source(t_env, config)
@@ -138,22 +139,19 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
             .uid("rule-files")
             .name("rule files")
         )
-        changes = keyed.connect(rule_files.broadcast(RULE_FILES)).process(
-            SegmentBroadcastFunction(rules, engine_config(config), cache), output_type=CHANGE_TYPE
+        changes = batches.connect(rule_files.broadcast(RULE_FILES)).process(
+            SegmentBroadcastFunction(rules, engine_config(config), **options), output_type=KEY_VALUE_TYPE
         )
     else:
-        changes = keyed.process(SegmentFunction(rules, engine_config(config), cache), output_type=CHANGE_TYPE)
+        changes = batches.process(SegmentFunction(rules, engine_config(config), **options), output_type=KEY_VALUE_TYPE)
     changes = changes.uid("segment-engine").name("segment engine")
+    build_kafka_sink(
+        t_env, statements, changes.get_side_output(DLQ_TAG), name="dlq", topic=config.kafka.dlq_topic, config=config
+    )
     build_kafka_sink(
         t_env, statements, changes.get_side_output(LATE_TAG), name="late", topic=config.kafka.late_topic, config=config
     )
-    change_records = (
-        changes.map(_change_record, output_type=KEY_VALUE_TYPE).uid("change-records").name("change records")
-    )
-    build_kafka_sink(
-        t_env, statements, change_records, name="changes", topic=config.kafka.changes_topic, config=config
-    )
-    build_redis_sink(changes, config.redis)
+    build_kafka_sink(t_env, statements, changes, name="changes", topic=config.kafka.changes_topic, config=config)
     statements.attach_as_datastream()
 
 
@@ -175,7 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     log.info("configuration:\n%s", config.describe())
     log.info("rules %s: %d segments", rules.version, len(rules.segments))
-    env = create_environment(config)
+    try:
+        env = create_environment(config)
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
     build_pipeline(env, config, rules)
     env.execute(config.job.name)
     return 0
