@@ -101,6 +101,9 @@ class JobConfig:
     batch_max_records: int  # a batch is sent once this many records wait
     batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
     batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
+    restore_from: str  # savepoint or retained checkpoint to start from; empty = fresh start
+    models: bool  # score customers with the ONNX models (rules may then test scores)
+    model_artifacts: str  # folder of model cards and ONNX files; empty = the repository's model_artifacts/
 
 
 @dataclass(frozen=True)
@@ -368,7 +371,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("job.python_state_cache_size", 10_000, _int(0, 10_000_000), "python.state.cache-size (process mode)"),
         Setting(
             "job.state_cache_customers",
-            10_000,
+            50_000,
             _int(0, 10_000_000),
             "decoded customer states the engine function keeps between steps (saves a state read + unpickle)",
         ),
@@ -383,6 +386,24 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("job.batch_max_records", 2000, _int(1, 1_000_000), "records after which the JVM sends a batch to Python"),
         Setting("job.batch_max_delay", 200, _duration, "longest a record waits in the JVM for its batch"),
+        Setting(
+            "job.restore_from",
+            "",
+            _text(allow_empty=True),
+            "savepoint or retained checkpoint (.../chk-N) to start from (upgrades, recovery after a cancel); empty = fresh",
+        ),
+        Setting(
+            "job.models",
+            False,
+            _bool,
+            "score customers with the ONNX models in job.model_artifacts (needs job.python_execution_mode=process)",
+        ),
+        Setting(
+            "job.model_artifacts",
+            "",
+            _text(allow_empty=True),
+            "folder of model cards and ONNX files; empty = $SEGMENTS_MODEL_ARTIFACTS or the repository's model_artifacts/",
+        ),
         Setting(
             "job.batcher_jar",
             "",
@@ -588,6 +609,12 @@ def _check_consistency(config: Config, origin: Mapping[str, str]) -> None:
         raise ConfigError(f"{name}: {message} (from {origin[name]})")
 
     job, events = config.job, config.events
+    if job.models and job.python_execution_mode == "thread":
+        fail(
+            "job.models",
+            "the ONNX models need job.python_execution_mode=process: loading onnxruntime inside the "
+            "TaskManager's JVM (thread mode) hangs the task; set job.python_execution_mode=process, or job.models=false",
+        )
     if job.delivery_guarantee == "exactly-once" and job.checkpoint_interval == 0:
         fail(
             "job.delivery_guarantee",

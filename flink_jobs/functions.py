@@ -29,8 +29,9 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import MapStateDescriptor
 
+from . import metrics
 from .batching import batch_key, decode_batch
-from .config import RedisConfig
+from .config import MetricsConfig, RedisConfig
 from .core.diagnostics import RuleLoadError
 from .core.engine import EngineConfig, SegmentEngine
 from .core.loader import load_rules_from_texts
@@ -115,7 +116,10 @@ class _BatchEngine:
         redis: RedisConfig,
         batch_keys: int,
         source_topic: str,
-        cache_size: int = 10_000,
+        metrics_config: MetricsConfig,
+        models: bool = False,
+        model_artifacts: str = "",
+        cache_size: int = 50_000,
         dirty_limit: int = 2_000,
     ) -> None:
         self._rules = rules
@@ -126,10 +130,16 @@ class _BatchEngine:
         self._source_topic = source_topic
         self._cache_size = cache_size
         self._dirty_limit = dirty_limit
+        self._metrics_config = metrics_config
+        self._models = models
+        self._model_artifacts = model_artifacts
 
     # ---- set-up ------------------------------------------------------------------------------
 
     def _open_engine(self, runtime_context: RuntimeContext) -> None:
+        metrics.start_exporter(self._metrics_config)
+        self._m = metrics.job_metrics()
+        self._scorer = _ObservedScorer.load(self._model_artifacts, self._m) if self._models else None
         self._use_rules(self._rules)
         self._customers = runtime_context.get_map_state(CUSTOMERS)
         # Decoded states of recently seen customers: saves reading and decoding. Valid because this
@@ -148,13 +158,6 @@ class _BatchEngine:
         self._current: set[int] = set()
         c = self._redis_config
         self._redis = RedisMembershipWriter(c.url, c.key_prefix, c.default_ttl)
-        group = runtime_context.get_metrics_group()
-        self._invalid = group.counter("events_invalid_total")
-        self._late = group.counter("events_late_total")
-        self._duplicates = group.counter("events_duplicate_total")
-        self._changes = group.counter("segment_changes_total")
-        self._batches = group.counter("batches_total")
-        self._synced = group.counter("states_written_total")
 
     def close(self) -> None:
         redis = getattr(self, "_redis", None)
@@ -163,8 +166,9 @@ class _BatchEngine:
 
     def _use_rules(self, rules: RuleSet) -> None:
         # Compiled here, not in the client: compiled rules hold closures that need not travel.
-        self._engine = SegmentEngine(rules, self._engine_config)
+        self._engine = SegmentEngine(rules, self._engine_config, scorer=self._scorer)
         self._ttl = {s.id: s.ttl for s in rules.segments}
+        self._m.rules_loaded(rules.version, len(rules.segments))
         # Every batch key moves its customers to the new rules on its next call.
         self._current = set()
 
@@ -180,8 +184,12 @@ class _BatchEngine:
         call = self._prepare(key, watermark)
         now_ms = int(time.time() * 1000)
         limits, engine, batch_keys = self._limits, self._engine, self._batch_keys
-        for record in decode_batch(value[1]):
-            parsed = parse_event(record.value, now_ms=now_ms, limits=limits)
+        records = decode_batch(value[1])
+        m = self._m
+        m.events_received(len(records))
+        valid = 0
+        for record in records:
+            parsed = parse_event(record.value, now_ms=now_ms, limits=limits, ingest_ms=record.timestamp)
             if not isinstance(parsed, Invalid) and batch_key(parsed.customer_id, batch_keys) != key:
                 parsed = Invalid(
                     "routing",
@@ -191,14 +199,14 @@ class _BatchEngine:
             if isinstance(parsed, Invalid):
                 yield self._dead_letter(parsed, record)
                 continue
+            valid += 1
             state = call.states.get(parsed.customer_id) or self._load(parsed.customer_id, key)
             result = engine.step(state, parsed, watermark)
             if result.duplicates and not result.instants:
-                self._duplicates.inc(result.duplicates)
-                call.states.setdefault(state.customer_id, state)
+                call.duplicates += result.duplicates
                 continue
             call.take(state, result)
-        self._batches.inc()
+        m.events_valid(valid)
         yield from self._finish(key, call, timers, watermark)
 
     def _timer(self, ctx) -> Iterator:
@@ -209,9 +217,12 @@ class _BatchEngine:
             del self._armed[key]
         call = self._prepare(key, watermark)
         engine = self._engine
-        for customer_id in call.index.pop_due(watermark):
+        due = call.index.pop_due(watermark)
+        for customer_id in due:
             state = call.states.get(customer_id) or self._load(customer_id, key)
+            call.note_ingest(state, watermark)
             call.take(state, engine.step(state, None, watermark))
+        self._m.timers_fired(len(due))
         yield from self._finish(key, call, timers, watermark)
 
     def _prepare(self, key: int, watermark: int) -> "_Call":
@@ -254,27 +265,48 @@ class _BatchEngine:
             # Earlier timers are not deleted: one firing with nobody due costs less than a delete.
             timers.register_event_time_timer(earliest)
             self._armed[key] = earliest
+        m = self._m
         if call.late:
-            clock_of = call.states
+            m.events_late(len(call.late))
+            allowed = self._engine_config.allowed_lateness
             for event in call.late:
-                self._late.inc()
-                late = encode_late(
-                    event, clock=clock_of[event.customer_id].clock, allowed_lateness=self._engine_config.allowed_lateness
-                )
+                late = encode_late(event, clock=call.states[event.customer_id].clock, allowed_lateness=allowed)
                 yield LATE_TAG, Row(event.customer_id, late)
-        if call.changes:
-            ttl = self._ttl
-            self._redis.write(
-                [(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id)) for c in call.changes]
-            )
-            self._changes.inc(len(call.changes))
-            for c in call.changes:
-                yield Row(c.customer_id, encode_change(c))
         if call.duplicates:
-            self._duplicates.inc(call.duplicates)
+            m.events_duplicate(call.duplicates)
+        if call.late_applied:
+            m.events_late_applied(call.late_applied)
+        if call.forced:
+            m.forced_instants(call.forced)
+        if call.changes:
+            self._write_redis(call)
+            states = call.states
+            for c in call.changes:
+                yield Row(c.customer_id, encode_change(c, states[c.customer_id].scores))
+
+    def _write_redis(self, call: "_Call") -> None:
+        ttl, m, changes = self._ttl, self._m, call.changes
+        start = time.perf_counter()
+        try:
+            applied = self._redis.write(
+                [(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id)) for c in changes]
+            )
+        except Exception as exc:
+            # The job fails and restarts from its last checkpoint; the writes are idempotent.
+            m.redis_error(metrics.redis_error_kind(exc))
+            raise
+        done = time.perf_counter()
+        m.observe_redis_write(done - start, applied, len(changes) - applied)
+        now_ms = time.time() * 1000
+        ingest = call.ingest
+        m.observe_latencies(
+            [(now_ms - c.event_time) / 1000 for c in changes],
+            [(now_ms - ingest[(c.customer_id, c.event_time)]) / 1000 for c in changes if (c.customer_id, c.event_time) in ingest],
+        )
+        m.changes((c.segment_id, c.kind) for c in changes)
 
     def _dead_letter(self, invalid: Invalid, record) -> tuple:
-        self._invalid.inc()
+        self._m.events_invalid(invalid.code)
         raw = record.value.encode("utf-8") if isinstance(record.value, str) else record.value
         key = record.key.encode("utf-8") if isinstance(record.key, str) else record.key
         source = SourceRecord(self._source_topic, record.partition, record.offset, record.timestamp, key)
@@ -290,7 +322,6 @@ class _BatchEngine:
             customers = self._customers
             for customer_id, state in dirty.items():
                 customers.put(customer_id, encode_state(state))
-            self._synced.inc(len(dirty))
 
     def _load(self, customer_id: str, key: int) -> CustomerState:
         cache = self._cache
@@ -314,7 +345,7 @@ class _BatchEngine:
 class _Call:
     """What one call collects: the customers it changed and their outputs, in order."""
 
-    __slots__ = ("index", "states", "dirty", "changes", "late", "duplicates")
+    __slots__ = ("index", "states", "dirty", "changes", "late", "duplicates", "late_applied", "forced", "ingest")
 
     def __init__(self, index: _DueIndex) -> None:
         self.index = index
@@ -323,6 +354,20 @@ class _Call:
         self.changes: list = []
         self.late: list[Event] = []
         self.duplicates = 0
+        self.late_applied = 0
+        self.forced = 0
+        # (customer, instant) -> latest ingestion time of the events applied at that instant
+        self.ingest: dict[tuple[str, int], int] = {}
+
+    def note_ingest(self, state: CustomerState, watermark: int) -> None:
+        """Before a step: remember when the buffered events it will apply were ingested."""
+        ingest = self.ingest
+        for event in state.buffer:
+            if event.event_time > watermark:
+                break
+            k = (event.customer_id, event.event_time)
+            if event.ingest_time is not None and event.ingest_time > ingest.get(k, 0):
+                ingest[k] = event.ingest_time
 
     def take(self, state: CustomerState, result) -> None:
         self.states[state.customer_id] = state
@@ -332,6 +377,45 @@ class _Call:
         if result.late:
             self.late.extend(result.late)
         self.duplicates += result.duplicates
+        self.late_applied += result.late_applied
+        self.forced += result.forced
+
+
+class _ObservedScorer:
+    """The ONNX scorer as the engine sees it, feeding the model metrics: inference time and
+    scores (through the scorer's observer), and input drift (PSI against each model card's
+    reference) over a sample of the feature vectors scored."""
+
+    PSI_EVERY = 10.0  # seconds between PSI updates
+    SAMPLE = 8  # one feature vector in SAMPLE goes into the drift window
+
+    def __init__(self, scorer, drift, m: metrics.JobMetrics) -> None:
+        self._scorer, self._drift, self._m = scorer, drift, m
+        self.names = scorer.names
+        self._n = 0
+        self._next_psi = time.monotonic() + self.PSI_EVERY
+
+    @classmethod
+    def load(cls, artifacts: str, m: metrics.JobMetrics) -> "_ObservedScorer":
+        from .ml.drift import DriftMonitor  # onnxruntime only where models are on
+        from .ml.serving import OnnxScorer
+
+        def observe(model: str, seconds: float, scores) -> None:
+            m.observe_inference(model, (seconds,))
+            m.observe_scores(model, scores)
+
+        scorer = OnnxScorer(artifacts or None, observer=observe)
+        return cls(scorer, DriftMonitor(scorer.cards.values()), m)
+
+    def score(self, customer_id: str, features):
+        self._n += 1
+        if self._n % self.SAMPLE == 0:
+            self._drift.observe(features)
+            if time.monotonic() >= self._next_psi:
+                self._next_psi = time.monotonic() + self.PSI_EVERY
+                for model, psi in self._drift.psi_by_model().items():
+                    self._m.set_feature_psi(model, psi)
+        return self._scorer.score(customer_id, features)
 
 
 class SegmentFunction(_BatchEngine, KeyedProcessFunction):
@@ -359,9 +443,6 @@ class SegmentBroadcastFunction(_BatchEngine, KeyedBroadcastProcessFunction):
     def open(self, runtime_context: RuntimeContext) -> None:
         self._open_engine(runtime_context)
         self._active_checked = False
-        group = runtime_context.get_metrics_group()
-        self._rejected = group.counter("rules_rejected_total")
-        self._applied = group.counter("rules_applied_total")
 
     def process_element(self, value, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext):
         if not self._active_checked:
@@ -404,14 +485,13 @@ class SegmentBroadcastFunction(_BatchEngine, KeyedBroadcastProcessFunction):
         try:
             rules = load_rules_from_texts(texts)
         except RuleLoadError as exc:
-            self._rejected.inc()
+            self._m.rules_rejected()
             _log.error(
                 "rules from the rules topic rejected, still using %s:\n%s", self._engine.rule_version, exc
             )
             return
         files.put(ACTIVE_RULES, json.dumps(texts))
         if rules.version != self._engine.rule_version:
-            self._applied.inc()
             _log.info("rules %s in use (%d segments, from the rules topic)", rules.version, len(rules.segments))
             self._use_rules(rules)
         return

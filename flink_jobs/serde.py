@@ -153,10 +153,13 @@ def _validators() -> tuple[Callable[[Any], Any], dict[str, Callable[[Any], Any]]
 # ---- parsing --------------------------------------------------------------------------------------
 
 
-def parse_event(raw: bytes | str | None, *, now_ms: int, limits: ParseLimits = ParseLimits()) -> Event | Invalid:
+def parse_event(
+    raw: bytes | str | None, *, now_ms: int, limits: ParseLimits = ParseLimits(), ingest_ms: int | None = None
+) -> Event | Invalid:
     """Parse and validate one record: its bytes, or its text when already decoded from UTF-8.
-    ``now_ms`` is the ingestion time (future-time check and ``Event.ingest_time``). Never raises
-    on bad input."""
+    ``now_ms``: the time now (future-time check); ``ingest_ms``: when the record entered the
+    system (its Kafka timestamp; ``Event.ingest_time``), ``now_ms`` if not given. Never raises on
+    bad input."""
     if raw is None:
         return Invalid("not_json", "empty record (no value)")
     if isinstance(raw, str):
@@ -212,7 +215,7 @@ def parse_event(raw: bytes | str | None, *, now_ms: int, limits: ParseLimits = P
             elif kind == "number" and isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
                 value = int(value)
             props[name] = value
-    return Event(data["event_id"], data["customer_id"], event_type, event_time, props, now_ms)
+    return Event(data["event_id"], data["customer_id"], event_type, event_time, props, now_ms if ingest_ms is None else ingest_ms)
 
 
 def _json_kind(value: object) -> str:
@@ -308,20 +311,21 @@ def format_time(ms: int) -> str:
 # ---- records the job writes -------------------------------------------------------------------------
 
 
-def encode_change(change: Change) -> str:
-    """The JSON value of a ``segment-changes`` record (key: customer_id)."""
-    return json.dumps(
-        {
-            "customer_id": change.customer_id,
-            "segment": change.segment_id,
-            "kind": change.kind,
-            "event_time": change.event_time,
-            "event_time_iso": format_time(change.event_time),
-            "rule_version": change.rule_version,
-            "reason": change.reason,
-        },
-        ensure_ascii=False,
-    )
+def encode_change(change: Change, scores: Mapping[str, float] | None = None) -> str:
+    """The JSON value of a ``segment-changes`` record (key: customer_id); ``scores``: the
+    customer's model scores when the change was made, for activation systems to rank by."""
+    out: dict[str, Any] = {
+        "customer_id": change.customer_id,
+        "segment": change.segment_id,
+        "kind": change.kind,
+        "event_time": change.event_time,
+        "event_time_iso": format_time(change.event_time),
+        "rule_version": change.rule_version,
+        "reason": change.reason,
+    }
+    if scores:
+        out["scores"] = dict(scores)
+    return json.dumps(out, ensure_ascii=False)
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class StepResult:
     duplicates: int = 0
     late_applied: int = 0
     instants: int = 0
+    forced: int = 0  # instants processed ahead of the watermark because the buffer overflowed
 
 
 def event_id_hash(event_id: str) -> int:
@@ -135,7 +136,9 @@ class SegmentEngine:
         if len(state.buffer) > self.config.max_buffered:
             # The watermark is stuck (an idle or broken source): process the oldest rather than
             # grow without bound.
+            before = result.instants
             self._advance(state, state.buffer[0].event_time, book, result)
+            result.forced += result.instants - before
 
     def _prune_seen(self, state: CustomerState) -> None:
         oldest = state.clock - self.config.dedup_horizon

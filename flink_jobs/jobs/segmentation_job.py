@@ -42,6 +42,7 @@ from ..functions import (
     SegmentFunction,
 )
 from ..jvm import JarBuildError, ensure_jar
+from ..observability import flink_metrics_configuration
 from ..serde import ParseLimits
 from ..sinks.kafka import KEY_VALUE_TYPE, build_kafka_sink
 from ..sources import build_batches, build_event_source, build_rules_source
@@ -72,6 +73,14 @@ def flink_configuration(config: Config) -> Configuration:
         conf.set_string("restart-strategy.fixed-delay.attempts", str(job.restart_attempts))
         conf.set_string("restart-strategy.fixed-delay.delay", "2 s")
     conf.set_string("execution.checkpointing.dir", job.checkpoint_dir)
+    # Sync markers rely on aligned checkpoints (see jvm/KeyGroupBatcher.java).
+    conf.set_string("execution.checkpointing.unaligned.enabled", "false")
+    # A cancelled (or lost) job can be started again from its last checkpoint (job.restore_from).
+    conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
+    if job.restore_from:
+        conf.set_string("execution.state-recovery.path", job.restore_from)
+    for key, value in flink_metrics_configuration(config).items():
+        conf.set_string(key, value)
     return conf
 
 
@@ -127,6 +136,9 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         batch_keys=config.job.batch_keys,
         source_topic=config.kafka.events_topic,
         cache_size=config.job.state_cache_customers,
+        metrics_config=config.metrics,
+        models=config.job.models,
+        model_artifacts=config.job.model_artifacts,
     )
     if config.job.hot_reload:
         rule_files = (
