@@ -19,14 +19,16 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
-from .config import REPO_ROOT, STACK_ENV, read_env_file
+from .config import DEFAULT_METRICS_TARGETS_DIR, REPO_ROOT, STACK_ENV, read_env_file
 from .core.loader import load_rules
 from .synthetic import FeedConfig, generate_feed
 
@@ -35,6 +37,23 @@ LOG_DIR = REPO_ROOT / ".cache" / "demo"
 
 def _iso(ms: int | str) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> str:
+    """A quantile from cumulative histogram buckets (what PromQL's histogram_quantile does)."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return "-"
+    rank, prev_le, prev_n = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return f">{prev_le:g}s"
+            seconds = prev_le + (le - prev_le) * ((rank - prev_n) / (n - prev_n) if n > prev_n else 1)
+            return f"{seconds * 1000:,.0f}ms" if seconds < 10 else f"{seconds:,.1f}s"
+        prev_le, prev_n = le, n
+    return "-"
 
 
 def _end_offsets(bootstrap: str, topic: str) -> int:
@@ -89,6 +108,7 @@ class Demo:
             "--set", f"redis.key_prefix={self.prefix}",
         ]
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        self.job_started = time.time()
         with open(self.job_log, "wb") as log:
             self.job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -101,6 +121,51 @@ class Demo:
         except subprocess.TimeoutExpired:
             os.killpg(self.job.pid, signal.SIGKILL)
             self.job.wait()
+
+    def metrics_url(self) -> str | None:
+        """The job's Python exporter, found where it registered for Prometheus (file_sd)."""
+        if getattr(self, "_metrics_url", None):
+            return self._metrics_url
+        folder = Path(DEFAULT_METRICS_TARGETS_DIR)
+        started = self.job_started if self.job is not None else 0
+        files = [p for p in folder.glob("segments-python-*.json") if p.stat().st_mtime >= started - 1]
+        if not files:
+            return None
+        newest = max(files, key=lambda p: p.stat().st_mtime)
+        target = json.loads(newest.read_text())[0]["targets"][0]
+        self._metrics_url = f"http://{target}/metrics"
+        return self._metrics_url
+
+    def figures(self) -> str:
+        """A few live figures from the job's own metrics, as an SRE's dashboard shows them."""
+        url = self.metrics_url()
+        if url is None:
+            return "metrics: (the job's exporter has not registered yet)"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            return f"metrics: {url} unreachable ({exc})"
+        samples: dict[str, float] = {}
+        buckets: list[tuple[float, float]] = []
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "segments_event_to_segment_latency_seconds_bucket":
+                    buckets.append((float(sample.labels["le"]), sample.value))
+                elif not sample.labels or sample.name == "segments_events_invalid_total":
+                    samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+        now = time.monotonic()
+        received = samples.get("segments_events_received_total", 0.0)
+        last = getattr(self, "_last_received", None)
+        rate = (received - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
+        self._last_received = (now, received)
+        return (
+            f"metrics: {url}  events/s {rate:,.0f}  received {received:,.0f}  "
+            f"invalid {samples.get('segments_events_invalid_total', 0):,.0f}  "
+            f"duplicate {samples.get('segments_events_duplicate_total', 0):,.0f}  "
+            f"late {samples.get('segments_events_late_total', 0):,.0f}  "
+            f"event->segment p50 {_quantile(buckets, 0.5)} p99 {_quantile(buckets, 0.99)}"
+        )
 
     def sizes(self) -> dict[str, int]:
         pipe = self.redis.pipeline()
@@ -117,10 +182,13 @@ class Demo:
             f"{'segment':28} {'members':>8}",
         ]
         lines += [f"{sid:28} {n:>8}" for sid, n in sizes.items()]
+        figures = self.figures()
+        lines += ["", figures]
         if sys.stdout.isatty() and not final:
             sys.stdout.write("\033[H\033[J" + "\n".join(lines) + "\n")
         else:
             print(" | ".join(f"{sid}={n}" for sid, n in sizes.items() if n) or "no members yet", flush=True)
+            print(f"  {figures}", flush=True)
 
     def produce_and_watch(self) -> int:
         feed = FeedConfig(customers=self.args.customers, events=self.args.events, seed=self.args.seed)
@@ -185,6 +253,7 @@ class Demo:
         if not shown:
             print("  (no members yet)")
         print()
+        print(self.figures())
         print(f"job log: {self.job_log}")
         print(f"keys are kept for a look: redis-cli -u {self.redis_url} --scan --pattern '{self.prefix}*'")
         print("stop the local stack with: deploy/local/stack.sh stop")

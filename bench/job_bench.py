@@ -1,0 +1,457 @@
+"""End-to-end benchmark of the segmentation job on the real local stack (Kafka, Redis, Flink).
+
+Over one pre-loaded Kafka topic of synthetic events (personas, duplicates, disorder, malformed
+records; default 1M events, 100k customers, all rules in rules/), in the same run:
+
+  job        the segmentation job as shipped (bounded run; thread mode)
+  floor      a no-op keyed PyFlink pipeline: same Kafka source, key_by(customer) in Python,
+             a KeyedProcessFunction that counts in ValueState: the per-event PyFlink floor
+  batched    the job's JVM batcher + a Python batch function that only counts: the floor of
+             the batched design
+  python     a plain single-process Python consumer (kafka-python) doing the same rules with the
+             same core (parse, SegmentEngine via the local runner, Redis pipelines)
+
+Each Flink variant runs in its own process (a fresh JVM); events/s are over the time after the
+fixed cost of a run, measured by the same pipeline over an empty topic. The TaskManager's peak
+resident memory is the peak RSS of the mini-cluster JVM (in thread mode Python runs inside it).
+
+Latency: the job runs unbounded while a producer sends live events (event time = now) at half
+the measured job rate; event-to-segment latency is the change record's Kafka timestamp minus the
+change's event time (Redis is written in the same call, just before the record is emitted), p50
+and p99, with the watermark bound it includes printed next to it.
+
+Figures are printed, never asserted.
+
+    .venv/bin/python bench/job_bench.py [--events 1000000] [--customers 100000]
+        [--only job,floor,batched,python] [--latency-seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PARTITIONS = 2
+BOUND_MS = 5_000  # the bench feed's disorder stays within 3 s
+
+
+def _stack_env() -> dict[str, str]:
+    from flink_jobs.config import read_env_file
+
+    subprocess.run([str(ROOT / "deploy" / "local" / "stack.sh"), "start"], check=True, capture_output=True)
+    return read_env_file(ROOT / ".cache" / "stack" / "stack.env")
+
+
+def _admin(bootstrap: str):
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(bootstrap_servers=bootstrap)
+
+
+def _end_offsets(bootstrap: str, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = consumer.partitions_for_topic(topic) or set()
+    ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts]) if parts else {}
+    consumer.close()
+    return sum(ends.values())
+
+
+def _create_topics(bootstrap: str, names: list[str], partitions: int = 1) -> None:
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = _admin(bootstrap)
+    try:
+        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    except TopicAlreadyExistsError:
+        pass
+    admin.close()
+
+
+def _feed_config(events: int, customers: int):
+    from flink_jobs.synthetic import FeedConfig
+
+    # Dense event time (about 2k events per second of event time), as live traffic at scale.
+    return FeedConfig(customers=customers, events=events, journeys_per_second=events / 500, seed=11)
+
+
+def preload(bootstrap: str, events: int, customers: int) -> str:
+    """The input topic, produced once and reused by later runs with the same size."""
+    from kafka import KafkaProducer
+
+    from flink_jobs.synthetic import generate_feed
+
+    topic = f"bench.events.{events}.{customers}.v1"
+    have = _end_offsets(bootstrap, topic) if topic in _admin(bootstrap).list_topics() else -1
+    records = list(generate_feed(_feed_config(events, customers)))
+    if have == len(records):
+        print(f"input: {topic} already holds {have:,} records", flush=True)
+        return topic
+    if have >= 0:
+        _admin(bootstrap).delete_topics([topic])
+        time.sleep(2)
+    _create_topics(bootstrap, [topic], PARTITIONS)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=512 * 1024, acks=1)
+    start = time.perf_counter()
+    for i, r in enumerate(records):
+        producer.send(topic, key=r.key, value=r.value)
+        if i % 100_000 == 0 and i:
+            print(f"  produced {i:,}", flush=True)
+    producer.flush()
+    producer.close()
+    print(f"input: produced {len(records):,} records to {topic} in {time.perf_counter() - start:.0f} s", flush=True)
+    return topic
+
+
+# ---- child processes: one pipeline each, in a fresh JVM ---------------------------------------
+
+
+def _job_settings(topic: str, run: str) -> list[str]:
+    values = {
+        "kafka.events_topic": topic,
+        "kafka.dlq_topic": f"bench.{run}.dlq",
+        "kafka.late_topic": f"bench.{run}.late",
+        "kafka.changes_topic": f"bench.{run}.changes",
+        "kafka.rules_topic": f"bench.{run}.rules",
+        "kafka.group_id": f"bench-{run}",
+        "kafka.starting_offsets": "earliest",
+        "redis.key_prefix": f"bench:{run}:",
+        "redis.default_ttl": "1h",
+        "events.out_of_orderness": f"{BOUND_MS}ms",
+        "events.idleness": "0",
+        "job.checkpoint_interval": "30s",
+        "job.restart_attempts": "0",
+        "job.hot_reload": "false",
+    }
+    argv = []
+    for k, v in values.items():
+        argv += ["--set", f"{k}={v}"]
+    return argv
+
+
+def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> None:
+    from pyflink.common import Types
+    from pyflink.datastream import KeyedProcessFunction
+    from pyflink.datastream.state import ValueStateDescriptor
+
+    from flink_jobs.config import load_config
+    from flink_jobs.jobs.segmentation_job import build_pipeline, create_environment
+    from flink_jobs.sources import build_batches, build_event_source
+
+    argv = _job_settings(topic, run) + ["--set", f"job.parallelism={parallelism}"] + (["--bounded"] if bounded else [])
+    for extra in os.environ.get("BENCH_SETTINGS", "").split():
+        argv += ["--set", extra]
+    config = load_config(argv, environ={k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")})
+    env = create_environment(config)
+    if mode == "job":
+        build_pipeline(env, config)
+    else:
+        from pyflink.table import StreamTableEnvironment
+
+        t_env = StreamTableEnvironment.create(env)
+        records = build_event_source(t_env, config)
+
+        class Count(KeyedProcessFunction):
+            def open(self, ctx):
+                self._n = ctx.get_state(ValueStateDescriptor("n", Types.LONG()))
+
+            def process_element(self, value, ctx):
+                self._n.update((self._n.value() or 0) + 1)
+                return
+                yield
+
+        if mode == "floor":
+            records.key_by(lambda r: r[0] or "", key_type=Types.STRING()).process(Count()).name("no-op keyed")
+        else:
+            build_batches(records, config).process(Count()).name("no-op batched")
+    start = time.time()
+    if bounded:
+        env.execute(f"bench-{mode}")
+        print(json.dumps({"seconds": time.time() - start}), flush=True)
+    else:
+        env.execute_async(f"bench-{mode}")
+        print(json.dumps({"started": start}), flush=True)
+        sys.stdin.read()  # until the parent closes it
+
+
+def _java_children(pid: int) -> list[int]:
+    out = []
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for k in kids:
+        k = int(k)
+        try:
+            if "java" in Path(f"/proc/{k}/comm").read_text():
+                out.append(k)
+        except OSError:
+            pass
+        out += _java_children(k)
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_child(mode: str, topic: str, parallelism: int) -> tuple[float, int]:
+    """Seconds of a bounded run and the peak RSS (KiB) of its JVM."""
+    run = f"{mode}-{uuid.uuid4().hex[:6]}"
+    bootstrap = os.environ["KAFKA_BOOTSTRAP"]
+    _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", mode, "--topic", topic, "--run", run, "--parallelism", str(parallelism)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peak = 0
+
+    def watch() -> None:
+        nonlocal peak
+        while proc.poll() is None:
+            for pid in _java_children(proc.pid):
+                peak = max(peak, _rss_kb(pid))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} run failed:\n{err[-4000:]}")
+    seconds = json.loads(out.strip().splitlines()[-1])["seconds"]
+    _cleanup(bootstrap, run)
+    return seconds, peak
+
+
+def _cleanup(bootstrap: str, run: str) -> None:
+    import redis
+
+    from kafka.errors import UnknownTopicOrPartitionError
+
+    admin = _admin(bootstrap)
+    try:
+        admin.delete_topics([f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    except UnknownTopicOrPartitionError:
+        pass  # the plain Python run creates none
+    admin.close()
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    for key in client.scan_iter(f"bench:{run}:*", count=10_000):
+        client.delete(key)
+
+
+class _Discard(list):
+    def append(self, item) -> None:
+        pass
+
+
+# ---- the plain Python consumer ----------------------------------------------------------------
+
+
+def plain_python(topic: str, total: int) -> float:
+    """Events/s of one Python process: kafka-python consumer, parse, engine, Redis pipelines."""
+    from kafka import KafkaConsumer
+
+    from flink_jobs.core.engine import EngineConfig, SegmentEngine
+    from flink_jobs.core.loader import load_rules
+    from flink_jobs.core.runner import LocalRunner
+    from flink_jobs.serde import Invalid, parse_event
+    from flink_jobs.sinks.redis import RedisMembershipWriter
+
+    rules = load_rules([str(ROOT / "rules")])
+    engine = SegmentEngine(rules, EngineConfig())
+    ttl = {s.id: s.ttl for s in rules.segments}
+    pending: list = []
+    runner = LocalRunner(engine, out_of_orderness=BOUND_MS, on_change=pending.append)
+    runner.changes = _Discard()  # keep only what is not yet written
+    run = f"python-{uuid.uuid4().hex[:6]}"
+    writer = RedisMembershipWriter(os.environ["REDIS_URL"], f"bench:{run}:", 3_600_000)
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=os.environ["KAFKA_BOOTSTRAP"],
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=5000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    seen = 0
+    start = time.perf_counter()
+    while seen < total:
+        polled = consumer.poll(timeout_ms=1000)
+        now = int(time.time() * 1000)
+        for records in polled.values():
+            for r in records:
+                seen += 1
+                parsed = parse_event(r.value, now_ms=now)
+                if not isinstance(parsed, Invalid):
+                    runner.feed(parsed)
+        if pending:
+            writer.write([(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id)) for c in pending])
+            pending.clear()
+    runner.advance(2**62)
+    writer.write([(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id)) for c in pending])
+    seconds = time.perf_counter() - start
+    consumer.close()
+    writer.close()
+    _cleanup(os.environ["KAFKA_BOOTSTRAP"], run)
+    return seconds
+
+
+# ---- latency at a given rate ------------------------------------------------------------------
+
+
+def latency(rate: float, seconds: int, customers: int, parallelism: int) -> tuple[list[float], int]:
+    """Event-to-change latencies (ms) of the job fed live at ``rate`` events/s."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from flink_jobs.synthetic import FeedConfig, generate_feed
+
+    bootstrap = os.environ["KAFKA_BOOTSTRAP"]
+    run = f"live-{uuid.uuid4().hex[:6]}"
+    topic = f"bench.{run}.events"
+    _create_topics(bootstrap, [topic], PARTITIONS)
+    _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--child", "job", "--topic", topic, "--run", run, "--parallelism", str(parallelism), "--live"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    proc.stdout.readline()
+    time.sleep(15)  # the job starting up
+    feed = generate_feed(
+        FeedConfig(customers=customers, events=int(rate * seconds) + 1, journeys_per_second=rate / 20, seed=5,
+                   out_of_order_share=0.0, late_share=0.0)
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    start = time.time()
+    sent = 0
+    for r in feed:
+        due = start + sent / rate
+        pause = due - time.time()
+        if pause > 0:
+            time.sleep(pause)
+        value = r.value
+        if r.kind != "malformed":
+            d = json.loads(value)
+            d["event_time"] = int(time.time() * 1000)
+            value = json.dumps(d).encode()
+        producer.send(topic, key=r.key, value=value)
+        sent += 1
+    producer.flush()
+    time.sleep(BOUND_MS / 1000 + 5)
+    consumer = KafkaConsumer(
+        f"bench.{run}.changes", bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
+    )
+    lat = []
+    for m in consumer:
+        change = json.loads(m.value)
+        lat.append(m.timestamp - change["event_time"])
+    consumer.close()
+    proc.stdin.close()
+    proc.terminate()
+    proc.wait(timeout=60)
+    # The job process exits with its mini-cluster; anything left is killed with it.
+    _cleanup(bootstrap, run)
+    _admin(bootstrap).delete_topics([topic])
+    return lat, sent
+
+
+def _pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument("--only", default="job,floor,batched,python,latency")
+    parser.add_argument("--latency-seconds", type=int, default=60)
+    parser.add_argument("--job-rate", type=float, help="events/s of the job from an earlier run, for --only latency")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting for every Flink run"
+    )
+    parser.add_argument("--child")
+    parser.add_argument("--topic")
+    parser.add_argument("--run")
+    parser.add_argument("--live", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.topic, args.run, args.parallelism, bounded=not args.live)
+        return 0
+
+    os.environ["BENCH_SETTINGS"] = " ".join(args.set)
+    env = _stack_env()
+    os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP", "REDIS_URL", "FLINK_KAFKA_CONNECTOR_JAR")})
+    bootstrap = env["KAFKA_BOOTSTRAP"]
+    topic = preload(bootstrap, args.events, args.customers)
+    total = _end_offsets(bootstrap, topic)
+    empty = f"bench.empty.{uuid.uuid4().hex[:6]}"
+    _create_topics(bootstrap, [empty], PARTITIONS)
+    wanted = args.only.split(",")
+    rows = []
+    rates = {}
+    for mode in ("job", "floor", "batched"):
+        if mode not in wanted:
+            continue
+        fixed, _ = run_child(mode, empty, args.parallelism)
+        seconds, peak = run_child(mode, topic, args.parallelism)
+        rate = total / max(seconds - fixed, 1e-9)
+        rates[mode] = rate
+        rows.append((mode, seconds, fixed, rate, peak))
+        print(f"{mode:8} {seconds:7.1f} s run, {fixed:5.1f} s fixed, {rate:9,.0f} events/s, JVM peak RSS {peak / 1024:,.0f} MiB", flush=True)
+    if "python" in wanted:
+        seconds = plain_python(topic, total)
+        rates["python"] = total / seconds
+        rows.append(("python", seconds, 0.0, total / seconds, 0))
+        print(f"python   {seconds:7.1f} s run, {total / seconds:9,.0f} events/s (one process, no Flink)", flush=True)
+    _admin(bootstrap).delete_topics([empty])
+    print()
+    print(
+        f"{total:,} records ({args.events:,} events asked, {args.customers:,} customers), "
+        f"parallelism {args.parallelism}{', ' + ' '.join(args.set) if args.set else ''}"
+    )
+    print(f"{'pipeline':10} {'events/s':>10} {'vs floor':>9} {'JVM peak MiB':>13}")
+    for mode, _, _, rate, peak in rows:
+        vs = f"{rate / rates['floor']:.0%}" if "floor" in rates else "-"
+        print(f"{mode:10} {rate:10,.0f} {vs:>9} {peak / 1024 if peak else float('nan'):13,.0f}")
+    if args.job_rate:
+        rates.setdefault("job", args.job_rate)
+    if "latency" in wanted and "job" in rates:
+        rate = rates["job"] / 2
+        lat, sent = latency(rate, args.latency_seconds, args.customers, args.parallelism)
+        print()
+        print(
+            f"latency at {rate:,.0f} events/s (half the job's rate), {sent:,} events, {len(lat):,} changes: "
+            f"event time -> change record p50 {_pct(lat, 0.5):,.0f} ms, p99 {_pct(lat, 0.99):,.0f} ms "
+            f"(includes the {BOUND_MS} ms watermark bound: beyond it p50 {_pct(lat, 0.5) - BOUND_MS:,.0f} ms, "
+            f"p99 {_pct(lat, 0.99) - BOUND_MS:,.0f} ms)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
