@@ -129,6 +129,9 @@ def test_every_dashboard_and_alert_query_returns_data(scenario: Scenario, promet
             "job.checkpoint_interval": "5s",
             "metrics.enabled": "true",
             "metrics.targets_dir": str(targets),
+            # The model panels need the models, which need process mode (see job.models).
+            "job.models": "true",
+            "job.python_execution_mode": "process",
         }
     )
     try:
