@@ -150,7 +150,7 @@ class Demo:
         buckets: list[tuple[float, float]] = []
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == "segments_event_to_segment_latency_seconds_bucket":
+                if sample.name == "segments_ingest_to_segment_latency_seconds_bucket":
                     buckets.append((float(sample.labels["le"]), sample.value))
                 elif not sample.labels or sample.name == "segments_events_invalid_total":
                     samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
@@ -164,7 +164,7 @@ class Demo:
             f"invalid {samples.get('segments_events_invalid_total', 0):,.0f}  "
             f"duplicate {samples.get('segments_events_duplicate_total', 0):,.0f}  "
             f"late {samples.get('segments_events_late_total', 0):,.0f}  "
-            f"event->segment p50 {_quantile(buckets, 0.5)} p99 {_quantile(buckets, 0.99)}"
+            f"ingest->segment p50 {_quantile(buckets, 0.5)} p99 {_quantile(buckets, 0.99)}"
         )
 
     def sizes(self) -> dict[str, int]:
