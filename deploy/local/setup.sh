@@ -34,8 +34,15 @@ if [[ ! -x "${VENV}/bin/python" ]]; then
 fi
 
 want="$(sha256sum "${REPO_ROOT}/pyproject.toml" | cut -d' ' -f1)"
+# The job's JVM batching operator, compiled against the installed Flink (skipped when built).
+build_jvm() {
+  command -v javac >/dev/null 2>&1 || die "javac is not on PATH: the job compiles its batching operator (flink_jobs/jvm) with it (apt-get install -y openjdk-17-jdk-headless)"
+  "${VENV}/bin/python" -m flink_jobs.jvm >/dev/null || die "could not build flink_jobs/jvm (see above)"
+}
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   log "python environment up to date (${VENV})"
+  build_jvm
   exit 0
 fi
 log "installing the package and its pinned dependencies into ${VENV} (first time: a few minutes, apache-flink is large)"
@@ -47,3 +54,4 @@ start="$(now)"
 "${VENV}/bin/python" -m pip check || die "conflicting packages in ${VENV} (listed above): the pins in pyproject.toml must be solved together"
 echo "$want" > "$STAMP"
 log "installed in $(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.0f", e - s }') s"
+build_jvm
