@@ -64,10 +64,7 @@ class KafkaConfig:
 class RedisConfig:
     url: str
     key_prefix: str
-    batch_size: int  # changes per pipelined flush
-    flush_interval: int  # ms; buffered changes are flushed at least this often
     default_ttl: int  # ms; TTL of a customer's keys when none of its segments sets one; 0 = none
-    shards: int  # writer keys: how many buffers the changes are spread over
 
 
 @dataclass(frozen=True)
@@ -337,10 +334,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("kafka.properties", {}, _properties, "extra Kafka client properties (key=value;key=value)"),
         Setting("redis.url", "redis://localhost:6379/0", _redis_url, "Redis URL"),
         Setting("redis.key_prefix", "seg:", _key_prefix, "prefix of every Redis key the job writes"),
-        Setting("redis.batch_size", 1000, _int(1, 100_000), "changes per pipelined Redis flush"),
-        Setting("redis.flush_interval", 200, _duration, "flush buffered Redis writes at least this often"),
         Setting("redis.default_ttl", 30 * 24 * 3600 * 1000, _duration, "TTL of customer keys without a segment TTL; 0 = none"),
-        Setting("redis.shards", 4, _int(1, 4096), "how many write buffers (keys) changes are spread over"),
         Setting("events.out_of_orderness", 5000, _duration, "bounded out-of-orderness of the watermark"),
         Setting("events.idleness", 30_000, _duration, "a partition silent this long stops holding the watermark; 0 = never"),
         Setting("events.allowed_lateness", 0, _duration, "events this far behind a customer's time are still applied"),

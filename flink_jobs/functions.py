@@ -39,7 +39,7 @@ from .core.model import Event, RuleSet
 from .core.state import CustomerState, decode_state, encode_state
 from .serde import Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
 from .sinks.kafka import KEY_VALUE_TYPE
-from .sinks.redis import ChangeTuple, RedisMembershipWriter
+from .sinks.redis import RedisMembershipWriter
 
 _log = logging.getLogger("flink_jobs.functions")
 
@@ -515,7 +515,6 @@ __all__ = [
     "LATE_TAG",
     "RULE_FILES",
     "BroadcastTimeAssigner",
-    "ChangeTuple",
     "SegmentBroadcastFunction",
     "SegmentFunction",
 ]

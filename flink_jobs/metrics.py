@@ -57,7 +57,7 @@ LATENCY_BUCKETS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0, 120.0,
     300.0, 600.0,
 )  # fmt: skip
-# One pipelined Redis flush (up to redis.batch_size changes).
+# One pipelined Redis flush (the changes of one call of the segment function).
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # One ONNX call (single row or a batch): ~8 µs (K-Means) to ~2 ms (Isolation Forest, single row).
 INFERENCE_BUCKETS = (

@@ -12,21 +12,15 @@ to the same state. The customer's two hashes get a TTL of at least the segment's
 ``redis.default_ttl`` for segments without one; 0 = keep); the member sets have none (exits
 remove members).
 
-Writes are buffered in Flink list state (so a checkpoint holds what is not yet in Redis and a
-restore writes it) and flushed as one pipeline per buffer when it holds ``redis.batch_size``
-changes, every ``redis.flush_interval``, and at the end of the input (the final watermark).
+The segment function (``functions.py``) writes the changes of each call in one pipeline, before
+it emits their Kafka records; a call that fails fails the job, which restarts from its last
+checkpoint and writes the same changes again, refused as stale or applied as the same value.
 """
 
 from __future__ import annotations
 
-import zlib
 from typing import Iterable, Sequence
 
-from pyflink.common import Types
-from pyflink.datastream import DataStream, KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ListStateDescriptor
-
-from ..config import RedisConfig
 
 # KEYS: cust hash, ver hash, members zset. ARGV: segment, kind, event_time, ttl_ms, customer_id.
 APPLY_CHANGE_LUA = """
@@ -66,13 +60,6 @@ return 1
 
 # (customer_id, segment, kind, event_time, segment ttl ms or None): what the writer needs.
 ChangeTuple = tuple[str, str, str, int, "int | None"]
-
-MAX_TIMESTAMP = 2**63 - 1  # Flink's final watermark at the end of a bounded input
-
-
-def shard_of(customer_id: str, shards: int) -> int:
-    """Stable across processes (Python's hash() is salted)."""
-    return zlib.crc32(customer_id.encode("utf-8")) % shards
 
 
 class RedisMembershipWriter:
@@ -119,75 +106,6 @@ class RedisMembershipWriter:
 
     def close(self) -> None:
         self._client.close()
-
-
-class RedisWriterFunction(KeyedProcessFunction):
-    """Keyed by buffer shard: holds changes in list state and flushes them to Redis in batches."""
-
-    def __init__(self, config: RedisConfig) -> None:
-        self._config = config
-        self._writer: RedisMembershipWriter | None = None
-        self._pending = None
-        self._counts: dict[int, int] = {}
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self._pending = runtime_context.get_list_state(
-            ListStateDescriptor(
-                "pending_changes",
-                Types.TUPLE([Types.STRING(), Types.STRING(), Types.STRING(), Types.LONG(), Types.LONG()]),
-            )
-        )
-        c = self._config
-        self._writer = RedisMembershipWriter(c.url, c.key_prefix, c.default_ttl)
-        group = runtime_context.get_metrics_group()
-        self._written = group.counter("redis_changes_written_total")
-        self._stale = group.counter("redis_changes_stale_total")
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-    def process_element(self, value, ctx: KeyedProcessFunction.Context):
-        shard = ctx.get_current_key()
-        self._pending.add((value[0], value[1], value[2], value[3], value[6]))
-        n = self._counts.get(shard, 0) + 1
-        if n >= self._config.batch_size:
-            self._flush(shard)
-            return
-        self._counts[shard] = n
-        if n == 1:
-            timers = ctx.timer_service()
-            timers.register_processing_time_timer(timers.current_processing_time() + self._config.flush_interval)
-            timers.register_event_time_timer(MAX_TIMESTAMP)
-        return
-        yield  # a generator, as PyFlink expects; this function emits nothing
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        self._flush(ctx.get_current_key())
-        return
-        yield
-
-    def _flush(self, shard: int) -> None:
-        items = list(self._pending.get() or ())
-        self._counts[shard] = 0
-        if not items:
-            return
-        applied = self._writer.write(items)  # type: ignore[union-attr]
-        self._pending.clear()
-        self._written.inc(applied)
-        if applied < len(items):
-            self._stale.inc(len(items) - applied)
-
-
-def build_redis_sink(changes: DataStream, config: RedisConfig) -> None:
-    """Attach the Redis writer to a stream of change rows (``functions.CHANGE_TYPE``)."""
-    shards = config.shards
-    (
-        changes.key_by(lambda row: shard_of(row[0], shards), key_type=Types.INT())
-        .process(RedisWriterFunction(config))
-        .uid("redis-membership-writer")
-        .name("Redis memberships")
-    )
 
 
 def read_memberships(client, key_prefix: str, customer_ids: Sequence[str]) -> dict[str, dict[str, int]]:
