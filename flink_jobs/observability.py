@@ -6,7 +6,9 @@ PyFlink's gateway launcher (local mini-cluster started from Python) both default
 ``$FLINK_HOME/plugins``, so the plugin needs no copying; it needs only these settings:
 
 * local mini-cluster: pass ``flink_metrics_configuration(config)`` into the ``Configuration``
-  the execution environment is created with (one JVM, one reporter port);
+  the execution environment is created with (one JVM, one reporter port), and call
+  ``reporter_on_local_classpath()`` before that: the mini-cluster loads no plugins (its log
+  says "reporter factory ... could not be found ... Available factories: []");
 * standalone cluster / Kubernetes: the same keys in the cluster's ``config.yaml``
   (``deploy/local/cluster.sh`` writes them; each JVM, JobManager and every TaskManager, takes
   the first free port of the range). A job's own Configuration cannot add a reporter to a
@@ -91,6 +93,16 @@ def check_reporter_plugin(directory: Path | None = None) -> Path:
             "at the apache-flink wheel's pyflink/plugins, or set metrics.flink_reporter=false"
         )
     return jars[0]
+
+
+def reporter_on_local_classpath() -> None:
+    """Put the reporter jar on the classpath of the JVM PyFlink starts for a local mini-cluster:
+    PyFlink appends HADOOP_CLASSPATH when it starts that JVM (once per process, at the first
+    environment). A standalone cluster loads the same jar from its plugins folder instead."""
+    jar = str(check_reporter_plugin())
+    current = os.environ.get("HADOOP_CLASSPATH", "")
+    if jar not in current.split(os.pathsep):
+        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(filter(None, [current, jar]))
 
 
 def main(argv: list[str] | None = None) -> int:

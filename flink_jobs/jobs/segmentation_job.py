@@ -42,7 +42,7 @@ from ..functions import (
     SegmentFunction,
 )
 from ..jvm import JarBuildError, ensure_jar
-from ..observability import flink_metrics_configuration
+from ..observability import flink_metrics_configuration, reporter_on_local_classpath
 from ..serde import ParseLimits
 from ..sinks.kafka import KEY_VALUE_TYPE, build_kafka_sink
 from ..sources import build_batches, build_event_source, build_rules_source
@@ -92,7 +92,10 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
     if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     if config.metrics.flink_reporter:
-        _reporter_on_local_classpath()
+        try:
+            reporter_on_local_classpath()
+        except FileNotFoundError as exc:
+            raise ConfigError(f"metrics.flink_reporter: {exc}") from exc
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
     # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
     env.add_jars(Path(config.job.connector_jar).resolve().as_uri(), batcher_jar(config).as_uri())
@@ -113,21 +116,6 @@ def batcher_jar(config: Config) -> Path:
         return ensure_jar()
     except JarBuildError as exc:
         raise ConfigError(f"job.batcher_jar: {exc}") from exc
-
-
-def _reporter_on_local_classpath() -> None:
-    """The local mini-cluster loads no plugins ("reporter factory ... could not be found ...
-    Available factories: []"), so its Prometheus reporter must be on the JVM's classpath. PyFlink
-    starts that JVM with HADOOP_CLASSPATH appended, once per process, at the first environment.
-    A standalone cluster loads the same jar from its plugins folder instead."""
-    import pyflink
-
-    folder = Path(pyflink.__file__).resolve().parent / "plugins" / "metrics-prometheus"
-    jars = sorted(str(p) for p in folder.glob("flink-metrics-prometheus-*.jar"))
-    current = os.environ.get("HADOOP_CLASSPATH", "")
-    missing = [j for j in jars if j not in current.split(os.pathsep)]
-    if missing:
-        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(filter(None, [current, *missing]))
 
 
 def engine_config(config: Config) -> EngineConfig:
