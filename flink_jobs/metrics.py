@@ -39,7 +39,7 @@ import os
 import re
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -342,31 +342,49 @@ class Exporter:
     host: str
     port: int
     target: str  # host:port as registered for Prometheus
-    targets_file: Path | None
+    targets_file: Path | None  # the first file_sd registration
     _server: object
     _thread: threading.Thread
     pid: int
+    also_registered: list[Path] = field(default_factory=list)  # in other targets dirs since
 
     @property
     def url(self) -> str:
         return f"http://{self.target}/metrics"
 
+    def register(self, targets_dir: str) -> None:
+        """Also announce this exporter in ``targets_dir``, if it is not there yet: a process can
+        run functions of more than one job (local process mode runs them in the client's own
+        interpreter), and each job's configuration may name its own folder."""
+        if not targets_dir:
+            return
+        directory = Path(targets_dir)
+        known = [p for p in (self.targets_file, *self.also_registered) if p is not None]
+        if any(p.parent == directory and p.exists() for p in known):
+            return
+        try:
+            self.also_registered.append(register_target(directory, self.target))
+        except OSError as exc:
+            _log.warning("metrics: cannot write the file_sd target into %s: %s", targets_dir, exc)
+
     def stop(self) -> None:
-        """Stop serving and remove the file_sd registration."""
+        """Stop serving and remove the file_sd registrations."""
         self._server.shutdown()  # type: ignore[attr-defined]
         self._server.server_close()  # type: ignore[attr-defined]
-        _unregister(self.targets_file)
+        for path in (self.targets_file, *self.also_registered):
+            _unregister(path)
 
 
 def start_exporter(config: MetricsConfig, metrics: JobMetrics | None = None) -> Exporter | None:
     """Serve ``metrics`` (default: ``job_metrics()``) over HTTP, once per process; later calls
-    return the running exporter. None when ``config.enabled`` is false. Raises ``OSError`` when
-    no port of the range is free."""
+    return the running exporter, registered in their ``targets_dir`` too. None when
+    ``config.enabled`` is false. Raises ``OSError`` when no port of the range is free."""
     global _exporter
     if not config.enabled:
         return None
     with _lock:
         if _exporter is not None and _exporter.pid == os.getpid():
+            _exporter.register(config.targets_dir)
             return _exporter
         # (A forked child inherits the variable but not the server thread: start its own.)
         registry = (metrics or job_metrics()).registry

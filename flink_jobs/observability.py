@@ -99,10 +99,9 @@ def reporter_on_local_classpath() -> None:
     """Put the reporter jar on the classpath of the JVM PyFlink starts for a local mini-cluster:
     PyFlink appends HADOOP_CLASSPATH when it starts that JVM (once per process, at the first
     environment). A standalone cluster loads the same jar from its plugins folder instead."""
-    jar = str(check_reporter_plugin())
-    current = os.environ.get("HADOOP_CLASSPATH", "")
-    if jar not in current.split(os.pathsep):
-        os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(filter(None, [current, jar]))
+    from .jvm import on_local_jvm_classpath
+
+    on_local_jvm_classpath(check_reporter_plugin())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from ..functions import (
     SegmentBroadcastFunction,
     SegmentFunction,
 )
-from ..jvm import JarBuildError, ensure_jar
+from ..jvm import JarBuildError, ensure_jar, on_local_jvm_classpath
 from ..observability import flink_metrics_configuration, reporter_on_local_classpath
 from ..serde import ParseLimits
 from ..sinks.kafka import KEY_VALUE_TYPE, build_kafka_sink
@@ -96,9 +96,11 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
             reporter_on_local_classpath()
         except FileNotFoundError as exc:
             raise ConfigError(f"metrics.flink_reporter: {exc}") from exc
+    jars = [Path(config.job.connector_jar).resolve(), batcher_jar(config)]
+    on_local_jvm_classpath(*jars)  # a local JVM sees them from every thread (see there)
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
     # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
-    env.add_jars(Path(config.job.connector_jar).resolve().as_uri(), batcher_jar(config).as_uri())
+    env.add_jars(*(jar.as_uri() for jar in jars))
     env.set_parallelism(config.job.parallelism)
     if config.job.checkpoint_interval > 0:
         env.enable_checkpointing(config.job.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)

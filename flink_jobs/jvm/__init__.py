@@ -12,6 +12,7 @@ version, so an edit or a Flink upgrade builds a new one.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -70,6 +71,33 @@ def ensure_jar(directory: Path = DEFAULT_DIR) -> Path:
             raise JarBuildError(f"jar failed:\n{done.stderr.strip()}")
         shutil.move(str(partial), target)  # whole or absent: a concurrent start sees no half jar
     return target
+
+
+def on_local_jvm_classpath(*jars: Path | str) -> bool:
+    """Put ``jars`` on the classpath of the JVM that PyFlink launches from this process for a
+    local mini-cluster (it appends HADOOP_CLASSPATH to that JVM's classpath). False when it is too
+    late: the JVM is already running, or this process was started by ``flink run`` (whose JVM
+    takes the jars from ``pipeline.jars`` instead).
+
+    ``add_jars`` alone is not enough locally: it adds the jars to the context class loader of the
+    one JVM thread that served the call, but PyFlink's gateway serves each Python-side connection
+    from its own thread, and a second connection opens whenever two Python threads talk to the
+    JVM at once (a Kafka client's I/O thread collecting a Java proxy is enough). Later calls served
+    there cannot see the jars: "Could not find any factory for identifier 'kafka'", or the
+    batching operator's class missing. On the JVM's own classpath every thread sees them. (The
+    connector's classes are all under org.apache.flink, which Flink loads parent-first, so the
+    copy shipped in pipeline.jars never competes with this one.)"""
+    from pyflink import java_gateway
+
+    if java_gateway._gateway is not None or "PYFLINK_GATEWAY_PORT" in os.environ:
+        return False
+    current = [p for p in os.environ.get("HADOOP_CLASSPATH", "").split(os.pathsep) if p]
+    for jar in jars:
+        path = str(Path(jar).resolve())
+        if path not in current:
+            current.append(path)
+    os.environ["HADOOP_CLASSPATH"] = os.pathsep.join(current)
+    return True
 
 
 def main() -> int:

@@ -197,6 +197,18 @@ def _read_all(bootstrap: str, topic: str) -> list[tuple[str | None, dict]]:
         consumer.close()
 
 
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterable[None]:
+    """Undo what a test's jobs put into this process's environment. In the local mini-cluster,
+    PyFlink runs process-mode Python workers in this interpreter ("loopback") and sets their
+    variables here, PYFLINK_GATEWAY_DISABLED among them: a job started afterwards as a
+    subprocess would inherit it and refuse to launch its JVM."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def scenario(stack: Stack, request) -> Iterable[Scenario]:
     from kafka import KafkaAdminClient

@@ -64,7 +64,8 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
         # Wait until the first part is in Redis and a checkpoint completed after that.
         deadline = time.monotonic() + 180
         while not any(k.startswith("cust:") for k in scenario.redis_state()):
-            assert time.monotonic() < deadline, "the first job wrote nothing to Redis"
+            assert job.poll() is None, f"the first job ended ({job.returncode}):\n{_tail(tmp_path / 'first.log')}"
+            assert time.monotonic() < deadline, f"the first job wrote nothing to Redis:\n{_tail(tmp_path / 'first.log')}"
             time.sleep(1)
         seen_at = time.time()
         checkpoint = None
@@ -92,6 +93,7 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
         got = scenario.read("changes", at_least=len(expected), timeout=180)
         time.sleep(5)  # anything emitted twice would show up now
         got = scenario.read("changes")
+        assert job.poll() is None, f"the restored job ended ({job.returncode}):\n{_tail(tmp_path / 'second.log')}"
     finally:
         _kill(job)
 
@@ -100,8 +102,14 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
     assert members == {(cid, seg) for cid, state in runner.states.items() for seg in state.members}
 
 
+def _tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
 def _start_job(scenario: Scenario, log: Path, **settings) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
+    # The environment of a user's shell: none of the variables a loopback Python worker of an
+    # earlier job in this process may have left (PYFLINK_GATEWAY_DISABLED would stop the JVM launch).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENTS_", "PYFLINK_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     argv = [sys.executable, "-m", "flink_jobs.jobs.segmentation_job", *scenario.settings(**settings)]
     with open(log, "wb") as out:

@@ -233,6 +233,27 @@ def test_start_exporter_is_idempotent_per_process(tmp_path, monkeypatch):
     assert m.start_exporter(replace(config, enabled=False)) is None
 
 
+def test_a_running_exporter_registers_in_the_targets_dir_of_a_later_job(tmp_path, monkeypatch):
+    """One process can run the functions of several jobs (local process mode runs them in the
+    client's interpreter): each job's targets_dir must list the exporter."""
+    monkeypatch.setattr(m, "_exporter", None)
+    monkeypatch.setattr(m, "_metrics", None)
+    p = _free_run(1)
+    first_config = _config(tmp_path / "one", p, p)
+    second_config = replace(first_config, targets_dir=str(tmp_path / "two" / "targets"))
+    exp = m.start_exporter(first_config)
+    try:
+        assert m.start_exporter(second_config) is exp
+        assert m.start_exporter(second_config) is exp  # registered once
+        files = sorted(tmp_path.glob("*/targets/*.json"))
+        assert [f.parent.parent.name for f in files] == ["one", "two"]
+        for f in files:
+            assert json.loads(f.read_text())[0]["targets"] == [exp.target]
+    finally:
+        exp.stop()
+    assert list(tmp_path.glob("*/targets/*.json")) == []
+
+
 def test_exporter_registers_a_file_sd_target_and_removes_it_on_stop(tmp_path):
     p = _free_run(1)
     exp = m.serve(_config(tmp_path, p, p, advertise_host="tm-1.example"), JobMetrics().registry)
