@@ -218,10 +218,14 @@ class _BatchEngine:
         call = self._prepare(key, watermark)
         engine = self._engine
         due = call.index.pop_due(watermark)
+        work = []
         for customer_id in due:
             state = call.states.get(customer_id) or self._load(customer_id, key)
             call.note_ingest(state, watermark)
-            call.take(state, engine.step(state, None, watermark))
+            work.append((state, None))
+        # Side by side: the model scoring of all these customers goes out in batches.
+        for (state, _), result in zip(work, engine.step_many(work, watermark)):
+            call.take(state, result)
         self._m.timers_fired(len(due))
         yield from self._finish(key, call, timers, watermark)
 
@@ -243,12 +247,15 @@ class _BatchEngine:
         cache = self._cache
         dirty = self._dirty.get(key, {})
         stored = ((c, d) for c, d in self._customers.items() if c not in dirty)
+        behind = []
         for customer_id, data in [*((c, None) for c in dirty), *stored]:
             state = dirty.get(customer_id) or cache.get(customer_id) or decode_state(data)
             if state.rule_version != version:
-                call.take(state, engine.step(state, None, watermark))
+                behind.append((state, None))
             elif fresh:
                 index.set(customer_id, _next_instant(state))
+        for (state, _), result in zip(behind, engine.step_many(behind, watermark)):
+            call.take(state, result)
         return call
 
     def _finish(self, key: int, call: "_Call", timers, watermark: int) -> Iterator:
@@ -411,11 +418,23 @@ class _ObservedScorer:
         self._n += 1
         if self._n % self.SAMPLE == 0:
             self._drift.observe(features)
-            if time.monotonic() >= self._next_psi:
-                self._next_psi = time.monotonic() + self.PSI_EVERY
-                for model, psi in self._drift.psi_by_model().items():
-                    self._m.set_feature_psi(model, psi)
+            self._update_psi()
         return self._scorer.score(customer_id, features)
+
+    def _update_psi(self) -> None:
+        if time.monotonic() >= self._next_psi:
+            self._next_psi = time.monotonic() + self.PSI_EVERY
+            for model, psi in self._drift.psi_by_model().items():
+                self._m.set_feature_psi(model, psi)
+
+    def score_batch(self, requests):
+        """Scores for (customer, model inputs) pairs, in one inference call per model."""
+        rows = [features for _, features in requests]
+        for features in rows[:: self.SAMPLE]:
+            self._drift.observe(features)
+        self._n += len(rows)
+        self._update_psi()
+        return self._scorer.score_batch(rows)
 
 
 class SegmentFunction(_BatchEngine, KeyedProcessFunction):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from bisect import insort
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Generator, Mapping, Sequence
 
 from . import catalog
 from .compiler import CompiledRules, compile_rules
@@ -60,6 +60,11 @@ class StepResult:
     forced: int = 0  # instants processed ahead of the watermark because the buffer overflowed
 
 
+# What the step generators yield (the model inputs of a customer at an instant) and are sent back
+# (the scores for them); their return value is the StepResult.
+Steps = Generator[Mapping[str, float], Mapping[str, float], StepResult]
+
+
 def event_id_hash(event_id: str) -> int:
     """Stable 64-bit hash (Python's hash() is salted per process; state outlives processes)."""
     return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
@@ -103,30 +108,72 @@ class SegmentEngine:
         Mutates and returns ``state`` (in the result). ``watermark``: every event with
         ``event_time <= watermark`` has arrived, so instants up to it can be processed.
         """
+        steps = self.steps(state, item, watermark)
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(self._score_many([(state.customer_id, request)])[0])
+        except StopIteration as done:
+            return done.value
+
+    def step_many(self, work: Sequence[tuple[CustomerState, Event | int | None]], watermark: int) -> list[StepResult]:
+        """``step`` for several customers (each at most once), with their model scoring batched:
+        the steps run side by side, and each round of scoring requests goes to the scorer in one
+        call. Results are exactly those of stepping each customer alone."""
+        results: list[StepResult | None] = [None] * len(work)
+        pending: list[tuple[int, Steps, str, Mapping[str, float]]] = []
+        for i, (state, item) in enumerate(work):
+            steps = self.steps(state, item, watermark)
+            try:
+                pending.append((i, steps, state.customer_id, next(steps)))
+            except StopIteration as done:
+                results[i] = done.value
+        while pending:
+            scores = self._score_many([(customer_id, request) for _, _, customer_id, request in pending])
+            waiting = []
+            for (i, steps, customer_id, _), sent in zip(pending, scores):
+                try:
+                    waiting.append((i, steps, customer_id, steps.send(sent)))
+                except StopIteration as done:
+                    results[i] = done.value
+            pending = waiting
+        return results  # type: ignore[return-value]
+
+    def steps(self, state: CustomerState, item: Event | int | None, watermark: int) -> Steps:
+        """``step`` as a generator: it yields the model inputs whenever it needs scores (only with
+        a scorer) and expects the scores sent back; it returns the StepResult."""
         result = StepResult(state)
         book = TimerBook(state.timers, state.clock)
         if state.rule_version != self.rule_version:
             self._reconcile(state, book, result)
         if isinstance(item, Event):
-            self._accept(state, item, watermark, book, result)
-        self._advance(state, watermark, book, result)
+            yield from self._accept(state, item, watermark, book, result)
+        yield from self._advance(state, watermark, book, result)
         result.timers_to_register = sorted(book.added)
         result.timers_to_delete = sorted(book.removed)
         return result
 
-    def _accept(self, state: CustomerState, event: Event, watermark: int, book: TimerBook, result: StepResult) -> None:
+    def _score_many(self, requests: list[tuple[str, Mapping[str, float]]]) -> list[Mapping[str, float]]:
+        scorer = self.scorer
+        assert scorer is not None  # only a scorer makes the steps ask
+        batch = getattr(scorer, "score_batch", None)
+        if batch is not None and len(requests) > 1:
+            return batch(requests)
+        return [scorer.score(customer_id, features) for customer_id, features in requests]
+
+    def _accept(self, state: CustomerState, event: Event, watermark: int, book: TimerBook, result: StepResult) -> Steps:
         key = event_id_hash(event.event_id)
         if key in state.seen:
             result.duplicates += 1
-            return
+            return result
         t = event.event_time
         if t <= state.clock:
             if state.clock - t > self.config.allowed_lateness:
                 result.late.append(event)
-                return
+                return result
             state.seen[key] = t
             self._apply_late(state, event, book, result)
-            return
+            return result
         state.seen[key] = t
         if len(state.seen) > state.seen_limit:
             self._prune_seen(state)
@@ -137,8 +184,9 @@ class SegmentEngine:
             # The watermark is stuck (an idle or broken source): process the oldest rather than
             # grow without bound.
             before = result.instants
-            self._advance(state, state.buffer[0].event_time, book, result)
+            yield from self._advance(state, state.buffer[0].event_time, book, result)
             result.forced += result.instants - before
+        return result
 
     def _prune_seen(self, state: CustomerState) -> None:
         oldest = state.clock - self.config.dedup_horizon
@@ -146,7 +194,7 @@ class SegmentEngine:
             state.seen = {k: t for k, t in state.seen.items() if t >= oldest}
         state.seen_limit = max(64, 2 * len(state.seen))
 
-    def _advance(self, state: CustomerState, watermark: int, book: TimerBook, result: StepResult) -> None:
+    def _advance(self, state: CustomerState, watermark: int, book: TimerBook, result: StepResult) -> Steps:
         buffer = state.buffer
         timers = state.timers
         while True:
@@ -154,22 +202,22 @@ class SegmentEngine:
             t_timer = min(timers) if timers else None
             if t_event is None:
                 if t_timer is None:
-                    return
+                    return result
                 now = t_timer
             elif t_timer is None or t_event <= t_timer:
                 now = t_event
             else:
                 now = t_timer
             if now > watermark:
-                return
+                return result
             n = 0
             while n < len(buffer) and buffer[n].event_time == now:
                 n += 1
             events = buffer[:n]
             del buffer[:n]
-            self._instant(state, now, events, book, result)
+            yield from self._instant(state, now, events, book, result)
 
-    def _instant(self, state: CustomerState, now: int, events: list[Event], book: TimerBook, result: StepResult) -> None:
+    def _instant(self, state: CustomerState, now: int, events: list[Event], book: TimerBook, result: StepResult) -> Steps:
         # A segment's value changes only when one of its inputs does: a feature fed by an event,
         # a time-driven flip a feature asked a timer for, the profile, the scores, or another
         # segment's membership. So only those segments are evaluated; the first instant of a
@@ -183,7 +231,7 @@ class SegmentEngine:
         result.instants += 1
         compiled = self.compiled
         if events:
-            self._apply(state, now, events, book, dirty)
+            yield from self._apply(state, now, events, book, dirty)
         if fired and dirty is not None:
             readers = compiled.readers
             features = state.features
@@ -196,8 +244,11 @@ class SegmentEngine:
                 if since + ttl == now:
                     dirty.add(position)
         self._evaluate(state, now, book, result, dirty)
+        return result
 
-    def _apply(self, state: CustomerState, now: int, events: list[Event], book: TimerBook, dirty: set[int] | None) -> None:
+    def _apply(
+        self, state: CustomerState, now: int, events: list[Event], book: TimerBook, dirty: set[int] | None
+    ) -> Generator[Mapping[str, float], Mapping[str, float], None]:
         compiled = self.compiled
         index = compiled.by_event_type
         readers = compiled.readers
@@ -225,7 +276,7 @@ class SegmentEngine:
         if profile_changed and dirty is not None:
             dirty.update(compiled.profile_readers)
         if self.scorer is not None:
-            scores = dict(self.scorer.score(state.customer_id, self.model_features(state, now)))
+            scores = dict((yield self.model_features(state, now)))
             if scores != state.scores:
                 state.scores = scores
                 if dirty is not None:

@@ -13,7 +13,7 @@ from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import decode_state, encode_state
 
-from .strategies import arrivals, histories, rule_sets
+from .strategies import T0, arrivals, histories, rule_sets
 
 SCORER = FixedScorer({"alice": {"purchase_propensity": 0.9}}, default={"purchase_propensity": 0.3})
 BOUND = 5 * SECOND
@@ -74,3 +74,73 @@ def test_two_arrival_orders_give_the_same_change_sequence(rules, events, data):
     a, _ = _engine_changes(rules, data.draw(arrivals(events, BOUND)), until, True)
     b, _ = _engine_changes(rules, data.draw(arrivals(events, BOUND)), until, True)
     assert a == b
+
+
+class _InputScorer:
+    """Scores that follow the model inputs, so an answer sent to the wrong step would show; records
+    the size of every batch it is asked for."""
+
+    names = ("purchase_propensity",)
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def score(self, customer_id, features):
+        total = sum(features.values()) + len(customer_id)
+        return {"purchase_propensity": (total * 0.37) % 1.0}
+
+    def score_batch(self, requests):
+        self.batches.append(len(requests))
+        return [self.score(c, f) for c, f in requests]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(
+    rules=rule_sets(),
+    events=histories(customers=("alice", "bob", "carol")),
+    data=st.data(),
+)
+def test_stepping_customers_together_gives_what_stepping_each_alone_gives(rules, events, data):
+    """step_many (the job's timer path: scoring batched across customers) against step."""
+    last = max((e.event_time for e in events), default=T0)
+    watermarks = sorted(data.draw(st.lists(st.integers(T0, last + 2 * DAY), min_size=1, max_size=5)))
+    arrived = data.draw(arrivals(events, BOUND))
+    outcomes = []
+    for together in (False, True):
+        scorer = _InputScorer()
+        engine = SegmentEngine(rules, EngineConfig(), scorer=scorer)
+        states = {}
+        changes = []
+        for event in arrived:  # all buffered: the watermark is before every event
+            state = states.setdefault(event.customer_id, engine.new_state(event.customer_id))
+            changes += engine.step(state, event, T0 - 1).changes
+        for w in watermarks:
+            if together:
+                results = engine.step_many([(s, None) for s in states.values()], w)
+            else:
+                results = [engine.step(s, None, w) for s in states.values()]
+            for r in results:
+                changes += r.changes
+        outcomes.append((changes, {c: encode_state(s) for c, s in states.items()}, scorer.batches))
+    (alone, alone_states, _), (together, together_states, batches) = outcomes
+    assert together == alone
+    assert together_states == alone_states
+
+
+def test_step_many_sends_one_batch_per_round_of_requests():
+    from flink_jobs.core.loader import load_rules_from_texts
+    from flink_jobs.core.model import Event
+
+    text = (
+        "version: 1\nsegments:\n  - id: likely\n    description: Likely buyers.\n    owner: tests\n"
+        "    when:\n      score: purchase_propensity\n      at_least: 0.5\n"
+    )
+    rules = load_rules_from_texts({"r.yaml": text})
+    scorer = _InputScorer()
+    engine = SegmentEngine(rules, EngineConfig(), scorer=scorer)
+    states = [engine.new_state(c) for c in ("a", "b", "c")]
+    for i, state in enumerate(states):
+        for k in range(2):  # two instants each: two rounds
+            engine.step(state, Event(f"{i}-{k}", state.customer_id, "page_view", T0 + k * SECOND, {}), T0 - 1)
+    engine.step_many([(s, None) for s in states], T0 + DAY)
+    assert scorer.batches == [3, 3]
