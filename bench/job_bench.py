@@ -13,7 +13,8 @@ records; default 1M events, 100k customers, all rules in rules/), in the same ru
 
 Each Flink variant runs in its own process (a fresh JVM); events/s are over the time after the
 fixed cost of a run, measured by the same pipeline over an empty topic. The TaskManager's peak
-resident memory is the peak RSS of the mini-cluster JVM (in thread mode Python runs inside it).
+resident memory is the peak RSS of the mini-cluster JVM (in thread mode Python runs inside it)
+plus, in process mode, its Python worker processes.
 
 Latency: the job runs unbounded while a producer sends live events (event time = now) at half
 the measured job rate; event-to-segment latency is the change record's Kafka timestamp minus the
@@ -187,20 +188,29 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
         sys.stdin.read()  # until the parent closes it
 
 
-def _java_children(pid: int) -> list[int]:
+def _descendants(pid: int) -> list[int]:
     out = []
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return out
     for k in kids:
-        k = int(k)
+        out.append(int(k))
+        out += _descendants(int(k))
+    return out
+
+
+def _taskmanager_pids(pid: int) -> list[int]:
+    """The mini-cluster JVM under the run's process, and the Python workers under that JVM
+    (process mode starts one per Python operator instance; thread mode runs Python in the JVM)."""
+    out = []
+    for k in _descendants(pid):
         try:
             if "java" in Path(f"/proc/{k}/comm").read_text():
                 out.append(k)
+                out += _descendants(k)
         except OSError:
             pass
-        out += _java_children(k)
     return out
 
 
@@ -215,7 +225,7 @@ def _rss_kb(pid: int) -> int:
 
 
 def run_child(mode: str, topic: str, parallelism: int) -> tuple[float, int]:
-    """Seconds of a bounded run and the peak RSS (KiB) of its JVM."""
+    """Seconds of a bounded run and the peak RSS (KiB) of its JVM plus its Python workers."""
     run = f"{mode}-{uuid.uuid4().hex[:6]}"
     bootstrap = os.environ["KAFKA_BOOTSTRAP"]
     _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
@@ -230,8 +240,7 @@ def run_child(mode: str, topic: str, parallelism: int) -> tuple[float, int]:
     def watch() -> None:
         nonlocal peak
         while proc.poll() is None:
-            for pid in _java_children(proc.pid):
-                peak = max(peak, _rss_kb(pid))
+            peak = max(peak, sum(_rss_kb(pid) for pid in _taskmanager_pids(proc.pid)))
             time.sleep(0.5)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -422,7 +431,7 @@ def main() -> int:
         rate = total / max(seconds - fixed, 1e-9)
         rates[mode] = rate
         rows.append((mode, seconds, fixed, rate, peak))
-        print(f"{mode:8} {seconds:7.1f} s run, {fixed:5.1f} s fixed, {rate:9,.0f} events/s, JVM peak RSS {peak / 1024:,.0f} MiB", flush=True)
+        print(f"{mode:8} {seconds:7.1f} s run, {fixed:5.1f} s fixed, {rate:9,.0f} events/s, TaskManager peak RSS {peak / 1024:,.0f} MiB", flush=True)
     if "python" in wanted:
         seconds = plain_python(topic, total)
         rates["python"] = total / seconds
@@ -434,7 +443,7 @@ def main() -> int:
         f"{total:,} records ({args.events:,} events asked, {args.customers:,} customers), "
         f"parallelism {args.parallelism}{', ' + ' '.join(args.set) if args.set else ''}"
     )
-    print(f"{'pipeline':10} {'events/s':>10} {'vs floor':>9} {'JVM peak MiB':>13}")
+    print(f"{'pipeline':10} {'events/s':>10} {'vs floor':>9} {'TM peak MiB':>13}")
     for mode, _, _, rate, peak in rows:
         vs = f"{rate / rates['floor']:.0%}" if "floor" in rates else "-"
         print(f"{mode:10} {rate:10,.0f} {vs:>9} {peak / 1024 if peak else float('nan'):13,.0f}")
