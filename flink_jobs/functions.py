@@ -430,10 +430,13 @@ class _ObservedScorer:
     def score_batch(self, requests):
         """Scores for (customer, model inputs) pairs, in one inference call per model."""
         rows = [features for _, features in requests]
-        for features in rows[:: self.SAMPLE]:
+        # The same one-in-SAMPLE as score(), counted across calls (batches are often small).
+        first = -self._n % self.SAMPLE
+        for features in rows[first :: self.SAMPLE]:
             self._drift.observe(features)
         self._n += len(rows)
-        self._update_psi()
+        if first < len(rows):
+            self._update_psi()
         return self._scorer.score_batch(rows)
 
 

@@ -353,9 +353,9 @@ class Exporter:
         return f"http://{self.target}/metrics"
 
     def register(self, targets_dir: str) -> None:
-        """Also announce this exporter in ``targets_dir``, if it is not there yet: a process can
-        run functions of more than one job (local process mode runs them in the client's own
-        interpreter), and each job's configuration may name its own folder."""
+        """Also announce this exporter in ``targets_dir``, if it is not there yet: one process
+        can run the functions of several jobs over its life (a session cluster's TaskManager in
+        thread mode; PyFlink's loopback workers in a client), and each job may name its own folder."""
         if not targets_dir:
             return
         directory = Path(targets_dir)

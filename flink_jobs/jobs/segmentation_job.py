@@ -96,6 +96,11 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
             reporter_on_local_classpath()
         except FileNotFoundError as exc:
             raise ConfigError(f"metrics.flink_reporter: {exc}") from exc
+    if config.job.python_execution_mode == "process":
+        # In a local mini-cluster PyFlink would run the process-mode workers inside this very
+        # interpreter ("loopback"): one GIL for every Python operator instance, and the workers'
+        # environment set in this process. Worker processes of their own, as on a cluster.
+        os.environ["_python_worker_execution_mode"] = "process"
     jars = [Path(config.job.connector_jar).resolve(), batcher_jar(config)]
     on_local_jvm_classpath(*jars)  # a local JVM sees them from every thread (see there)
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
