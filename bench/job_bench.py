@@ -3,7 +3,9 @@
 Over one pre-loaded Kafka topic of synthetic events (personas, duplicates, disorder, malformed
 records; default 1M events, 100k customers, all rules in rules/), in the same run:
 
-  job        the segmentation job as shipped (bounded run; thread mode)
+  job        the segmentation job as shipped (bounded run; thread mode unless --set says otherwise)
+  models     the same job scoring every customer instant with the ONNX models (job.models=true;
+             process mode only): its throughput next to `job` is the cost of inference
   floor      a no-op keyed PyFlink pipeline: same Kafka source, key_by(customer) in Python,
              a KeyedProcessFunction that counts in ValueState: the per-event PyFlink floor
   batched    the job's JVM batcher + a Python batch function that only counts: the floor of
@@ -24,7 +26,8 @@ and p99, with the watermark bound it includes printed next to it.
 Figures are printed, never asserted.
 
     .venv/bin/python bench/job_bench.py [--events 1000000] [--customers 100000]
-        [--only job,floor,batched,python] [--latency-seconds 60]
+        [--only job,models,floor,batched,python,latency] [--latency-seconds 60]
+        [--parallelism 2] [--set job.python_execution_mode=process]
 """
 
 from __future__ import annotations
@@ -155,9 +158,11 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
     argv = _job_settings(topic, run) + ["--set", f"job.parallelism={parallelism}"] + (["--bounded"] if bounded else [])
     for extra in os.environ.get("BENCH_SETTINGS", "").split():
         argv += ["--set", extra]
+    if mode == "models":
+        argv += ["--set", "job.models=true"]
     config = load_config(argv, environ={k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")})
     env = create_environment(config)
-    if mode == "job":
+    if mode in ("job", "models"):
         build_pipeline(env, config)
     else:
         from pyflink.table import StreamTableEnvironment
@@ -224,16 +229,19 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def run_child(mode: str, topic: str, parallelism: int) -> tuple[float, int]:
-    """Seconds of a bounded run and the peak RSS (KiB) of its JVM plus its Python workers."""
+def run_child(mode: str, topic: str, parallelism: int, settings: str | None = None) -> tuple[float, int]:
+    """Seconds of a bounded run and the peak RSS (KiB) of its JVM plus its Python workers.
+    ``settings``: job settings for this run instead of the ones given with --set."""
     run = f"{mode}-{uuid.uuid4().hex[:6]}"
     bootstrap = os.environ["KAFKA_BOOTSTRAP"]
     _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    env = dict(os.environ) if settings is None else {**os.environ, "BENCH_SETTINGS": settings}
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", mode, "--topic", topic, "--run", run, "--parallelism", str(parallelism)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     peak = 0
 
@@ -403,6 +411,12 @@ def main() -> int:
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting for every Flink run"
     )
+    parser.add_argument(
+        "--floor-thread",
+        action="store_true",
+        help="run the floor in thread mode at parallelism 1, the fastest per-event PyFlink pipeline here (in "
+        "process mode every state access of a per-event pipeline is a round trip to the JVM: many times slower)",
+    )
     parser.add_argument("--child")
     parser.add_argument("--topic")
     parser.add_argument("--run")
@@ -423,11 +437,17 @@ def main() -> int:
     wanted = args.only.split(",")
     rows = []
     rates = {}
-    for mode in ("job", "floor", "batched"):
+    if "models" in wanted and "job.python_execution_mode=process" not in args.set:
+        print("models: skipped, the ONNX models need --set job.python_execution_mode=process", flush=True)
+        wanted.remove("models")
+    for mode in ("job", "models", "floor", "batched"):
         if mode not in wanted:
             continue
-        fixed, _ = run_child(mode, empty, args.parallelism)
-        seconds, peak = run_child(mode, topic, args.parallelism)
+        parallelism, settings = args.parallelism, None
+        if mode == "floor" and args.floor_thread:
+            parallelism, settings = 1, "job.python_execution_mode=thread"
+        fixed, _ = run_child(mode, empty, parallelism, settings)
+        seconds, peak = run_child(mode, topic, parallelism, settings)
         rate = total / max(seconds - fixed, 1e-9)
         rates[mode] = rate
         rows.append((mode, seconds, fixed, rate, peak))
@@ -442,6 +462,7 @@ def main() -> int:
     print(
         f"{total:,} records ({args.events:,} events asked, {args.customers:,} customers), "
         f"parallelism {args.parallelism}{', ' + ' '.join(args.set) if args.set else ''}"
+        + ("; floor in thread mode at parallelism 1" if args.floor_thread else "")
     )
     print(f"{'pipeline':10} {'events/s':>10} {'vs floor':>9} {'TM peak MiB':>13}")
     for mode, _, _, rate, peak in rows:

@@ -75,6 +75,7 @@ class EventsConfig:
     dedup_horizon: int  # ms
     max_event_bytes: int
     max_future: int  # ms
+    watermark_interval: int  # ms between watermarks (Flink's pipeline.auto-watermark-interval)
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,16 @@ def _duration(name: str, raw: Any) -> int:
     return value
 
 
+def _duration_between(minimum: int, maximum: int) -> Callable[[str, Any], int]:
+    def parse(name: str, raw: Any) -> int:
+        value = _duration(name, raw)
+        if not minimum <= value <= maximum:
+            raise ConfigError(f"{name}: {raw!r} is out of range; allowed: {minimum} ms to {maximum} ms")
+        return value
+
+    return parse
+
+
 def _bool(name: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -341,6 +352,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("events.dedup_horizon", 24 * 3600 * 1000, _duration, "how long event ids are remembered (event time)"),
         Setting("events.max_event_bytes", 64 * 1024, _int(256, 16 * 1024 * 1024), "larger records go to the DLQ"),
         Setting("events.max_future", 24 * 3600 * 1000, _duration, "event times further ahead of ingestion go to the DLQ"),
+        Setting(
+            "events.watermark_interval",
+            200,
+            _duration_between(10, 60_000),
+            "how often watermarks advance: segment changes wait up to this long after the out-of-orderness bound",
+        ),
         Setting("job.name", "segmentation", _text(), "Flink job name"),
         Setting("job.rules_path", ("rules",), _paths, "rules files or folders, comma-separated"),
         Setting("job.parallelism", 1, _int(1, 1024), "parallelism of every operator"),

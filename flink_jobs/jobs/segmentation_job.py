@@ -55,6 +55,7 @@ def flink_configuration(config: Config) -> Configuration:
     job = config.job
     conf = Configuration()
     conf.set_string("pipeline.name", job.name)
+    conf.set_string("pipeline.auto-watermark-interval", f"{config.events.watermark_interval} ms")
     conf.set_string("python.execution-mode", job.python_execution_mode)
     # Process mode starts `python` from PATH unless told: use this interpreter (the venv's).
     conf.set_string("python.executable", sys.executable)
