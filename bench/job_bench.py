@@ -349,14 +349,18 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int) -> tupl
     topic = f"bench.{run}.events"
     _create_topics(bootstrap, [topic], PARTITIONS)
     _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    errors = open(ROOT / ".cache" / f"bench-{run}.log", "w+")  # the job's log, shown if it fails
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "job", "--topic", topic, "--run", run, "--parallelism", str(parallelism), "--live"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=errors,
         text=True,
     )
-    proc.stdout.readline()
+    if not proc.stdout.readline():
+        proc.wait(timeout=60)
+        errors.seek(0)
+        raise SystemExit(f"the live job did not start:\n{errors.read()[-4000:]}")
     time.sleep(15)  # the job starting up
     feed = generate_feed(
         FeedConfig(customers=customers, events=int(rate * seconds) + 1, journeys_per_second=rate / 20, seed=5,
@@ -387,10 +391,15 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int) -> tupl
         change = json.loads(m.value)
         lat.append(m.timestamp - change["event_time"])
     consumer.close()
+    if proc.poll() is not None:
+        errors.seek(0)
+        raise SystemExit(f"the live job ended early ({proc.returncode}):\n{errors.read()[-4000:]}")
     proc.stdin.close()
     proc.terminate()
     proc.wait(timeout=60)
     # The job process exits with its mini-cluster; anything left is killed with it.
+    errors.close()
+    Path(errors.name).unlink()
     _cleanup(bootstrap, run)
     _admin(bootstrap).delete_topics([topic])
     return lat, sent
