@@ -415,11 +415,7 @@ class _ObservedScorer:
         return cls(scorer, DriftMonitor(scorer.cards.values()), m)
 
     def score(self, customer_id: str, features):
-        self._n += 1
-        if self._n % self.SAMPLE == 0:
-            self._drift.observe(features)
-            self._update_psi()
-        return self._scorer.score(customer_id, features)
+        return self.score_batch([features])[0]
 
     def _update_psi(self) -> None:
         if time.monotonic() >= self._next_psi:
@@ -427,9 +423,8 @@ class _ObservedScorer:
             for model, psi in self._drift.psi_by_model().items():
                 self._m.set_feature_psi(model, psi)
 
-    def score_batch(self, requests):
-        """Scores for (customer, model inputs) pairs, in one inference call per model."""
-        rows = [features for _, features in requests]
+    def score_batch(self, rows):
+        """Scores for many feature mappings, in one inference call per model."""
         # The same one-in-SAMPLE as score(), counted across calls (batches are often small).
         first = -self._n % self.SAMPLE
         for features in rows[first :: self.SAMPLE]:

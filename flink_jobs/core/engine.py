@@ -158,7 +158,7 @@ class SegmentEngine:
         assert scorer is not None  # only a scorer makes the steps ask
         batch = getattr(scorer, "score_batch", None)
         if batch is not None and len(requests) > 1:
-            return batch(requests)
+            return batch([features for _, features in requests])
         return [scorer.score(customer_id, features) for customer_id, features in requests]
 
     def _accept(self, state: CustomerState, event: Event, watermark: int, book: TimerBook, result: StepResult) -> Steps:

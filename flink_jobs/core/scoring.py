@@ -17,6 +17,10 @@ class Scorer(Protocol):
     def score(self, customer_id: str, features: Mapping[str, float]) -> Mapping[str, float]:
         ...
 
+    # Optional: ``score_batch(rows: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]``,
+    # the scores of many feature mappings in one call (as ``OnnxScorer`` has), for scorers whose
+    # scores depend on the features alone. ``SegmentEngine.step_many`` uses it when present.
+
 
 class FixedScorer:
     """A test double: fixed scores per customer, ``default`` for everyone else."""
