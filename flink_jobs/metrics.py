@@ -64,6 +64,9 @@ INFERENCE_BUCKETS = (
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
     0.1, 0.25, 1.0,
 )  # fmt: skip
+# One collection of Python's cyclic GC: ~0.1 ms (youngest generation) to ~1 s (everything).
+GC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+GC_GENERATIONS = ("0", "1", "2", "full")
 # Model outputs: probabilities in [0, 1]; Isolation Forest decision scores around [-0.5, 0.5].
 SCORE_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
 
@@ -171,6 +174,15 @@ class JobMetrics:
             ["model", "feature"],
         )
 
+        # ---- the Python process
+        self._gc_pause = histogram(
+            "python_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation (0|1|2; full = the periodic collection "
+            "of everything, see job.python_full_gc_interval).",
+            GC_BUCKETS,
+            ["generation"],
+        )
+
         self._segment = _BoundedLabel()
         self._version = _BoundedLabel()
         self._model = _BoundedLabel(limit=50)
@@ -178,6 +190,7 @@ class JobMetrics:
         self._reason = _BoundedLabel(allowed=INVALID_REASONS)
         self._kind = _BoundedLabel(allowed=CHANGE_KINDS)
         self._error_kind = _BoundedLabel(allowed=REDIS_ERROR_KINDS)
+        self._generation = _BoundedLabel(allowed=GC_GENERATIONS)
         self._rules_lock = threading.Lock()
         self._active_version: str | None = None
         # Label children by value: .labels() takes a lock and builds a tuple on every call.
@@ -188,6 +201,8 @@ class JobMetrics:
             self._redis_errors.labels(kind)
         for result in ("applied", "stale"):
             self._redis_changes.labels(result)
+        for generation in GC_GENERATIONS:
+            self._gc_pause.labels(generation)
 
     def _child(self, metric, *values: str):
         key = (id(metric), *values)
@@ -304,6 +319,13 @@ class JobMetrics:
         m = self._model(model)
         for feature, value in psi.items():
             self._child(self._psi, m, self._feature(feature)).set(value)
+
+
+    # ---- the Python process -----------------------------------------------------------------
+
+    def observe_gc_pause(self, generation: str, seconds: float) -> None:
+        """One collection of the cyclic GC (``gc_policy`` calls this)."""
+        self._child(self._gc_pause, self._generation(generation)).observe(seconds)
 
 
 def redis_error_kind(exc: BaseException) -> str:

@@ -162,6 +162,11 @@ def build_dashboard() -> Dashboard:
             (8, 7, lambda gp: _series("Checkpoint failures and restarts", ["checkpoint_failures_10m", "restarts_15m"], gp)),
             (8, 7, lambda gp: _series("Redis flush p99", ["redis_write_p99"], gp)),
             (8, 7, lambda gp: _series("Redis errors", ["redis_error_rate"], gp)),
+            (8, 7, lambda gp: _series(
+                "Python GC pauses (share of time)", ["python_gc_share"], gp,
+                description="Generation 2 should stay near 0 (long-lived objects are frozen, see "
+                "job.python_full_gc_interval); 'full' is the periodic collection of everything.",
+            )),
         ],
     )  # fmt: skip
 

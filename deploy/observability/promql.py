@@ -161,6 +161,14 @@ QUERIES: dict[str, Query] = _q(
     # ---- infra: Redis, Kafka, checkpoints, backpressure
     Query("redis_write_p99", _quantile(0.99, "segments_redis_write_seconds"), "Redis flush p99", "s", "python", "p99"),
     Query(
+        "python_gc_share",
+        f"sum by (generation) (rate(segments_python_gc_pause_seconds_sum[{RATE}]))",
+        "share of time Python's GC paused the workers, by generation",
+        "percentunit",
+        "python",
+        "gen {{generation}}",
+    ),
+    Query(
         "redis_error_rate",
         f"sum(rate(segments_redis_errors_total[{RATE}]))",
         "Redis flush errors",

@@ -1,0 +1,134 @@
+"""The GC policy of the Python workers: long-lived objects frozen, cycles still found."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+
+from flink_jobs import gc_policy
+from flink_jobs.gc_policy import QuietCollector
+
+
+class _Node:
+    """A weak-referenceable object that can sit in a reference cycle."""
+
+    def __init__(self) -> None:
+        self.other: object = None
+
+
+def _cycle() -> weakref.ref:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def installed():
+    """A collector on gc.callbacks for the test only; Python's own collector afterwards."""
+    made: list[QuietCollector] = []
+
+    def install(full_interval: float, **kwargs) -> QuietCollector:
+        collector = QuietCollector(full_interval, **kwargs)
+        gc.callbacks.append(collector._on_gc)
+        made.append(collector)
+        return collector
+
+    gc.collect()
+    yield install
+    for collector in made:
+        collector.uninstall()
+    gc.collect()
+
+
+def test_survivors_of_a_middle_generation_collection_are_frozen(installed):
+    installed(3600.0)
+    kept = [[i] for i in range(1000)]
+    gc.collect(1)
+    assert gc.get_freeze_count() >= len(kept)
+    # Frozen objects are still freed by reference counting.
+    node = _Node()
+    ref = weakref.ref(node)
+    gc.collect(1)
+    del node
+    assert ref() is None
+
+
+def test_young_cycles_are_still_collected(installed):
+    installed(3600.0)
+    gc.collect(1)
+    ref = _cycle()
+    gc.collect(0)
+    assert ref() is None
+
+
+def test_a_cycle_that_was_frozen_is_found_by_the_periodic_full_collection(installed):
+    clock = _Clock()
+    seen: list[tuple[str, float]] = []
+    collector = installed(60.0, observer=lambda g, s: seen.append((g, s)), clock=clock)
+    holder = [_Node()]
+    holder[0].other = _Node()
+    holder[0].other.other = holder[0]
+    ref = weakref.ref(holder[0])
+    gc.collect(1)  # the cycle survives (still referenced) and is frozen
+    holder.clear()  # now it is garbage, but only a cycle
+    gc.collect()
+    assert ref() is not None, "a frozen cycle is not collected by ordinary collections"
+    assert collector.tick() is None, "not due yet"
+    clock.now = 61.0
+    pause = collector.tick()
+    assert pause is not None and pause >= 0
+    assert ref() is None
+    assert collector.full_collections == 1
+    assert ("full", pause) in seen
+    assert collector.tick() is None, "the next one is a full interval away"
+
+
+def test_pauses_are_reported_from_tick_by_generation(installed):
+    seen: list[tuple[str, float]] = []
+    collector = installed(3600.0, observer=lambda g, s: seen.append((g, s)))
+    gc.collect(0)
+    gc.collect(1)
+    gc.collect(2)
+    assert seen == [], "nothing is reported from inside the collector"
+    collector.tick()
+    assert [g for g, _ in seen] == ["0", "1", "2"]
+    assert all(s >= 0 for _, s in seen)
+
+
+def test_interval_zero_leaves_pythons_collector_alone(installed):
+    seen: list[tuple[str, float]] = []
+    collector = installed(0, observer=lambda g, s: seen.append((g, s)))
+    before = gc.get_freeze_count()
+    gc.collect(1)
+    assert gc.get_freeze_count() == before
+    assert collector.tick() is None
+    assert [g for g, _ in seen] == ["1"], "still observed"
+
+
+def test_install_is_once_per_process():
+    first = gc_policy.install(3600.0)
+    try:
+        assert gc_policy.install(0) is first
+        assert first.freezing
+    finally:
+        first.uninstall()
+    second = gc_policy.install(0)
+    try:
+        assert second is not first and not second.freezing
+    finally:
+        second.uninstall()
+
+
+def test_negative_interval_is_refused():
+    with pytest.raises(ValueError, match="full_interval"):
+        QuietCollector(-1)
