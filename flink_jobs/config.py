@@ -93,11 +93,14 @@ class JobConfig:
     python_bundle_time: int  # ms
     python_state_cache_size: int
     state_cache_customers: int  # decoded customer states kept in the Python function (0 = off)
+    python_full_gc_interval: int  # ms between full cyclic GCs; long-lived objects frozen between (0 = Python's GC)
     connector_jar: str
     hot_reload: bool
     batch_keys: int  # customers are grouped under this many batch keys (fixed for a savepoint's life)
     batch_max_records: int  # a batch is sent once this many records wait
     batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
+    state_write_behind: int  # ms: a changed customer state is written to Flink state within this long
+    buffer_timeout: int  # ms a record may wait in a network buffer between tasks (Flink's buffer timeout)
     batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
     restore_from: str  # savepoint or retained checkpoint to start from; empty = fresh start
     models: bool  # score customers with the ONNX models (rules may then test scores)
@@ -386,6 +389,13 @@ SETTINGS: dict[str, Setting] = {
             _int(0, 10_000_000),
             "decoded customer states the engine function keeps between steps (saves a state read + unpickle)",
         ),
+        Setting(
+            "job.python_full_gc_interval",
+            3_600_000,
+            _duration,
+            "Python workers freeze long-lived objects (the state cache) out of the cyclic GC and collect "
+            "everything this often; 0 = Python's default GC (pauses of 0.2-0.5 s as the cache grows)",
+        ),
         Setting("job.hot_reload", True, _bool, "follow kafka.rules_topic and switch to new rules without a restart"),
         Setting("job.connector_jar", "", _text(allow_empty=True), "path of flink-sql-connector-kafka.jar"),
         Setting(
@@ -397,6 +407,19 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("job.batch_max_records", 2000, _int(1, 1_000_000), "records after which the JVM sends a batch to Python"),
         Setting("job.batch_max_delay", 200, _duration, "longest a record waits in the JVM for its batch"),
+        Setting(
+            "job.state_write_behind",
+            1_000,
+            _duration_between(1, 3_600_000),
+            "a changed customer state is written to Flink state within this long (and at every checkpoint): "
+            "longer means fewer encodes, and a longer pause at each checkpoint for what is still unwritten",
+        ),
+        Setting(
+            "job.buffer_timeout",
+            10,
+            _duration_between(1, 10_000),
+            "longest a record or watermark waits in a network buffer between tasks (Flink's default is 100 ms)",
+        ),
         Setting(
             "job.restore_from",
             "",

@@ -108,6 +108,9 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
     # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
     env.add_jars(*(jar.as_uri() for jar in jars))
     env.set_parallelism(config.job.parallelism)
+    # Each hop between tasks (source -> engine, engine -> sinks) holds records and watermarks up to
+    # this long; Flink's 100 ms default was most of the latency left after the watermark wait.
+    env.set_buffer_timeout(config.job.buffer_timeout)
     if config.job.checkpoint_interval > 0:
         env.enable_checkpointing(config.job.checkpoint_interval, CheckpointingMode.EXACTLY_ONCE)
     return env
@@ -149,6 +152,8 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         batch_keys=config.job.batch_keys,
         source_topic=config.kafka.events_topic,
         cache_size=config.job.state_cache_customers,
+        full_gc_interval=config.job.python_full_gc_interval,
+        write_behind=config.job.state_write_behind,
         metrics_config=config.metrics,
         models=config.job.models,
         model_artifacts=config.job.model_artifacts,

@@ -126,6 +126,16 @@ def test_typed_values(jar):
             "for example 30s, 10m, 24h, 7d or 1h30m (from --set events.out_of_orderness)",
         ),
         (
+            ["--set", "job.buffer_timeout=0"],
+            {},
+            "job.buffer_timeout: '0' is out of range; allowed: 1 ms to 10000 ms (from --set job.buffer_timeout)",
+        ),
+        (
+            ["--set", "job.state_write_behind=0"],
+            {},
+            "job.state_write_behind: '0' is out of range; allowed: 1 ms to 3600000 ms (from --set job.state_write_behind)",
+        ),
+        (
             ["--set", "kafka.bounded=maybe"],
             {},
             "kafka.bounded: 'maybe' is not a boolean; allowed values: true, false (from --set kafka.bounded)",
