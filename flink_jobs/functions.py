@@ -344,8 +344,11 @@ class _BatchEngine:
         dirty = self._dirty.pop(key, None)
         self._dirty_since.pop(key, None)
         if dirty:
-            # One call into the state backend, not one per customer (in thread mode, one JVM call).
-            self._customers.put_all({customer_id: encode_state(state) for customer_id, state in dirty.items()})
+            # One put per customer: PyFlink 2.2's put_all iterates the dict's keys as pairs in
+            # process mode (ValueError), and saved nothing measurable in thread mode.
+            customers = self._customers
+            for customer_id, state in dirty.items():
+                customers.put(customer_id, encode_state(state))
 
     def _load(self, customer_id: str, key: int) -> CustomerState:
         cache = self._cache
