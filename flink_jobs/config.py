@@ -99,7 +99,7 @@ class JobConfig:
     batch_keys: int  # customers are grouped under this many batch keys (fixed for a savepoint's life)
     batch_max_records: int  # a batch is sent once this many records wait
     batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
-    state_write_behind: int  # ms: a changed customer state is written to Flink state within this long
+    state_write_behind: int  # ms: changed customer states are written to Flink state after about this long
     buffer_timeout: int  # ms a record may wait in a network buffer between tasks (Flink's buffer timeout)
     batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
     restore_from: str  # savepoint or retained checkpoint to start from; empty = fresh start
@@ -411,8 +411,8 @@ SETTINGS: dict[str, Setting] = {
             "job.state_write_behind",
             1_000,
             _duration_between(1, 3_600_000),
-            "a changed customer state is written to Flink state within this long (and at every checkpoint): "
-            "longer means fewer encodes, and a longer pause at each checkpoint for what is still unwritten",
+            "a changed customer state is written to Flink state at its batch key's first call after this long, "
+            "and at every checkpoint: longer means fewer encodes, and a longer pause at each checkpoint",
         ),
         Setting(
             "job.buffer_timeout",
