@@ -411,8 +411,9 @@ SETTINGS: dict[str, Setting] = {
             "job.state_write_behind",
             1_000,
             _duration_between(1, 3_600_000),
-            "a changed customer state is written to Flink state at its batch key's first call after this long, "
-            "and at every checkpoint: longer means fewer encodes, and a longer pause at each checkpoint",
+            "while live (watermark within 60 s of the clock), a changed customer state is written to Flink state "
+            "at its batch key's first call after this long, else at the next checkpoint: longer means fewer "
+            "encodes, and a longer pause at each checkpoint",
         ),
         Setting(
             "job.buffer_timeout",
