@@ -106,6 +106,19 @@ pid_alive() {
   tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${marker}"
 }
 
+# wait_exec PID MARKER: a process just started with `cmd &` runs this script's code until it
+# execs cmd, so for a moment its command line lacks MARKER and pid_alive says "not running"
+# (seen on a loaded machine: "broker process exited during start-up" while the broker came up).
+# Waits up to 10 s for the exec, or for the process to end.
+wait_exec() {
+  local pid="$1" marker="$2" i
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "${pid}" 2>/dev/null || return 0
+    tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${marker}" && return 0
+    sleep 0.1
+  done
+}
+
 # proc_running PID: the process exists and is not a zombie. An orphan's exit is reaped by pid 1,
 # possibly late, so kill -0 alone reports the zombie as alive; and a JVM's main thread may exit
 # (state Z) while other threads still run, so a Z leader with threads left still counts as running.
