@@ -284,10 +284,11 @@ class _BatchEngine:
             dirty[customer_id] = state
             index.set(customer_id, _next_instant(state))
         if dirty:
-            since = self._dirty_since.setdefault(key, time.monotonic())
+            now = time.monotonic()
+            since = self._dirty_since.setdefault(key, now)
             if len(dirty) > self._dirty_limit:
                 self._sync(key)
-            elif time.monotonic() - since >= self._write_behind and time.time() * 1000 - watermark < CATCH_UP_LAG:
+            elif now - since >= self._write_behind and time.time() * 1000 - watermark < CATCH_UP_LAG:
                 # Live (the watermark near the wall clock): keep the checkpoint's share small.
                 # Catching up, nobody waits on a checkpoint pause, and states coalesce.
                 self._sync(key)

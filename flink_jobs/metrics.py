@@ -320,7 +320,6 @@ class JobMetrics:
         for feature, value in psi.items():
             self._child(self._psi, m, self._feature(feature)).set(value)
 
-
     # ---- the Python process -----------------------------------------------------------------
 
     def observe_gc_pause(self, generation: str, seconds: float) -> None:

@@ -106,15 +106,15 @@ pid_alive() {
   tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${marker}"
 }
 
-# wait_exec PID MARKER: a process just started with `cmd &` runs this script's code until it
-# execs cmd, so for a moment its command line lacks MARKER and pid_alive says "not running"
+# wait_exec PID_FILE MARKER: a process just started with `cmd &` runs this script's code until
+# it execs cmd, so for a moment its command line lacks MARKER and pid_alive says "not running"
 # (seen on a loaded machine: "broker process exited during start-up" while the broker came up).
 # Waits up to 10 s for the exec, or for the process to end.
 wait_exec() {
-  local pid="$1" marker="$2" i
+  local pid_file="$1" marker="$2" i
   for ((i = 0; i < 100; i++)); do
-    kill -0 "${pid}" 2>/dev/null || return 0
-    tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null | grep -qF -- "${marker}" && return 0
+    pid_alive "${pid_file}" "${marker}" && return 0
+    kill -0 "$(<"${pid_file}")" 2>/dev/null || return 0
     sleep 0.1
   done
 }

@@ -145,7 +145,7 @@ cmd_start() {
       --storage.tsdb.retention.time=2d --web.listen-address="127.0.0.1:${port}" --web.enable-lifecycle \
       >>"${PROM_LOG}" 2>&1 </dev/null 9>&- &
     echo "$!" >"${PROM_PID_FILE}"
-    wait_exec "$(<"${PROM_PID_FILE}")" "${PROM_CONFIG}"
+    wait_exec "${PROM_PID_FILE}" "${PROM_CONFIG}"
     echo "${port}" >"${PROM_STATE_DIR}/port"
   fi
   start="$(now)"

@@ -120,7 +120,7 @@ start_kafka() {
       -cp "$(kafka_classpath)" "${KAFKA_MARKER}" "${KAFKA_STATE_DIR}/server.properties" \
       >>"${LOG_DIR}/kafka.log" 2>&1 </dev/null 9>&- &
     echo "$!" >"${KAFKA_PID_FILE}"
-    wait_exec "$(<"${KAFKA_PID_FILE}")" "${KAFKA_MARKER}"
+    wait_exec "${KAFKA_PID_FILE}" "${KAFKA_MARKER}"
     echo "${port}" >"${KAFKA_STATE_DIR}/port"
   fi
 
@@ -227,7 +227,7 @@ EOF
     log "redis: starting $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p') on localhost:${port}, log ${LOG_DIR}/redis.log"
     nohup setsid redis-server "${REDIS_STATE_DIR}/redis.conf" >>"${LOG_DIR}/redis.log" 2>&1 </dev/null 9>&- &
     echo "$!" >"${REDIS_PID_FILE}"
-    wait_exec "$(<"${REDIS_PID_FILE}")" "${REDIS_MARKER}"
+    wait_exec "${REDIS_PID_FILE}" "${REDIS_MARKER}"
     echo "${port}" >"${REDIS_STATE_DIR}/port"
     managed_url="redis://localhost:${port}/0"
   fi
