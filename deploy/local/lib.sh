@@ -114,7 +114,7 @@ wait_exec() {
   local pid_file="$1" marker="$2" i
   for ((i = 0; i < 100; i++)); do
     pid_alive "${pid_file}" "${marker}" && return 0
-    kill -0 "$(<"${pid_file}")" 2>/dev/null || return 0
+    proc_running "$(<"${pid_file}")" || return 0
     sleep 0.1
   done
 }
