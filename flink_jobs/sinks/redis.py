@@ -12,9 +12,11 @@ to the same state. The customer's two hashes get a TTL of at least the segment's
 ``redis.default_ttl`` for segments without one; 0 = keep); the member sets have none (exits
 remove members).
 
-The segment function (``functions.py``) writes the changes of each call in one pipeline, before
-it emits their Kafka records; a call that fails fails the job, which restarts from its last
-checkpoint and writes the same changes again, refused as stale or applied as the same value.
+The segment function (``functions.py``) writes changes in pipelines, always before it emits their
+Kafka records: live, the changes of each call; while catching up, those of many calls (up to
+1 s or 5,000 changes, and everything before each checkpoint barrier). A write that fails fails
+the job, which restarts from its last checkpoint and writes the same changes again, refused as
+stale or applied as the same value.
 """
 
 from __future__ import annotations

@@ -181,6 +181,30 @@ def test_late_event_goes_to_the_late_topic(scenario: Scenario):
     assert scenario.read("dlq") == []
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_changes_held_while_catching_up_reach_redis_and_kafka_without_a_checkpoint(scenario: Scenario, mode: str):
+    """Old event times mean the job is catching up, so changes are held for batched Redis writes
+    (functions.HOLD_SECONDS). With checkpoints off no sync marker comes either: the held changes
+    must still go out, by the processing-time timer, Redis first and then the change topic."""
+    scenario.produce([
+        event("h1", "c-held", "product_view", 0),
+        event("h2", "c-held", "product_view", 1 * MINUTE),
+        event("h3", "c-held", "product_view", 2 * MINUTE),
+        event("h4", "c-held", "page_view", 20 * MINUTE),  # moves the watermark past 2m
+    ])
+    job = scenario.start_unbounded(
+        **{"events.out_of_orderness": "1m", "job.checkpoint_interval": "0", "job.python_execution_mode": mode}
+    )
+    try:
+        changes = scenario.read("changes", at_least=1, timeout=120)
+        # Redis is written before a held change is emitted, so it is there once the record is.
+        state = scenario.redis_state()
+    finally:
+        job.cancel().result()
+    assert _changes(changes)[0] == ("c-held", "repeat_product_viewer", "enter", 2 * MINUTE)
+    assert state["ver:c-held"]["repeat_product_viewer"] >= T0 + 2 * MINUTE
+
+
 def test_malformed_records_go_to_the_dead_letter_topic_with_their_reason(scenario: Scenario):
     records = [
         event("ok1", "c-ok", "identify", 0, country="DE"),
