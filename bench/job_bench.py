@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -341,10 +342,15 @@ def plain_python(topic: str, total: int) -> float:
 # ---- latency at a given rate ------------------------------------------------------------------
 
 
-def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup: int = 0) -> tuple[list[float], int]:
+def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup: int = 0) -> "LiveRun":
     """Event-to-change latencies (ms) of the job fed live at ``rate`` events/s for ``warmup +
     seconds``; changes of the first ``warmup`` seconds are not counted (the watermark waits for
-    both partitions' first events, the JVM compiles its hot paths)."""
+    both partitions' first events, the JVM compiles its hot paths).
+
+    The feed is generated before the job starts and sent in 2 ms ticks, each tick's events
+    stamped with the tick's time. How long its events took from that stamp to the broker's
+    acknowledgement (the feed's own lag, sampled) is returned too: a producer that falls behind
+    (kafka-python's sender thread shares the GIL with the loop) would show up as job latency."""
     from kafka import KafkaConsumer, KafkaProducer
 
     from flink_jobs.synthetic import FeedConfig, generate_feed
@@ -352,6 +358,12 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     bootstrap = os.environ["KAFKA_BOOTSTRAP"]
     run = f"live-{uuid.uuid4().hex[:6]}"
     topic = f"bench.{run}.events"
+    feed = []
+    for r in generate_feed(
+        FeedConfig(customers=customers, events=int(rate * (seconds + warmup)) + 1, journeys_per_second=rate / 20, seed=5,
+                   out_of_order_share=0.0, late_share=0.0)
+    ):
+        feed.append((r.key, r.value if r.kind == "malformed" else json.loads(r.value)))
     _create_topics(bootstrap, [topic], PARTITIONS)
     _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
     errors = open(ROOT / ".cache" / f"bench-{run}.log", "w+")  # the job's log, shown if it fails
@@ -367,26 +379,30 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
         errors.seek(0)
         raise SystemExit(f"the live job did not start:\n{errors.read()[-4000:]}")
     time.sleep(15)  # the job starting up
-    feed = generate_feed(
-        FeedConfig(customers=customers, events=int(rate * (seconds + warmup)) + 1, journeys_per_second=rate / 20, seed=5,
-                   out_of_order_share=0.0, late_share=0.0)
-    )
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, acks=1)
+    feed_lag: list[float] = []
+
+    def acked(stamped: int, _metadata) -> None:
+        feed_lag.append(time.time() * 1000 - stamped)
+
     start = time.time()
     sent = 0
-    for r in feed:
-        due = start + sent / rate
-        pause = due - time.time()
-        if pause > 0:
-            time.sleep(pause)
-        value = r.value
-        if r.kind != "malformed":
-            d = json.loads(value)
-            d["event_time"] = int(time.time() * 1000)
-            value = json.dumps(d).encode()
-        producer.send(topic, key=r.key, value=value)
-        sent += 1
+    while sent < len(feed):
+        now = time.time()
+        stamp = int(now * 1000)
+        due = min(len(feed), int((now - start) * rate) + 1)
+        while sent < due:
+            key, value = feed[sent]
+            if isinstance(value, dict):
+                value["event_time"] = stamp
+                value = json.dumps(value).encode()
+            future = producer.send(topic, key=key, value=value)
+            if sent % 16 == 0:
+                future.add_callback(acked, stamp)
+            sent += 1
+        time.sleep(0.002)
     producer.flush()
+    sending = time.time() - start
     time.sleep(BOUND_MS / 1000 + 5)
     consumer = KafkaConsumer(
         f"bench.{run}.changes", bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
@@ -408,7 +424,14 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     Path(errors.name).unlink()
     _cleanup(bootstrap, run)
     _admin(bootstrap).delete_topics([topic])
-    return lat, sent
+    return LiveRun(lat, sent, sent / sending, feed_lag)
+
+
+class LiveRun(NamedTuple):
+    latencies: list[float]  # ms, event time -> change record
+    sent: int
+    sent_rate: float  # events/s the feed achieved
+    feed_lag: list[float]  # ms, event time -> broker ack, a sample of the feed's events
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -424,6 +447,9 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=int, default=60)
     parser.add_argument("--latency-warmup", type=int, default=20, help="seconds of live feed before latencies count")
     parser.add_argument("--job-rate", type=float, help="events/s of the job from an earlier run, for --only latency")
+    parser.add_argument(
+        "--latency-rate", type=float, help="feed the latency run at this many events/s instead of half the job's rate"
+    )
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting for every Flink run"
     )
@@ -446,11 +472,13 @@ def main() -> int:
     env = _stack_env()
     os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP", "REDIS_URL", "FLINK_KAFKA_CONNECTOR_JAR")})
     bootstrap = env["KAFKA_BOOTSTRAP"]
-    topic = preload(bootstrap, args.events, args.customers)
-    total = _end_offsets(bootstrap, topic)
+    wanted = args.only.split(",")
+    # The pre-loaded topic is for the throughput runs; a latency run alone feeds a topic of its own.
+    throughput = any(mode in wanted for mode in ("job", "models", "floor", "batched", "python"))
+    topic = preload(bootstrap, args.events, args.customers) if throughput else ""
+    total = _end_offsets(bootstrap, topic) if throughput else 0
     empty = f"bench.empty.{uuid.uuid4().hex[:6]}"
     _create_topics(bootstrap, [empty], PARTITIONS)
-    wanted = args.only.split(",")
     rows = []
     rates = {}
     if "models" in wanted and "job.python_execution_mode=process" not in args.set:
@@ -474,25 +502,29 @@ def main() -> int:
         rows.append(("python", seconds, 0.0, total / seconds, 0))
         print(f"python   {seconds:7.1f} s run, {total / seconds:9,.0f} events/s (one process, no Flink)", flush=True)
     _admin(bootstrap).delete_topics([empty])
-    print()
-    print(
-        f"{total:,} records ({args.events:,} events asked, {args.customers:,} customers), "
-        f"parallelism {args.parallelism}{', ' + ' '.join(args.set) if args.set else ''}"
-        + ("; floor in thread mode at parallelism 1" if args.floor_thread else "")
-    )
-    print(f"{'pipeline':10} {'events/s':>10} {'vs floor':>9} {'TM peak MiB':>13}")
-    for mode, _, _, rate, peak in rows:
-        vs = f"{rate / rates['floor']:.0%}" if "floor" in rates else "-"
-        print(f"{mode:10} {rate:10,.0f} {vs:>9} {peak / 1024 if peak else float('nan'):13,.0f}")
-    if args.job_rate:
-        rates.setdefault("job", args.job_rate)
-    if "latency" in wanted and "job" in rates:
-        rate = rates["job"] / 2
-        lat, sent = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
+    if rows:
         print()
         print(
-            f"latency at {rate:,.0f} events/s (half the job's rate), {sent:,} events, {len(lat):,} changes "
-            f"(after {args.latency_warmup} s of warm-up): "
+            f"{total:,} records ({args.events:,} events asked, {args.customers:,} customers), "
+            f"parallelism {args.parallelism}{', ' + ' '.join(args.set) if args.set else ''}"
+            + ("; floor in thread mode at parallelism 1" if args.floor_thread else "")
+        )
+        print(f"{'pipeline':10} {'events/s':>10} {'vs floor':>9} {'TM peak MiB':>13}")
+        for mode, _, _, rate, peak in rows:
+            vs = f"{rate / rates['floor']:.0%}" if "floor" in rates else "-"
+            print(f"{mode:10} {rate:10,.0f} {vs:>9} {peak / 1024 if peak else float('nan'):13,.0f}")
+    if args.job_rate:
+        rates.setdefault("job", args.job_rate)
+    if "latency" in wanted and (args.latency_rate or "job" in rates):
+        rate = args.latency_rate or rates["job"] / 2
+        what = "as asked" if args.latency_rate else "half the job's rate"
+        live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
+        lat = live.latencies
+        print()
+        print(
+            f"latency at {rate:,.0f} events/s ({what}; the feed sent {live.sent:,} events at "
+            f"{live.sent_rate:,.0f}/s, its own lag to the broker p50 {_pct(live.feed_lag, 0.5):,.0f} ms, "
+            f"p99 {_pct(live.feed_lag, 0.99):,.0f} ms), {len(lat):,} changes (after {args.latency_warmup} s of warm-up): "
             f"event time -> change record p50 {_pct(lat, 0.5):,.0f} ms, p99 {_pct(lat, 0.99):,.0f} ms "
             f"(includes the {BOUND_MS} ms watermark bound: beyond it p50 {_pct(lat, 0.5) - BOUND_MS:,.0f} ms, "
             f"p99 {_pct(lat, 0.99) - BOUND_MS:,.0f} ms)"
