@@ -48,9 +48,10 @@ fi
 log "installing the package and its pinned dependencies into ${VENV} (first time: a few minutes, apache-flink is large)"
 start="$(now)"
 "${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-# `train`: the tests compare the ONNX models with scikit-learn and replay CDNOW (lifetimes); its
-# pins are solved together with the job's (pyproject.toml says why), so one environment holds both.
-"${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -e "${REPO_ROOT}[dev,train]"
+# `bench`: the live feed of bench/job_bench.py. `train`: the tests compare the ONNX models with
+# scikit-learn and replay CDNOW (lifetimes); its pins are solved together with the job's
+# (pyproject.toml says why), so one environment holds both.
+"${VENV}/bin/python" -m pip install --quiet --disable-pip-version-check -e "${REPO_ROOT}[dev,train,bench]"
 "${VENV}/bin/python" -m pip check || die "conflicting packages in ${VENV} (listed above): the pins in pyproject.toml must be solved together"
 echo "$want" > "$STAMP"
 log "installed in $(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.0f", e - s }') s"
