@@ -381,7 +381,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("job.transactional_id_prefix", "segmentation", _text(), "Kafka transactional id prefix (exactly-once)"),
         Setting("job.python_execution_mode", "thread", _choice("thread", "process"), "PyFlink execution mode"),
         Setting("job.python_bundle_size", 1000, _int(1, 1_000_000), "python.fn-execution.bundle.size (process mode)"),
-        Setting("job.python_bundle_time", 100, _duration, "python.fn-execution.bundle.time (process mode)"),
+        # 10 ms, not PyFlink's 100: in process mode a watermark (so every timer) waits for the open
+        # bundle to finish, and each Python result waits for its bundle's end. Measured live at
+        # 3,000 events/s, parallelism 2: ingest beyond the watermark bound p50 642 -> 201 ms and
+        # p99 1,272 -> 552 ms; catching up over 1M events 12,302 vs 12,840 events/s (no loss).
+        Setting("job.python_bundle_time", 10, _duration, "python.fn-execution.bundle.time (process mode)"),
         Setting("job.python_state_cache_size", 10_000, _int(0, 10_000_000), "python.state.cache-size (process mode)"),
         Setting(
             "job.state_cache_customers",
