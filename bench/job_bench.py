@@ -19,12 +19,13 @@ resident memory is the peak RSS of the mini-cluster JVM (in thread mode Python r
 plus, in process mode, its Python worker processes.
 
 Latency: the job runs unbounded while a producer sends live events (event time = now) at half
-the measured job rate; event-to-segment latency is the change record's Kafka timestamp minus the
-change's event time (live, Redis is written in the same call, just before the record is emitted), p50
-and p99, with the watermark bound it includes printed next to it. The first --latency-warmup
-seconds of the feed are not counted: until both partitions have sent an event the watermark
-does not move, and the JVM has not compiled its hot paths yet (a job that has run for a while
-no longer pays either).
+the measured job rate (or at --latency-rate), generated beforehand and sent by librdkafka, with
+the feed's own lag to the broker printed next to the job's figures. Event-to-segment latency is
+the change record's Kafka timestamp minus the change's event time (live, Redis is written in the
+same call, just before the record is emitted), p50 and p99, with the watermark bound it includes
+printed next to it. The first --latency-warmup seconds of the feed are not counted: until both
+partitions have sent an event the watermark does not move, and the JVM has not compiled its hot
+paths yet (a job that has run for a while no longer pays either).
 
 Figures are printed, never asserted.
 
