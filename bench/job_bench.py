@@ -488,8 +488,9 @@ def main() -> int:
     throughput = any(mode in wanted for mode in ("job", "models", "floor", "batched", "python"))
     topic = preload(bootstrap, args.events, args.customers) if throughput else ""
     total = _end_offsets(bootstrap, topic) if throughput else 0
-    empty = f"bench.empty.{uuid.uuid4().hex[:6]}"
-    _create_topics(bootstrap, [empty], PARTITIONS)
+    empty = f"bench.empty.{uuid.uuid4().hex[:6]}"  # each Flink run's fixed cost is measured over it
+    if throughput:
+        _create_topics(bootstrap, [empty], PARTITIONS)
     rows = []
     rates = {}
     if "models" in wanted and "job.python_execution_mode=process" not in args.set:
@@ -512,7 +513,8 @@ def main() -> int:
         rates["python"] = total / seconds
         rows.append(("python", seconds, 0.0, total / seconds, 0))
         print(f"python   {seconds:7.1f} s run, {total / seconds:9,.0f} events/s (one process, no Flink)", flush=True)
-    _admin(bootstrap).delete_topics([empty])
+    if throughput:
+        _admin(bootstrap).delete_topics([empty])
     if rows:
         print()
         print(
