@@ -99,6 +99,7 @@ class JobConfig:
     batch_keys: int  # customers are grouped under this many batch keys (fixed for a savepoint's life)
     batch_max_records: int  # a batch is sent once this many records wait
     batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
+    batch_max_held: int  # records held in the JVM until the watermark passes them, per task
     state_write_behind: int  # ms: changed customer states are written to Flink state after about this long
     buffer_timeout: int  # ms a record may wait in a network buffer between tasks (Flink's buffer timeout)
     batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
@@ -411,6 +412,13 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("job.batch_max_records", 2000, _int(1, 1_000_000), "records after which the JVM sends a batch to Python"),
         Setting("job.batch_max_delay", 200, _duration, "longest a record waits in the JVM for its batch"),
+        Setting(
+            "job.batch_max_held",
+            200_000,
+            _int(1, 100_000_000),
+            "records the JVM holds for the watermark to pass them, per parallel task; beyond it the oldest go "
+            "to Python early (which then buffers them in customer state)",
+        ),
         Setting(
             "job.state_write_behind",
             1_000,

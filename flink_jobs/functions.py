@@ -44,8 +44,9 @@ from .sinks.redis import RedisMembershipWriter
 
 _log = logging.getLogger("flink_jobs.functions")
 
-# A batch as the JVM batcher sends it: (batch key, records; see batching.decode_batch).
-BATCH_TYPE = Types.ROW([Types.INT(), Types.STRING()])
+# A batch as the JVM batcher sends it: (batch key, records, the batcher's watermark; see
+# batching.decode_batch and jvm/KeyGroupBatcher.java). No records: a sync marker.
+BATCH_TYPE = Types.ROW([Types.INT(), Types.STRING(), Types.LONG()])
 # Under each batch key: customer id -> core.state.encode_state bytes. Not PRIMITIVE_ARRAY(BYTE):
 # thread mode converts those byte by byte through a Python tuple.
 CUSTOMERS = MapStateDescriptor("customers", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
@@ -208,14 +209,17 @@ class _BatchEngine:
             yield from self._flush()
             return
         timers = ctx.timer_service()
-        watermark = timers.current_watermark()
+        # The batcher's watermark: every event of this batch key up to it has arrived (the
+        # batcher sends the batch just before it forwards that watermark to this function).
+        watermark = max(timers.current_watermark(), value[2])
         call = self._prepare(key, watermark)
         now_ms = int(time.time() * 1000)
-        limits, engine, batch_keys = self._limits, self._engine, self._batch_keys
+        limits, batch_keys = self._limits, self._batch_keys
         records = decode_batch(value[1])
         m = self._m
         m.events_received(len(records))
         valid = 0
+        events: dict[str, list[Event]] = {}
         for record in records:
             parsed = parse_event(record.value, now_ms=now_ms, limits=limits, ingest_ms=record.timestamp)
             if not isinstance(parsed, Invalid) and batch_key(parsed.customer_id, batch_keys) != key:
@@ -228,13 +232,24 @@ class _BatchEngine:
                 yield self._dead_letter(parsed, record)
                 continue
             valid += 1
-            state = call.states.get(parsed.customer_id) or self._load(parsed.customer_id, key)
-            result = engine.step(state, parsed, watermark)
-            if result.duplicates and not result.instants:
+            mine = events.get(parsed.customer_id)
+            if mine is None:
+                events[parsed.customer_id] = [parsed]
+            else:
+                mine.append(parsed)
+        m.events_valid(valid)
+        # A customer's events of the batch are taken in together, then its instants up to the
+        # watermark are processed; the model scoring of all of them goes out in batches.
+        work = []
+        for customer_id, mine in events.items():
+            state = call.states.get(customer_id) or self._load(customer_id, key)
+            call.note_ingest(state, watermark, mine)
+            work.append((state, mine[0] if len(mine) == 1 else mine))
+        for (state, item), result in zip(work, self._engine.step_many(work, watermark)):
+            if result.duplicates and not result.instants and result.duplicates == (1 if type(item) is Event else len(item)):
                 call.duplicates += result.duplicates
                 continue
             call.take(state, result)
-        m.events_valid(valid)
         yield from self._finish(key, call, timers, watermark)
 
     def _timer(self, ctx) -> Iterator:
@@ -423,14 +438,18 @@ class _Call:
         # (customer, instant) -> latest ingestion time of the events applied at that instant
         self.ingest: dict[tuple[str, int], int] = {}
 
-    def note_ingest(self, state: CustomerState, watermark: int) -> None:
-        """Before a step: remember when the buffered events it will apply were ingested."""
+    def note_ingest(self, state: CustomerState, watermark: int, events: list[Event] = ()) -> None:
+        """Before a step: remember when the events it will apply (buffered, or given) were ingested."""
         ingest = self.ingest
         for event in state.buffer:
             if event.event_time > watermark:
                 break
             k = (event.customer_id, event.event_time)
             if event.ingest_time is not None and event.ingest_time > ingest.get(k, 0):
+                ingest[k] = event.ingest_time
+        for event in events:
+            k = (event.customer_id, event.event_time)
+            if event.event_time <= watermark and event.ingest_time is not None and event.ingest_time > ingest.get(k, 0):
                 ingest[k] = event.ingest_time
 
     def take(self, state: CustomerState, result) -> None:

@@ -21,8 +21,9 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescri
 from .config import Config, KafkaConfig
 
 SOURCE_TABLE = "events_source"
-# Row fields of the source stream, in order: what jvm/KeyGroupBatcher.java reads.
-SOURCE_FIELDS = ("customer_id", "partition", "offset", "timestamp", "key", "value")
+# Row fields of the source stream, in order: what jvm/KeyGroupBatcher.java reads (the event time
+# is also each record's timestamp, which is what the batcher uses).
+SOURCE_FIELDS = ("customer_id", "partition", "offset", "timestamp", "key", "value", "rowtime")
 
 _STARTUP_MODES: Mapping[str, str] = {
     "earliest": "earliest-offset",
@@ -81,8 +82,8 @@ def _interval(ms: int) -> str:
 
 
 def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStream:
-    """A stream of Rows (customer_id, partition, offset, timestamp ms, key bytes, value bytes)
-    that carries event-time watermarks. ``customer_id`` is read from the JSON in the JVM, only to
+    """A stream of Rows (customer_id, partition, offset, timestamp ms, key bytes, value bytes,
+    rowtime) that carries event-time watermarks, the rowtime (event time) as record timestamps. ``customer_id`` is read from the JSON in the JVM, only to
     batch records by customer (None when unreadable; the parser has the last word).
 
     The watermark is generated in the Kafka source, per partition (FLIP-27 split watermarks),
@@ -133,7 +134,9 @@ def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
     table = t_env.sql_query(
         "SELECT JSON_VALUE(CAST(`value` AS STRING), '$.customer_id') AS `customer_id`, `partition`, `offset`, "
         "UNIX_TIMESTAMP(CAST(`kafka_ts` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `kafka_ts`) AS `timestamp`, "
-        f"`key`, `value` FROM {SOURCE_TABLE}"
+        # rowtime last: selected so that the records carry it as their timestamp (the batcher holds
+        # each record until the watermark passes it); the batcher reads only the fields before it.
+        f"`key`, `value`, `rowtime` FROM {SOURCE_TABLE}"
     )
     return t_env.to_data_stream(table)
 
@@ -167,18 +170,30 @@ def build_rules_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
 
 
 def build_batches(records: DataStream, config: Config) -> KeyedStream:
-    """Source records packed into batches by the JVM operator ``jvm/KeyGroupBatcher.java``, keyed
-    by batch key (rows of ``functions.BATCH_TYPE``; see ``batching.py``)."""
+    """Source records keyed by batch key, held until the watermark passes them and packed into
+    batches by the JVM operator ``jvm/KeyGroupBatcher.java`` (rows of ``functions.BATCH_TYPE``;
+    see ``batching.py``), as a stream keyed by batch key for the segment function.
+
+    The batcher runs after the shuffle, right before the segment function: its output is the
+    segment function's input as is (reinterpreted as keyed by the same key, no second shuffle),
+    so the watermark a batch carries is the one the segment function is about to get."""
     from pyflink.common import Types
     from pyflink.java_gateway import get_gateway
 
     job = config.job
     jvm = get_gateway().jvm
-    batch_type = Types.ROW([Types.INT(), Types.STRING()])
+    batch_type = Types.ROW([Types.INT(), Types.STRING(), Types.LONG()])
+    key_type = Types.ROW([Types.INT()]).get_java_type_info()
     # The shape PyFlink's keyed operators take: (key, element), keyed by KeyByKeySelector.
     keyed_type = Types.ROW([Types.INT(), batch_type])
-    operator = jvm.dev.segments.flink.KeyGroupBatcher(job.batch_keys, job.batch_max_records, job.batch_max_delay)
-    j_batches = records._j_data_stream.transform("batch events", keyed_type.get_java_type_info(), operator)
-    batches = DataStream(j_batches).uid("batch-events").name("batch events by customer")
-    j_keyed = batches._j_data_stream.keyBy(jvm.KeyByKeySelector(), Types.ROW([Types.INT()]).get_java_type_info())
+    batch_key = getattr(jvm.dev.segments.flink, "KeyGroupBatcher$BatchKey")
+    j_by_key = records._j_data_stream.keyBy(batch_key(job.batch_keys), key_type)
+    operator = jvm.dev.segments.flink.KeyGroupBatcher(
+        job.batch_keys, job.batch_max_records, job.batch_max_delay, job.batch_max_held
+    )
+    j_batches = j_by_key.transform("batch events", keyed_type.get_java_type_info(), operator)
+    batches = DataStream(j_batches).uid("batch-events").name("hold and batch events by customer")
+    j_keyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
+        batches._j_data_stream, jvm.KeyByKeySelector(), key_type
+    )
     return KeyedStream(j_keyed, batch_type, batches)

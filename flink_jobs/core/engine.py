@@ -102,8 +102,10 @@ class SegmentEngine:
 
     # ---- the step ----------------------------------------------------------------------------
 
-    def step(self, state: CustomerState, item: Event | int | None, watermark: int) -> StepResult:
-        """Take an event or a timer (an int instant, or None for a plain watermark advance).
+    def step(self, state: CustomerState, item: Event | list[Event] | int | None, watermark: int) -> StepResult:
+        """Take an event, several events of the customer (all taken in before any instant is
+        processed, so their order does not matter), or a timer (an int instant, or None for a
+        plain watermark advance).
 
         Mutates and returns ``state`` (in the result). ``watermark``: every event with
         ``event_time <= watermark`` has arrived, so instants up to it can be processed.
@@ -120,7 +122,9 @@ class SegmentEngine:
         except StopIteration as done:
             return done.value
 
-    def step_many(self, work: Sequence[tuple[CustomerState, Event | int | None]], watermark: int) -> list[StepResult]:
+    def step_many(
+        self, work: Sequence[tuple[CustomerState, Event | list[Event] | int | None]], watermark: int
+    ) -> list[StepResult]:
         """``step`` for several customers (each at most once), with their model scoring batched:
         the steps run side by side, and each round of scoring requests goes to the scorer in one
         call. Results are exactly those of stepping each customer alone."""
@@ -164,7 +168,7 @@ class SegmentEngine:
         result.timers_to_register = sorted(book.added)
         return result
 
-    def steps(self, state: CustomerState, item: Event | int | None, watermark: int) -> Steps:
+    def steps(self, state: CustomerState, item: Event | list[Event] | int | None, watermark: int) -> Steps:
         """``step`` as a generator: it yields the model inputs whenever it needs scores (only with
         a scorer) and expects the scores sent back; it returns the StepResult."""
         result = StepResult(state)
@@ -173,6 +177,9 @@ class SegmentEngine:
             self._reconcile(state, book, result)
         if isinstance(item, Event):
             yield from self._accept(state, item, watermark, book, result)
+        elif isinstance(item, list):
+            for event in item:
+                yield from self._accept(state, event, watermark, book, result)
         yield from self._advance(state, watermark, book, result)
         result.timers_to_register = sorted(book.added)
         result.timers_to_delete = sorted(book.removed)

@@ -4,9 +4,10 @@
 
     Kafka events (watermarks per partition: bounded out-of-orderness, idleness)
                      ▼
-    batch by customer (JVM: KeyGroupBatcher; flushed before watermarks and checkpoints)
+    key_by(batch key) ─► hold each record until the watermark passes it, then batch by key
+                     │   (JVM: KeyGroupBatcher; nothing ready held across watermarks, checkpoints)
                      ▼
-    key_by(batch key) ─► SegmentFunction: parse + validate ──invalid──► events.dlq
+    same key (no shuffle) ─► SegmentFunction: parse + validate ──invalid──► events.dlq
                      │   SegmentEngine.step per customer ──late──► events.late
                      │   Redis memberships (one pipeline per call)
                      ▼

@@ -6,9 +6,20 @@ import java.nio.charset.CharacterCodingException;
 import java.nio.charset.CharsetDecoder;
 import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.Base64;
+import java.util.List;
+import java.util.PriorityQueue;
+import java.util.stream.Collectors;
 import java.util.zip.CRC32;
 
+import org.apache.flink.api.common.state.ListState;
+import org.apache.flink.api.common.state.ListStateDescriptor;
+import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
+import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
+import org.apache.flink.runtime.state.StateInitializationContext;
+import org.apache.flink.runtime.state.VoidNamespace;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
 import org.apache.flink.streaming.api.operators.BoundedOneInput;
 import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
@@ -18,68 +29,109 @@ import org.apache.flink.streaming.runtime.watermarkstatus.WatermarkStatus;
 import org.apache.flink.types.Row;
 
 /**
- * Packs source records into one record per batch key, so the Python segment function is called
- * once per batch instead of once per event (each Python call costs far more than the work per
- * event it would do).
+ * Holds source records until the watermark passes their event time, and packs them into one
+ * record per batch key, so the Python segment function is called once per batch instead of once
+ * per event, and sees each event once, when it can be applied.
+ *
+ * <p>Keyed by batch key ({@link BatchKey}: {@code Row(crc32(utf8(customer_id)) mod batchKeys)};
+ * Python computes the same function), right before the segment function, whose input this
+ * operator's output is (reinterpreted as keyed by the same key, no shuffle): so the watermark it
+ * sees is the one the segment function will see, and a batch can carry it.
  *
  * <p>Input rows: (customer_id STRING or null, partition INT, offset BIGINT, timestamp BIGINT,
- * key BYTES, value BYTES). Output rows: (batch_key INT, (batch_key INT, records STRING)): the
- * shape PyFlink's keyed functions take after {@code KeyByKeySelector}. The batch key is
- * {@code crc32(utf8(customer_id)) mod batchKeys}; Python computes the same function.
+ * key BYTES, value BYTES), with the event time read in the source as the record timestamp.
+ * Output rows: (batch_key INT, (batch_key INT, records STRING, watermark BIGINT)): the shape
+ * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code watermark} is the
+ * watermark this operator forwards right after the batch (or has forwarded): every event of the
+ * batch key up to it has arrived, so the segment function may apply them at once instead of
+ * buffering them for a timer.
  *
  * <p>Records are written as text: records separated by U+001E, fields by U+001F: partition,
  * offset, timestamp, key, value. Key and value start with a tag: {@code t} text follows,
  * {@code b} base64 of bytes that are not valid UTF-8 or contain a separator, {@code -} null.
  *
- * <p>Nothing is held across an event-time or checkpoint boundary, so the operator needs no
- * state and loses nothing: every buffered record is emitted before a watermark is forwarded (the
- * segment function must see an event before the watermark that covers it), before a checkpoint
- * barrier ({@link #prepareSnapshotPreBarrier}, also on stop-with-savepoint), at end of input, and
- * when the buffer reaches {@code maxRecords} or has waited {@code maxDelayMs}.
+ * <p>A record whose event time is ahead of the watermark is held (in event-time order) and
+ * released just before the watermark that passes it is forwarded; other records (late ones,
+ * and records the source could give no event time, which the parser will reject) are sent at
+ * once. Held records are part of the checkpoint (keyed list state, written before the barrier);
+ * when more than {@code maxHeld} wait (a stuck watermark), the oldest are released early, and
+ * the segment function buffers them itself. Python stays the authority on event time: the
+ * holding only saves it a call, and a state write, per event.
  *
- * <p>Before a checkpoint barrier and at end of input it also sends a <em>sync marker</em> to
- * every batch key: a row with an empty record string. The segment function keeps the states it
- * changed in memory and writes them to Flink state when a marker arrives; since every channel's
- * markers precede its barrier, and aligned checkpoints process nothing after a channel's barrier
- * until all barriers are in, the snapshot holds every change. (Unaligned checkpoints would break
- * this: the job does not enable them.)
+ * <p>Records ready to send wait at most {@code maxDelayMs} or {@code maxRecords}; nothing ready
+ * is held across a watermark or a checkpoint barrier. Before a barrier and at end of input a
+ * <em>sync marker</em> (a row with an empty record string) goes to every batch key of this
+ * subtask. The segment function keeps the states it changed in memory and writes them to Flink
+ * state when a marker arrives; the marker precedes the barrier on the same channel, so the
+ * snapshot holds every change. (Unaligned checkpoints would break this: the job does not enable
+ * them.)
  */
 public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
 
-    private static final long serialVersionUID = 1L;
+    private static final long serialVersionUID = 2L;
     private static final char RECORD_SEP = '\u001e';
     private static final char FIELD_SEP = '\u001f';
+    private static final String HELD_STATE = "held-records";
+
+    /** The batch key of a source row, as the key {@code KeyByKeySelector} reads from the output. */
+    public static class BatchKey implements KeySelector<Row, Row> {
+        private static final long serialVersionUID = 1L;
+        private final int batchKeys;
+        private transient CRC32 crc;
+
+        public BatchKey(int batchKeys) {
+            this.batchKeys = batchKeys;
+        }
+
+        @Override
+        public Row getKey(Row row) {
+            if (crc == null) {
+                crc = new CRC32();
+            }
+            return keyRow(batchKey((String) row.getField(0), batchKeys, crc));
+        }
+    }
+
+    private static final class Held {
+        final long time;
+        final long seq;
+        final int key;
+        final String record;
+
+        Held(long time, long seq, int key, String record) {
+            this.time = time;
+            this.seq = seq;
+            this.key = key;
+            this.record = record;
+        }
+    }
 
     private final int batchKeys;
     private final int maxRecords;
     private final long maxDelayMs;
+    private final int maxHeld;
 
     private transient StringBuilder[] buffers;
     private transient int buffered;
     private transient boolean timerArmed;
-    private transient CRC32 crc;
     private transient CharsetDecoder decoder;
     private transient StreamRecord<Row> reuse;
+    private transient PriorityQueue<Held> held;
+    private transient long seq;
+    private transient long watermark;
+    private transient int[] owned;
+    private transient ListState<String> heldState;
+    private transient boolean restored;
 
-    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs) {
-        if (batchKeys < 1 || maxRecords < 1 || maxDelayMs < 1) {
-            throw new IllegalArgumentException("batchKeys, maxRecords and maxDelayMs must be positive");
+    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld) {
+        if (batchKeys < 1 || maxRecords < 1 || maxDelayMs < 1 || maxHeld < 1) {
+            throw new IllegalArgumentException("batchKeys, maxRecords, maxDelayMs and maxHeld must be positive");
         }
         this.batchKeys = batchKeys;
         this.maxRecords = maxRecords;
         this.maxDelayMs = maxDelayMs;
-    }
-
-    @Override
-    public void open() throws Exception {
-        super.open();
-        buffers = new StringBuilder[batchKeys];
-        crc = new CRC32();
-        decoder = StandardCharsets.UTF_8.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPORT)
-                .onUnmappableCharacter(CodingErrorAction.REPORT);
-        reuse = new StreamRecord<>(null);
+        this.maxHeld = maxHeld;
     }
 
     /** The batch key of a customer id; must equal {@code flink_jobs.batching.batch_key}. */
@@ -92,17 +144,63 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         return (int) (crc.getValue() % batchKeys);
     }
 
+    static Row keyRow(int key) {
+        Row row = new Row(1);
+        row.setField(0, key);
+        return row;
+    }
+
+    @Override
+    public void initializeState(StateInitializationContext context) throws Exception {
+        super.initializeState(context);
+        heldState = getKeyedStateStore().getListState(
+                new ListStateDescriptor<>(HELD_STATE, BasicTypeInfo.STRING_TYPE_INFO));
+        restored = context.isRestored();
+    }
+
+    @Override
+    public void open() throws Exception {
+        super.open();
+        buffers = new StringBuilder[batchKeys];
+        decoder = StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(CodingErrorAction.REPORT)
+                .onUnmappableCharacter(CodingErrorAction.REPORT);
+        reuse = new StreamRecord<>(null);
+        held = new PriorityQueue<>((a, b) -> a.time != b.time ? Long.compare(a.time, b.time) : Long.compare(a.seq, b.seq));
+        watermark = Long.MIN_VALUE;
+        int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
+        int parallelism = getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks();
+        int index = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
+        List<Integer> mine = new ArrayList<>();
+        for (int key = 0; key < batchKeys; key++) {
+            if (KeyGroupRangeAssignment.assignKeyToParallelOperator(keyRow(key), maxParallelism, parallelism) == index) {
+                mine.add(key);
+            }
+        }
+        owned = mine.stream().mapToInt(Integer::intValue).toArray();
+        if (restored) {
+            List<Row> keys = getKeyedStateBackend().<VoidNamespace>getKeys(HELD_STATE, VoidNamespace.INSTANCE)
+                    .map(k -> (Row) k).collect(Collectors.toList());
+            for (Row k : keys) {
+                setCurrentKey(k);
+                int key = (Integer) k.getField(0);
+                Iterable<String> stored = heldState.get();
+                if (stored == null) {
+                    continue;
+                }
+                for (String entry : stored) {
+                    int cut = entry.indexOf(FIELD_SEP);
+                    held.add(new Held(Long.parseLong(entry.substring(0, cut)), seq++, key, entry.substring(cut + 1)));
+                }
+            }
+        }
+    }
+
     @Override
     public void processElement(StreamRecord<Row> element) throws Exception {
         Row row = element.getValue();
-        int key = batchKey((String) row.getField(0), batchKeys, crc);
-        StringBuilder sb = buffers[key];
-        if (sb == null) {
-            sb = new StringBuilder(4096);
-            buffers[key] = sb;
-        } else {
-            sb.append(RECORD_SEP);
-        }
+        int key = (Integer) ((Row) getCurrentKey()).getField(0);
+        StringBuilder sb = new StringBuilder(256);
         sb.append(row.getField(1)).append(FIELD_SEP);
         sb.append(row.getField(2)).append(FIELD_SEP);
         Object ts = row.getField(3);
@@ -110,6 +208,26 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         appendBytes(sb, (byte[]) row.getField(4));
         sb.append(FIELD_SEP);
         appendBytes(sb, (byte[]) row.getField(5));
+        if (element.hasTimestamp() && element.getTimestamp() > watermark) {
+            held.add(new Held(element.getTimestamp(), seq++, key, sb.toString()));
+            if (held.size() > maxHeld) {
+                Held oldest = held.poll();
+                ready(oldest.key, oldest.record);
+            }
+        } else {
+            ready(key, sb);
+        }
+    }
+
+    private void ready(int key, CharSequence record) {
+        StringBuilder sb = buffers[key];
+        if (sb == null) {
+            sb = new StringBuilder(4096);
+            buffers[key] = sb;
+        } else {
+            sb.append(RECORD_SEP);
+        }
+        sb.append(record);
         buffered++;
         if (buffered >= maxRecords) {
             flush();
@@ -142,15 +260,23 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
+    private void release(long upTo) {
+        while (!held.isEmpty() && held.peek().time <= upTo) {
+            Held h = held.poll();
+            ready(h.key, h.record);
+        }
+    }
+
     private void flush() {
         if (buffered == 0) {
             return;
         }
+        Long mark = watermark;
         for (int key = 0; key < batchKeys; key++) {
             StringBuilder sb = buffers[key];
             if (sb != null) {
                 Integer k = key;
-                output.collect(reuse.replace(Row.of(k, Row.of(k, sb.toString()))));
+                output.collect(reuse.replace(Row.of(k, Row.of(k, sb.toString(), mark))));
                 buffers[key] = null;
             }
         }
@@ -158,14 +284,17 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     }
 
     private void syncMarkers() {
-        for (int key = 0; key < batchKeys; key++) {
+        Long mark = watermark;
+        for (int key : owned) {
             Integer k = key;
-            output.collect(reuse.replace(Row.of(k, Row.of(k, ""))));
+            output.collect(reuse.replace(Row.of(k, Row.of(k, "", mark))));
         }
     }
 
     @Override
     public void processWatermark(Watermark mark) throws Exception {
+        watermark = Math.max(watermark, mark.getTimestamp());
+        release(watermark);
         flush();
         super.processWatermark(mark);
     }
@@ -180,17 +309,41 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     public void prepareSnapshotPreBarrier(long checkpointId) throws Exception {
         flush();
         syncMarkers();
+        // The held records, per batch key, into keyed state (an empty list clears a key).
+        List<List<String>> byKey = new ArrayList<>(batchKeys);
+        for (int key = 0; key < batchKeys; key++) {
+            byKey.add(null);
+        }
+        for (Held h : held) {
+            List<String> list = byKey.get(h.key);
+            if (list == null) {
+                list = new ArrayList<>();
+                byKey.set(h.key, list);
+            }
+            list.add(h.time + String.valueOf(FIELD_SEP) + h.record);
+        }
+        for (int key : owned) {
+            setCurrentKey(keyRow(key));
+            List<String> list = byKey.get(key);
+            if (list == null) {
+                heldState.clear();
+            } else {
+                heldState.update(list);
+            }
+        }
         super.prepareSnapshotPreBarrier(checkpointId);
     }
 
     @Override
     public void endInput() throws Exception {
+        release(Long.MAX_VALUE);
         flush();
         syncMarkers();
     }
 
     @Override
     public void finish() throws Exception {
+        release(Long.MAX_VALUE);
         flush();
         super.finish();
     }

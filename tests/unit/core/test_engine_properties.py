@@ -143,3 +143,32 @@ def test_step_many_sends_one_batch_per_round_of_requests():
             engine.step(state, Event(f"{i}-{k}", state.customer_id, "page_view", T0 + k * SECOND, {}), T0 - 1)
     engine.step_many([(s, None) for s in states], T0 + DAY)
     assert scorer.batches == [3, 3]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(rules=rule_sets(), events=histories(), data=st.data(), tail=st.sampled_from([0, 1 * DAY]))
+def test_events_taken_in_groups_at_a_watermark_that_passed_them_match_the_reference(rules, events, data, tail):
+    """What the job's batcher does: it holds each event until the watermark passes it, then sends a
+    customer's held events together with that watermark (in arrival order, which need not be time
+    order), and the job steps the customer once with all of them."""
+    arrived = data.draw(arrivals(events, BOUND))
+    until = (max((e.event_time for e in events), default=0) + tail) if events else 0
+    engine = SegmentEngine(rules, EngineConfig(), scorer=SCORER)
+    cuts = sorted(data.draw(st.lists(st.sampled_from([e.event_time for e in events] or [0]), max_size=6)))
+    states, changes, sent = {}, {}, set()
+    for w in [*cuts, until]:
+        groups: dict[str, list] = {}
+        for i, event in enumerate(arrived):
+            if i not in sent and event.event_time <= w:
+                sent.add(i)
+                groups.setdefault(event.customer_id, []).append(event)
+        work = [(states.setdefault(c, engine.new_state(c)), group) for c, group in groups.items()]
+        work += [(s, None) for c, s in states.items() if c not in groups]
+        for (state, _), result in zip(work, engine.step_many(work, w)):
+            assert result.late == []
+            for c in result.changes:
+                changes.setdefault(c.customer_id, []).append((c.event_time, c.segment_id, c.kind))
+    want, want_members = _reference(rules, events, until)
+    assert {c: sorted(v) for c, v in changes.items()} == {c: sorted(v) for c, v in want.items()}
+    for cid, state in states.items():
+        assert state.members == want_members[cid]
