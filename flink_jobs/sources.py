@@ -21,9 +21,8 @@ from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescri
 from .config import Config, KafkaConfig
 
 SOURCE_TABLE = "events_source"
-# Row fields of the source stream, in order: what jvm/KeyGroupBatcher.java reads (the event time
-# is also each record's timestamp, which is what the batcher uses).
-SOURCE_FIELDS = ("customer_id", "partition", "offset", "timestamp", "key", "value", "rowtime")
+# Row fields of the source stream, in order: what jvm/EventKeys.java reads.
+SOURCE_FIELDS = ("partition", "offset", "kafka_ts", "key", "value")
 
 _STARTUP_MODES: Mapping[str, str] = {
     "earliest": "earliest-offset",
@@ -82,9 +81,8 @@ def _interval(ms: int) -> str:
 
 
 def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStream:
-    """A stream of Rows (customer_id, partition, offset, timestamp ms, key bytes, value bytes,
-    rowtime) that carries event-time watermarks, the rowtime (event time) as record timestamps. ``customer_id`` is read from the JSON in the JVM, only to
-    batch records by customer (None when unreadable; the parser has the last word).
+    """A stream of Rows (partition, offset, Kafka timestamp, key bytes, value bytes) that carries
+    event-time watermarks.
 
     The watermark is generated in the Kafka source, per partition (FLIP-27 split watermarks),
     from the event time in the raw JSON (``event_time_sql``): bounded out-of-orderness plus 1 ms
@@ -130,14 +128,9 @@ def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
     for key, value in options.items():
         builder = builder.option(key, value)
     t_env.create_temporary_table(SOURCE_TABLE, builder.build())
-    # Epoch ms computed here: a TIMESTAMP_LTZ reaches Python as a wrapped Java object per row.
-    table = t_env.sql_query(
-        "SELECT JSON_VALUE(CAST(`value` AS STRING), '$.customer_id') AS `customer_id`, `partition`, `offset`, "
-        "UNIX_TIMESTAMP(CAST(`kafka_ts` AS STRING)) * 1000 + EXTRACT(MILLISECOND FROM `kafka_ts`) AS `timestamp`, "
-        # rowtime last: selected so that the records carry it as their timestamp (the batcher holds
-        # each record until the watermark passes it); the batcher reads only the fields before it.
-        f"`key`, `value`, `rowtime` FROM {SOURCE_TABLE}"
-    )
+    # Nothing read from the JSON here: EventKeys.java reads the customer id and event time in
+    # one pass (each JSON_VALUE call parses the whole record into a tree).
+    table = t_env.sql_query(f"SELECT `partition`, `offset`, `kafka_ts`, `key`, `value` FROM {SOURCE_TABLE}")
     return t_env.to_data_stream(table)
 
 
@@ -184,10 +177,16 @@ def build_batches(records: DataStream, config: Config) -> KeyedStream:
     jvm = get_gateway().jvm
     batch_type = Types.ROW([Types.INT(), Types.STRING(), Types.LONG()])
     key_type = Types.ROW([Types.INT()]).get_java_type_info()
+    raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
+    # (batch key, event time, partition, offset, Kafka timestamp ms, key, value): see EventKeys.java.
+    keys_type = Types.ROW([Types.INT(), Types.LONG(), Types.INT(), Types.LONG(), Types.LONG(), raw, raw])
     # The shape PyFlink's keyed operators take: (key, element), keyed by KeyByKeySelector.
     keyed_type = Types.ROW([Types.INT(), batch_type])
-    batch_key = getattr(jvm.dev.segments.flink, "KeyGroupBatcher$BatchKey")
-    j_by_key = records._j_data_stream.keyBy(batch_key(job.batch_keys), key_type)
+    j_keys = records._j_data_stream.map(
+        jvm.dev.segments.flink.EventKeys(job.batch_keys, config.events.max_future), keys_type.get_java_type_info()
+    )
+    keyed_records = DataStream(j_keys).uid("event-keys").name("read customer and event time")
+    j_by_key = keyed_records._j_data_stream.keyBy(jvm.KeyByKeySelector(), key_type)
     operator = jvm.dev.segments.flink.KeyGroupBatcher(
         job.batch_keys, job.batch_max_records, job.batch_max_delay, job.batch_max_held
     )

@@ -16,7 +16,6 @@ import java.util.zip.CRC32;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
-import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.VoidNamespace;
@@ -33,13 +32,13 @@ import org.apache.flink.types.Row;
  * record per batch key, so the Python segment function is called once per batch instead of once
  * per event, and sees each event once, when it can be applied.
  *
- * <p>Keyed by batch key ({@link BatchKey}: {@code Row(crc32(utf8(customer_id)) mod batchKeys)};
- * Python computes the same function), right before the segment function, whose input this
- * operator's output is (reinterpreted as keyed by the same key, no shuffle): so the watermark it
- * sees is the one the segment function will see, and a batch can carry it.
+ * <p>Keyed by batch key ({@code crc32(utf8(customer_id)) mod batchKeys}, Python computes the same
+ * function), right before the segment function, whose input this operator's output is
+ * (reinterpreted as keyed by the same key, no shuffle): so the watermark it sees is the one the
+ * segment function will see, and a batch can carry it.
  *
- * <p>Input rows: (customer_id STRING or null, partition INT, offset BIGINT, timestamp BIGINT,
- * key BYTES, value BYTES), with the event time read in the source as the record timestamp.
+ * <p>Input rows, from {@link EventKeys}: (batch key INT, event time BIGINT or null, partition INT,
+ * offset BIGINT, timestamp BIGINT, key BYTES, value BYTES), keyed by {@code KeyByKeySelector}.
  * Output rows: (batch_key INT, (batch_key INT, records STRING, watermark BIGINT)): the shape
  * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code watermark} is the
  * watermark this operator forwards right after the batch (or has forwarded): every event of the
@@ -73,25 +72,6 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private static final char RECORD_SEP = '\u001e';
     private static final char FIELD_SEP = '\u001f';
     private static final String HELD_STATE = "held-records";
-
-    /** The batch key of a source row, as the key {@code KeyByKeySelector} reads from the output. */
-    public static class BatchKey implements KeySelector<Row, Row> {
-        private static final long serialVersionUID = 1L;
-        private final int batchKeys;
-        private transient CRC32 crc;
-
-        public BatchKey(int batchKeys) {
-            this.batchKeys = batchKeys;
-        }
-
-        @Override
-        public Row getKey(Row row) {
-            if (crc == null) {
-                crc = new CRC32();
-            }
-            return keyRow(batchKey((String) row.getField(0), batchKeys, crc));
-        }
-    }
 
     private static final class Held {
         final long time;
@@ -199,17 +179,18 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     @Override
     public void processElement(StreamRecord<Row> element) throws Exception {
         Row row = element.getValue();
-        int key = (Integer) ((Row) getCurrentKey()).getField(0);
+        int key = (Integer) row.getField(0);
         StringBuilder sb = new StringBuilder(256);
-        sb.append(row.getField(1)).append(FIELD_SEP);
         sb.append(row.getField(2)).append(FIELD_SEP);
-        Object ts = row.getField(3);
+        sb.append(row.getField(3)).append(FIELD_SEP);
+        Object ts = row.getField(4);
         sb.append(ts == null ? "" : ts.toString()).append(FIELD_SEP);
-        appendBytes(sb, (byte[]) row.getField(4));
-        sb.append(FIELD_SEP);
         appendBytes(sb, (byte[]) row.getField(5));
-        if (element.hasTimestamp() && element.getTimestamp() > watermark) {
-            held.add(new Held(element.getTimestamp(), seq++, key, sb.toString()));
+        sb.append(FIELD_SEP);
+        appendBytes(sb, (byte[]) row.getField(6));
+        Long eventTime = (Long) row.getField(1);
+        if (eventTime != null && eventTime > watermark) {
+            held.add(new Held(eventTime, seq++, key, sb.toString()));
             if (held.size() > maxHeld) {
                 Held oldest = held.poll();
                 ready(oldest.key, oldest.record);

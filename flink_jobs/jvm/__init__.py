@@ -1,5 +1,5 @@
-"""The job's own JVM operator (``KeyGroupBatcher.java``), compiled against the Flink that the
-apache-flink wheel ships.
+"""The job's own JVM operators (``EventKeys.java``, ``KeyGroupBatcher.java``), compiled against
+the Flink that the apache-flink wheel ships.
 
 Shipped as source and compiled with ``javac`` on first use (or by ``deploy/local/setup.sh``):
 a jar built here always matches the installed Flink, and nothing binary is checked in. The jar
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCES = ("KeyGroupBatcher.java",)
+SOURCES = ("KeyGroupBatcher.java", "EventKeys.java")
 BATCHER_CLASS = "dev.segments.flink.KeyGroupBatcher"
 _HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = _HERE.parent.parent / ".cache" / "jars" / "segments"
