@@ -262,7 +262,9 @@ class _BatchEngine:
         timers = ctx.timer_service()
         watermark = timers.current_watermark()
         if self._armed.get(key, MAX_TIMESTAMP) <= watermark:
-            del self._armed[key]
+            # Not there when an earlier timer already took it, and the final watermark (the
+            # largest timestamp) fires an older one.
+            self._armed.pop(key, None)
         call = self._prepare(key, watermark)
         engine = self._engine
         due = call.index.pop_due(watermark)
