@@ -6,9 +6,13 @@ packs records in the JVM (``jvm/KeyGroupBatcher.java``): records are grouped by 
 flush travel as one row, keyed by the batch key, to the segment function. Every customer belongs
 to exactly one batch key, so its state lives under that key (a map entry per customer).
 
-The batcher flushes before it forwards a watermark, before a checkpoint barrier (so also on
-stop-with-savepoint), at end of input, and on size and time limits: it holds nothing across any
-of them and needs no state of its own.
+The batcher runs after the shuffle by batch key. It holds each record until the watermark passes
+its event time (read in the JVM by ``jvm/EventKeys.java``), then sends it in its key's batch,
+with that watermark, just before forwarding the watermark: the segment function applies each
+event in one call, when it arrives, instead of buffering it in customer state and applying it
+when a timer fires. Held records are checkpointed (keyed list state). Records ready to send are
+never held across a watermark or a checkpoint barrier (so also stop-with-savepoint), nor past end
+of input, nor beyond the size and time limits.
 
 ``job.batch_keys`` is part of the state layout, like Flink's max parallelism: a savepoint can
 only be restored with the same value.
