@@ -40,10 +40,12 @@ import org.apache.flink.types.Row;
  * <p>Input rows, from {@link EventKeys}: (batch key INT, event time BIGINT or null, partition INT,
  * offset BIGINT, timestamp BIGINT, key BYTES, value BYTES), keyed by {@code KeyByKeySelector}.
  * Output rows: (batch_key INT, (batch_key INT, records STRING, watermark BIGINT)): the shape
- * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code watermark} is the
- * watermark this operator forwards right after the batch (or has forwarded): every event of the
- * batch key up to it has arrived, so the segment function may apply them at once instead of
- * buffering them for a timer.
+ * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code watermark} is one this
+ * operator has forwarded or forwards right after the batch, and every held record up to it has
+ * been sent (in this batch or before): so every event of the batch key up to it has arrived, and
+ * the segment function may apply them at once instead of buffering them for a timer. (A batch
+ * sent while a watermark releases held records, because it is full, carries the previous
+ * watermark: records the new one passes may still wait in the queue.)
  *
  * <p>Records are written as text: records separated by U+001E, fields by U+001F: partition,
  * offset, timestamp, key, value. Key and value start with a tag: {@code t} text follows,
@@ -100,6 +102,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient PriorityQueue<Held> held;
     private transient long seq;
     private transient long watermark;
+    private transient long released; // every held record up to this watermark has been sent
     private transient int[] owned;
     private transient ListState<String> heldState;
     private transient boolean restored;
@@ -148,6 +151,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         reuse = new StreamRecord<>(null);
         held = new PriorityQueue<>((a, b) -> a.time != b.time ? Long.compare(a.time, b.time) : Long.compare(a.seq, b.seq));
         watermark = Long.MIN_VALUE;
+        released = Long.MIN_VALUE;
         int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
         int parallelism = getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks();
         int index = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
@@ -252,7 +256,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         if (buffered == 0) {
             return;
         }
-        Long mark = watermark;
+        Long mark = released;
         for (int key = 0; key < batchKeys; key++) {
             StringBuilder sb = buffers[key];
             if (sb != null) {
@@ -265,7 +269,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     }
 
     private void syncMarkers() {
-        Long mark = watermark;
+        Long mark = released;
         for (int key : owned) {
             Integer k = key;
             output.collect(reuse.replace(Row.of(k, Row.of(k, "", mark))));
@@ -276,6 +280,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     public void processWatermark(Watermark mark) throws Exception {
         watermark = Math.max(watermark, mark.getTimestamp());
         release(watermark);
+        released = watermark;
         flush();
         super.processWatermark(mark);
     }

@@ -112,6 +112,27 @@ def test_abandoned_cart_and_an_out_of_order_purchase_that_cancels_it(scenario: S
     assert scenario.read("late") == []
 
 
+def test_a_watermark_releasing_more_than_one_batch_makes_nothing_late(scenario: Scenario):
+    """The JVM batcher releases held events when the watermark passes them; when they fill more
+    than one batch, the first batches must not carry the new watermark (the segment function
+    would process instants that events still in the queue belong to, and find those late). One
+    record per batch, and the final watermark releasing everything at once, make that certain."""
+    events = [
+        event("a1", "c-abandon", "cart_add", 0, cart_id="k1", cart_value=30),
+        event("v1", "c-abandon", "product_view", 1 * MINUTE, product_id="p1"),
+        event("b1", "c-bought", "cart_add", 0, cart_id="k2", cart_value=30),
+        event("b2", "c-bought", "page_view", 8 * MINUTE, url="/home"),
+        event("b3", "c-bought", "purchase", 5 * MINUTE, cart_id="k2", revenue=30),
+        event("v2", "c-abandon", "product_view", 2 * MINUTE, product_id="p2"),
+        event("v3", "c-abandon", "product_view", 3 * MINUTE, product_id="p3"),
+    ]
+    scenario.produce(events)
+    scenario.run_bounded(**{"job.batch_max_records": "1"})
+
+    assert scenario.read("late") == []
+    assert _by_customer(scenario.read("changes")) == _by_customer(_simulated(events))
+
+
 def test_duplicates_are_ignored(scenario: Scenario):
     events = [
         event("d1", "c-dup", "product_view", 0),
