@@ -246,7 +246,8 @@ class _BatchEngine:
             call.note_ingest(state, watermark, mine)
             work.append((state, mine[0] if len(mine) == 1 else mine))
         for (state, item), result in zip(work, self._engine.step_many(work, watermark)):
-            if result.duplicates and not result.instants and result.duplicates == (1 if type(item) is Event else len(item)):
+            given = 1 if type(item) is Event else len(item)
+            if result.duplicates == given and not result.instants:  # nothing but duplicates: unchanged
                 call.duplicates += result.duplicates
                 continue
             call.take(state, result)
@@ -451,7 +452,8 @@ class _Call:
                 ingest[k] = event.ingest_time
         for event in events:
             k = (event.customer_id, event.event_time)
-            if event.event_time <= watermark and event.ingest_time is not None and event.ingest_time > ingest.get(k, 0):
+            due = event.event_time <= watermark and event.ingest_time is not None
+            if due and event.ingest_time > ingest.get(k, 0):
                 ingest[k] = event.ingest_time
 
     def take(self, state: CustomerState, result) -> None:
