@@ -159,7 +159,7 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
 
     from flink_jobs.config import load_config
     from flink_jobs.jobs.segmentation_job import build_pipeline, create_environment
-    from flink_jobs.sources import build_batches, build_event_source
+    from flink_jobs.sources import SOURCE_TABLE, build_batches, build_event_source
 
     argv = _job_settings(topic, run) + ["--set", f"job.parallelism={parallelism}"] + (["--bounded"] if bounded else [])
     for extra in os.environ.get("BENCH_SETTINGS", "").split():
@@ -187,8 +187,6 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
 
         if mode == "floor":
             # Keyed by customer as the job is, the customer id read in the JVM (Flink SQL).
-            from flink_jobs.sources import SOURCE_TABLE
-
             ids = t_env.to_data_stream(
                 t_env.sql_query(f"SELECT JSON_VALUE(CAST(`value` AS STRING), '$.customer_id') FROM {SOURCE_TABLE}")
             )

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from itertools import chain, takewhile
 from typing import Iterator
 
 from pyflink.common import Row, Types
@@ -444,16 +445,10 @@ class _Call:
     def note_ingest(self, state: CustomerState, watermark: int, events: list[Event] = ()) -> None:
         """Before a step: remember when the events it will apply (buffered, or given) were ingested."""
         ingest = self.ingest
-        for event in state.buffer:
-            if event.event_time > watermark:
-                break
+        buffered = takewhile(lambda e: e.event_time <= watermark, state.buffer)  # sorted by time
+        for event in chain(buffered, (e for e in events if e.event_time <= watermark)):
             k = (event.customer_id, event.event_time)
             if event.ingest_time is not None and event.ingest_time > ingest.get(k, 0):
-                ingest[k] = event.ingest_time
-        for event in events:
-            k = (event.customer_id, event.event_time)
-            due = event.event_time <= watermark and event.ingest_time is not None
-            if due and event.ingest_time > ingest.get(k, 0):
                 ingest[k] = event.ingest_time
 
     def take(self, state: CustomerState, result) -> None:

@@ -52,8 +52,7 @@ public class EventKeys implements MapFunction<Row, Row> {
         if (value != null) {
             try (JsonParser p = JSON.createParser(value)) {
                 if (p.nextToken() == JsonToken.START_OBJECT) {
-                    JsonToken t;
-                    while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
+                    while (p.nextToken() == JsonToken.FIELD_NAME) {
                         String name = p.getCurrentName();
                         JsonToken v = p.nextToken();
                         if ("customer_id".equals(name)) {
