@@ -178,6 +178,12 @@ class _BatchEngine:
         # Per batch key: who is due when (rebuilt from the map on a key's first call), the timer
         # known to be registered, and whether its customers are on the current rules.
         self._due: dict[int, _DueIndex] = {}
+        # Per batch key: the customers its map holds (read on the key's first call, then kept by
+        # _sync: this instance is the map's only writer). A customer not in it is new, which
+        # _load then knows without a state read: in process mode a read that misses PyFlink's
+        # cache waits for a round trip to the JVM (measured live at 6,000 events/s with 16
+        # batch keys: 43% of the workers' time was spent waiting on such reads).
+        self._stored: dict[int, set[str]] = {}
         self._armed: dict[int, int] = {}
         self._current: set[int] = set()
         c = self._redis_config
@@ -292,16 +298,19 @@ class _BatchEngine:
         fresh = index is None
         if fresh:
             index = self._due[key] = _DueIndex()
+            stored = self._stored[key] = set()
         call = _Call(index)
         self._current.add(key)
         engine = self._engine
         version = engine.rule_version
         cache = self._cache
         dirty = self._dirty.get(key, {})
-        stored = ((c, d) for c, d in self._customers.items() if c not in dirty)
+        entries = ((c, d) for c, d in self._customers.items() if c not in dirty)
         behind = []
-        for customer_id, data in [*((c, None) for c in dirty), *stored]:
+        for customer_id, data in [*((c, None) for c in dirty), *entries]:
             state = dirty.get(customer_id) or cache.get(customer_id) or decode_state(data)
+            if fresh and data is not None:
+                stored.add(customer_id)
             if state.rule_version != version:
                 behind.append((state, None))
             elif fresh:
@@ -405,6 +414,7 @@ class _BatchEngine:
             customers = self._customers
             for customer_id, state in dirty.items():
                 customers.put(customer_id, encode_state(state))
+            self._stored[key].update(dirty)
 
     def _load(self, customer_id: str, key: int) -> CustomerState:
         cache = self._cache
@@ -416,7 +426,7 @@ class _BatchEngine:
         state = dirty.get(customer_id) if dirty else None
         if state is not None:
             return state
-        data = self._customers.get(customer_id)
+        data = self._customers.get(customer_id) if customer_id in self._stored[key] else None
         state = decode_state(data) if data is not None else self._engine.new_state(customer_id)
         if self._cache_size:
             cache[customer_id] = state
