@@ -12,7 +12,9 @@ with that watermark, just before forwarding the watermark: the segment function 
 event in one call, when it arrives, instead of buffering it in customer state and applying it
 when a timer fires. Held records are checkpointed (keyed list state). Records ready to send are
 never held across a watermark or a checkpoint barrier (so also stop-with-savepoint), nor past end
-of input, nor beyond the size and time limits.
+of input, nor beyond the size and time limits. After each release of batches (and after each
+watermark it forwards) the batcher sends an end marker, so the segment function writes the
+membership changes of all those calls to Redis at once.
 
 ``job.batch_keys`` is part of the state layout, like Flink's max parallelism: a savepoint can
 only be restored with the same value.

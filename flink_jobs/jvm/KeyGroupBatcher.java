@@ -66,6 +66,11 @@ import org.apache.flink.types.Row;
  * state when a marker arrives; the marker precedes the barrier on the same channel, so the
  * snapshot holds every change. (Unaligned checkpoints would break this: the job does not enable
  * them.)
+ *
+ * <p>After each release (the batches a watermark, a full buffer or the delay sends, and the
+ * timers a forwarded watermark fires downstream) an <em>end marker</em> (a row whose record
+ * string is null) goes to one batch key of this subtask: the segment function holds the
+ * membership changes of its calls until then and writes them to Redis in one pipeline.
  */
 public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
@@ -216,12 +221,15 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         buffered++;
         if (buffered >= maxRecords) {
             flush();
+            endMarker();
         } else if (!timerArmed) {
             timerArmed = true;
             long now = getProcessingTimeService().getCurrentProcessingTime();
             getProcessingTimeService().registerTimer(now + maxDelayMs, t -> {
                 timerArmed = false;
-                flush();
+                if (flush()) {
+                    endMarker();
+                }
             });
         }
     }
@@ -252,9 +260,10 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    private void flush() {
+    /** Sends every buffered batch; false if there was none. */
+    private boolean flush() {
         if (buffered == 0) {
-            return;
+            return false;
         }
         Long mark = released;
         for (int key = 0; key < batchKeys; key++) {
@@ -266,6 +275,19 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
             }
         }
         buffered = 0;
+        return true;
+    }
+
+    /**
+     * Tells this subtask's segment function that a release is complete: the batches just sent,
+     * and the timers the watermark just forwarded fires. It writes the membership changes of
+     * all of them at once, instead of one Redis round trip per batch key.
+     */
+    private void endMarker() {
+        if (owned.length > 0) {
+            Integer k = owned[0];
+            output.collect(reuse.replace(Row.of(k, Row.of(k, null, released))));
+        }
     }
 
     private void syncMarkers() {
@@ -283,11 +305,14 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         released = watermark;
         flush();
         super.processWatermark(mark);
+        endMarker();
     }
 
     @Override
     public void processWatermarkStatus(WatermarkStatus status) throws Exception {
-        flush();
+        if (flush()) {
+            endMarker();
+        }
         super.processWatermarkStatus(status);
     }
 
