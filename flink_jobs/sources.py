@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from pyflink.datastream import DataStream, KeyedStream
-from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor
+from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor, TableEnvironment
 
 from .config import Config, KafkaConfig
 
@@ -42,33 +42,26 @@ def kafka_client_options(kafka: KafkaConfig) -> dict[str, str]:
     return options
 
 
+EVENT_TIME_FUNCTION = "segments_event_time"
+EVENT_TIME_CLASS = "dev.segments.flink.EventTimeOf"
+
+
+def register_event_time_function(t_env: TableEnvironment) -> None:
+    """Make ``segments_event_time`` (``jvm/EventTimeOf.java``) callable in ``t_env``'s SQL; the
+    job's jar (``flink_jobs.jvm``) must be on the JVM's classpath."""
+    t_env.create_java_temporary_system_function(EVENT_TIME_FUNCTION, EVENT_TIME_CLASS)
+
+
 def event_time_sql(value_column: str, max_future_ms: int) -> str:
     """SQL for a record's event time in epoch ms, read from the raw JSON, for the watermark only.
 
-    Epoch ms and ISO-8601 of the shape ``YYYY-MM-DDTHH:MM:SS[.fff](Z|+HH:MM|-HH:MM)`` are read;
-    anything else, and times further ahead than ``max_future_ms``, give 0, which never moves a
-    watermark (so a record the parser would reject cannot push time forward). Python's parser
-    stays the authority on each event's time; this only decides how far the watermark goes.
-    Needs ``table.local-time-zone`` = UTC (UNIX_TIMESTAMP parses in the session zone).
+    Epoch ms (a JSON integer) and ISO-8601 text with an offset are read (as ``jvm/EventKeys.java``
+    reads them); anything else, and times further ahead than ``max_future_ms``, give 0, which
+    never moves a watermark (so a record the parser would reject cannot push time forward).
+    Python's parser stays the authority on each event's time; this only decides how far the
+    watermark goes. Needs ``register_event_time_function``.
     """
-    et = f"JSON_VALUE(CAST(`{value_column}` AS STRING), '$.event_time')"
-    iso = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
-    parsed = f"""CASE
-      WHEN REGEXP({et}, '^[0-9]{{1,15}}$') THEN CAST({et} AS BIGINT)
-      WHEN REGEXP({et}, '{iso}') THEN
-        UNIX_TIMESTAMP(SUBSTRING({et} FROM 1 FOR 19), 'yyyy-MM-dd''T''HH:mm:ss') * 1000
-        + COALESCE(CAST(SUBSTRING(CONCAT(REGEXP_EXTRACT({et}, '[.]([0-9]+)', 1), '000') FROM 1 FOR 3) AS BIGINT), 0)
-        - CASE WHEN RIGHT({et}, 1) = 'Z' THEN 0
-               ELSE (CASE WHEN SUBSTRING({et} FROM CHAR_LENGTH({et}) - 5 FOR 1) = '-' THEN -1 ELSE 1 END)
-                    * (CAST(SUBSTRING({et} FROM CHAR_LENGTH({et}) - 4 FOR 2) AS BIGINT) * 60
-                       + CAST(SUBSTRING({et} FROM CHAR_LENGTH({et}) - 1 FOR 2) AS BIGINT)) * 60000
-          END
-      ELSE 0
-    END"""
-    return (
-        f"CASE WHEN ({parsed}) > UNIX_TIMESTAMP() * 1000 + {max_future_ms} THEN CAST(0 AS BIGINT) "
-        f"ELSE ({parsed}) END"
-    )
+    return f"{EVENT_TIME_FUNCTION}(`{value_column}`, CAST({max_future_ms} AS BIGINT))"
 
 
 def _interval(ms: int) -> str:
@@ -96,6 +89,7 @@ def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
     if events.idleness > 0:
         t_env.get_config().set("table.exec.source.idle-timeout", f"{events.idleness} ms")
     delay = _interval(events.out_of_orderness + 1)
+    register_event_time_function(t_env)
     schema = (
         Schema.new_builder()
         .column_by_metadata("topic", DataTypes.STRING(), "topic", True)

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-SOURCES = ("KeyGroupBatcher.java", "EventKeys.java")
+SOURCES = ("KeyGroupBatcher.java", "EventKeys.java", "EventTimeOf.java")
 BATCHER_CLASS = "dev.segments.flink.KeyGroupBatcher"
 _HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = _HERE.parent.parent / ".cache" / "jars" / "segments"

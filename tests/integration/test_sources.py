@@ -1,4 +1,4 @@
-"""The SQL that reads event time for the source's watermark agrees with the Python parser."""
+"""The SQL function that reads event time for the source's watermark agrees with the Python parser."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import pytest
 
 from flink_jobs.serde import _timestamp
-from flink_jobs.sources import event_time_sql
+from flink_jobs.jvm import ensure_jar
+from flink_jobs.sources import event_time_sql, register_event_time_function
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +26,13 @@ def test_watermark_event_time_matches_the_parser(stack):
         "2026-01-01T10:00:00.123456+05:45",
         1767261600123,
     ]
-    ignored = ["2026-01-01T10:00:00", "garbage", 1.5e12, "2999-01-01T00:00:00Z", 32503680000000, None]
-    docs = [json.dumps({"event_time": v}) for v in readable + ignored] + ["not json", "{}"]
+    ignored = ["2026-01-01T10:00:00", "garbage", 1.5e12, "2999-01-01T00:00:00Z", 32503680000000, None, [1], {"a": 1}]
+    docs = [json.dumps({"event_time": v}) for v in readable + ignored] + ["not json", "{}", '{"event_time": 17672']
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
-    t_env.get_config().set("table.local-time-zone", "UTC")
+    t_env.get_config().set("pipeline.jars", ensure_jar().as_uri())
+    register_event_time_function(t_env)
     rows = ", ".join("(CAST('" + d.replace("'", "''") + "' AS BYTES))" for d in docs)
     result = t_env.execute_sql(f"SELECT {event_time_sql('v', NOW_BOUND)} FROM (VALUES {rows}) AS T(v)")
     with result.collect() as it:
         got = [row[0] for row in it]
-    assert got == [_timestamp(v) for v in readable] + [0] * (len(ignored) + 2)
+    assert got == [_timestamp(v) for v in readable] + [0] * (len(ignored) + 3)
