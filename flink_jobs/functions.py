@@ -31,7 +31,7 @@ from pyflink.datastream import (
 from pyflink.datastream.state import MapStateDescriptor
 from pyflink.datastream.time_domain import TimeDomain
 
-from . import gc_policy, metrics
+from . import beam_sampler, gc_policy, metrics
 from .batching import batch_key, decode_batch
 from .config import MetricsConfig, RedisConfig
 from .core.diagnostics import RuleLoadError
@@ -161,6 +161,7 @@ class _BatchEngine:
         self._m = metrics.job_metrics()
         # The state cache would make Python's full collections pause every call (see gc_policy).
         self._gc = gc_policy.install(self._full_gc_interval / 1000, observer=self._m.observe_gc_pause)
+        beam_sampler.install()  # process mode: no sampler thread started and joined per bundle
         self._scorer = _ObservedScorer.load(self._model_artifacts, self._m) if self._models else None
         self._use_rules(self._rules)
         self._customers = runtime_context.get_map_state(CUSTOMERS)
