@@ -9,6 +9,7 @@ timer-free memberships (a profile field) are still in Redis at the end.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -224,6 +225,30 @@ def test_changes_held_while_catching_up_reach_redis_and_kafka_without_a_checkpoi
         job.cancel().result()
     assert _changes(changes)[0] == ("c-held", "repeat_product_viewer", "enter", 2 * MINUTE)
     assert state["ver:c-held"]["repeat_product_viewer"] >= T0 + 2 * MINUTE
+
+
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_live_changes_reach_redis_and_kafka_without_a_checkpoint(scenario: Scenario, mode: str):
+    """Event times near the clock mean the job is live: the changes of batch calls are held
+    until the batcher's end marker after their release, then written to Redis in one pipeline
+    and emitted (functions.HOLD_SECONDS, jvm/KeyGroupBatcher.java). With checkpoints off no sync
+    marker comes: they must go out all the same, Redis first and then the change topic."""
+    now = int(time.time() * 1000)
+    views = [now - 10_000, now - 9_000, now - 8_000]
+    scenario.produce(
+        [event(f"l{i}", "c-live", "product_view", t - T0) for i, t in enumerate(views)]
+        + [event("l9", "c-live", "page_view", now - T0)]  # moves the watermark past the views
+    )
+    job = scenario.start_unbounded(
+        **{"events.out_of_orderness": "1s", "job.checkpoint_interval": "0", "job.python_execution_mode": mode}
+    )
+    try:
+        changes = scenario.read("changes", at_least=1, timeout=120)
+        state = scenario.redis_state()
+    finally:
+        job.cancel().result()
+    assert _changes(changes)[0] == ("c-live", "repeat_product_viewer", "enter", views[2] - T0)
+    assert state["ver:c-live"]["repeat_product_viewer"] >= views[2]
 
 
 def test_malformed_records_go_to_the_dead_letter_topic_with_their_reason(scenario: Scenario):
