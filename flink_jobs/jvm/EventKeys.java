@@ -41,36 +41,53 @@ public class EventKeys implements MapFunction<Row, Row> {
         this.maxFutureMs = maxFutureMs;
     }
 
+    /** What {@link #read} finds in a raw event. */
+    static final class Fields {
+        String customerId;
+        Long eventTime; // null: none, unreadable, or more than maxFutureMs ahead of the clock
+        boolean whole; // the object was read to its end (not cut short, not garbage inside)
+    }
+
+    /** The top-level customer id and event time of a raw event, in one streaming pass. */
+    static Fields read(byte[] value, long maxFutureMs) {
+        Fields f = new Fields();
+        if (value == null) {
+            return f;
+        }
+        try (JsonParser p = JSON.createParser(value)) {
+            if (p.nextToken() == JsonToken.START_OBJECT) {
+                while (p.nextToken() == JsonToken.FIELD_NAME) {
+                    String name = p.getCurrentName();
+                    JsonToken v = p.nextToken();
+                    if ("customer_id".equals(name)) {
+                        f.customerId = v == JsonToken.VALUE_STRING ? p.getText() : null;
+                    } else if ("event_time".equals(name)) {
+                        f.eventTime = eventTime(p, v);
+                    } else {
+                        p.skipChildren();
+                    }
+                }
+                f.whole = true;
+            }
+        } catch (IOException | RuntimeException e) {
+            // Not JSON, or cut short: what was read stands (whole stays false).
+        }
+        if (f.eventTime != null && f.eventTime > System.currentTimeMillis() + maxFutureMs) {
+            f.eventTime = null;
+        }
+        return f;
+    }
+
     @Override
     public Row map(Row row) {
         if (crc == null) {
             crc = new CRC32();
         }
         byte[] value = (byte[]) row.getField(4);
-        String customerId = null;
-        Long eventTime = null;
-        if (value != null) {
-            try (JsonParser p = JSON.createParser(value)) {
-                if (p.nextToken() == JsonToken.START_OBJECT) {
-                    while (p.nextToken() == JsonToken.FIELD_NAME) {
-                        String name = p.getCurrentName();
-                        JsonToken v = p.nextToken();
-                        if ("customer_id".equals(name)) {
-                            customerId = v == JsonToken.VALUE_STRING ? p.getText() : null;
-                        } else if ("event_time".equals(name)) {
-                            eventTime = eventTime(p, v);
-                        } else {
-                            p.skipChildren();
-                        }
-                    }
-                }
-            } catch (IOException | RuntimeException e) {
-                // Not JSON, or cut short: what was read stands; the parser says what is wrong.
-            }
-        }
-        if (eventTime != null && eventTime > System.currentTimeMillis() + maxFutureMs) {
-            eventTime = null;
-        }
+        // What was read of a broken record stands: the parser has the last word on it.
+        Fields f = read(value, maxFutureMs);
+        String customerId = f.customerId;
+        Long eventTime = f.eventTime;
         Instant kafkaTs = (Instant) row.getField(2);
         return Row.of(
                 KeyGroupBatcher.batchKey(customerId, batchKeys, crc),

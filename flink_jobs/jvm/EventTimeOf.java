@@ -1,10 +1,5 @@
 package dev.segments.flink;
 
-import java.io.IOException;
-
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
-import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.table.functions.ScalarFunction;
 
 /**
@@ -21,32 +16,11 @@ import org.apache.flink.table.functions.ScalarFunction;
 public class EventTimeOf extends ScalarFunction {
 
     private static final long serialVersionUID = 1L;
-    private static final JsonFactory JSON = new JsonFactory();
 
     public long eval(byte[] value, long maxFutureMs) {
-        if (value == null) {
-            return 0L;
-        }
-        Long time = null;
-        try (JsonParser p = JSON.createParser(value)) {
-            if (p.nextToken() == JsonToken.START_OBJECT) {
-                while (p.nextToken() == JsonToken.FIELD_NAME) {
-                    String name = p.getCurrentName();
-                    JsonToken v = p.nextToken();
-                    if ("event_time".equals(name)) {
-                        time = EventKeys.eventTime(p, v);
-                    } else {
-                        p.skipChildren();
-                    }
-                }
-            }
-        } catch (IOException | RuntimeException e) {
-            return 0L; // not JSON, or cut short: the parser rejects it, so it moves no watermark
-        }
-        if (time == null || time > System.currentTimeMillis() + maxFutureMs) {
-            return 0L;
-        }
-        return time;
+        EventKeys.Fields f = EventKeys.read(value, maxFutureMs);
+        // A broken record is rejected by the parser, so it moves no watermark.
+        return f.whole && f.eventTime != null ? f.eventTime : 0L;
     }
 
     @Override
