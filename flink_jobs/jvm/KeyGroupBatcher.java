@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.Base64;
 import java.util.List;
 import java.util.PriorityQueue;
+import java.util.function.BiFunction;
 import java.util.stream.Collectors;
 import java.util.zip.CRC32;
 
@@ -173,37 +174,34 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
         owned = mine.stream().mapToInt(Integer::intValue).toArray();
         if (restored) {
-            for (Row k : keysOf(HELD_STATE)) {
-                setCurrentKey(k);
-                Iterable<byte[]> stored = heldState.get();
-                if (stored != null) {
-                    for (byte[] entry : stored) {
-                        long time = ByteBuffer.wrap(entry, 0, 8).getLong();
-                        String record = new String(entry, 8, entry.length - 8, StandardCharsets.UTF_8);
-                        held.add(new Held(time, seq++, (Integer) k.getField(0), record));
-                    }
-                }
-            }
+            restoreHeld(HELD_STATE, heldState, (entry, key) -> new Held(
+                    ByteBuffer.wrap(entry, 0, 8).getLong(), seq++, key,
+                    new String(entry, 8, entry.length - 8, StandardCharsets.UTF_8)));
             ListState<String> legacy = getKeyedStateStore().getListState(
                     new ListStateDescriptor<>(LEGACY_HELD_STATE, BasicTypeInfo.STRING_TYPE_INFO));
-            for (Row k : keysOf(LEGACY_HELD_STATE)) {
-                setCurrentKey(k);
-                Iterable<String> stored = legacy.get();
-                if (stored != null) {
-                    for (String entry : stored) {
-                        int cut = entry.indexOf(FIELD_SEP);
-                        long time = Long.parseLong(entry.substring(0, cut));
-                        held.add(new Held(time, seq++, (Integer) k.getField(0), entry.substring(cut + 1)));
-                    }
-                }
-                legacy.clear(); // held from now on under HELD_STATE
-            }
+            restoreHeld(LEGACY_HELD_STATE, legacy, (entry, key) -> {
+                int cut = entry.indexOf(FIELD_SEP);
+                return new Held(Long.parseLong(entry.substring(0, cut)), seq++, key, entry.substring(cut + 1));
+            });
         }
     }
 
-    private List<Row> keysOf(String state) {
-        return getKeyedStateBackend().<VoidNamespace>getKeys(state, VoidNamespace.INSTANCE)
+    /** Reads the held records of every batch key in {@code name} into the queue, and clears them
+     * there (until the next snapshot writes the queue under HELD_STATE). */
+    private <T> void restoreHeld(String name, ListState<T> state, BiFunction<T, Integer, Held> decode)
+            throws Exception {
+        List<Row> keys = getKeyedStateBackend().<VoidNamespace>getKeys(name, VoidNamespace.INSTANCE)
                 .map(k -> (Row) k).collect(Collectors.toList());
+        for (Row k : keys) {
+            setCurrentKey(k);
+            Iterable<T> stored = state.get();
+            if (stored != null) {
+                for (T entry : stored) {
+                    held.add(decode.apply(entry, (Integer) k.getField(0)));
+                }
+            }
+            state.clear();
+        }
     }
 
     @Override
