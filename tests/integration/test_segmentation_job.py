@@ -203,6 +203,20 @@ def test_late_event_goes_to_the_late_topic(scenario: Scenario):
     assert scenario.read("dlq") == []
 
 
+def _first_change_without_checkpoints(scenario: Scenario, mode: str, out_of_orderness: str):
+    """Runs the job unbounded with checkpoints off (so no sync marker comes) until the first
+    change record; returns the change records and Redis as they are then."""
+    job = scenario.start_unbounded(
+        **{"events.out_of_orderness": out_of_orderness, "job.checkpoint_interval": "0", "job.python_execution_mode": mode}
+    )
+    try:
+        changes = scenario.read("changes", at_least=1, timeout=120)
+        # Redis is written before a held change is emitted, so it is there once the record is.
+        return changes, scenario.redis_state()
+    finally:
+        job.cancel().result()
+
+
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_changes_held_while_catching_up_reach_redis_and_kafka_without_a_checkpoint(scenario: Scenario, mode: str):
     """Old event times mean the job is catching up, so changes are held for batched Redis writes
@@ -214,15 +228,7 @@ def test_changes_held_while_catching_up_reach_redis_and_kafka_without_a_checkpoi
         event("h3", "c-held", "product_view", 2 * MINUTE),
         event("h4", "c-held", "page_view", 20 * MINUTE),  # moves the watermark past 2m
     ])
-    job = scenario.start_unbounded(
-        **{"events.out_of_orderness": "1m", "job.checkpoint_interval": "0", "job.python_execution_mode": mode}
-    )
-    try:
-        changes = scenario.read("changes", at_least=1, timeout=120)
-        # Redis is written before a held change is emitted, so it is there once the record is.
-        state = scenario.redis_state()
-    finally:
-        job.cancel().result()
+    changes, state = _first_change_without_checkpoints(scenario, mode, "1m")
     assert _changes(changes)[0] == ("c-held", "repeat_product_viewer", "enter", 2 * MINUTE)
     assert state["ver:c-held"]["repeat_product_viewer"] >= T0 + 2 * MINUTE
 
@@ -239,14 +245,7 @@ def test_live_changes_reach_redis_and_kafka_without_a_checkpoint(scenario: Scena
         [event(f"l{i}", "c-live", "product_view", t - T0) for i, t in enumerate(views)]
         + [event("l9", "c-live", "page_view", now - T0)]  # moves the watermark past the views
     )
-    job = scenario.start_unbounded(
-        **{"events.out_of_orderness": "1s", "job.checkpoint_interval": "0", "job.python_execution_mode": mode}
-    )
-    try:
-        changes = scenario.read("changes", at_least=1, timeout=120)
-        state = scenario.redis_state()
-    finally:
-        job.cancel().result()
+    changes, state = _first_change_without_checkpoints(scenario, mode, "1s")
     assert _changes(changes)[0] == ("c-live", "repeat_product_viewer", "enter", views[2] - T0)
     assert state["ver:c-live"]["repeat_product_viewer"] >= views[2]
 
