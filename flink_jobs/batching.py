@@ -22,12 +22,15 @@ only be restored with the same value.
 
 from __future__ import annotations
 
-import base64
+import struct
 import zlib
 from dataclasses import dataclass
 
-RECORD_SEP = "\x1e"
-FIELD_SEP = "\x1f"
+# A record's header in a batch (jvm/EventKeys.java, EventKeys.record): partition int32, offset
+# int64, Kafka timestamp int64 (NO_TIMESTAMP: none), key length int32, value length int32 (-1:
+# null), big-endian; the key's and the value's bytes follow. Records are concatenated.
+_HEADER = struct.Struct(">iqqii")
+NO_TIMESTAMP = -(2**63)
 
 
 def batch_key(customer_id: str, batch_keys: int) -> int:
@@ -35,58 +38,53 @@ def batch_key(customer_id: str, batch_keys: int) -> int:
     return zlib.crc32(customer_id.encode("utf-8")) % batch_keys
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchRecord:
-    """One source record as it travels in a batch. ``value``/``key`` are text when the bytes were
-    valid UTF-8 (the usual case), the bytes otherwise, None when absent."""
+    """One source record as it travels in a batch: key and value as Kafka holds them (None when
+    absent)."""
 
     partition: int
     offset: int
     timestamp: int | None  # Kafka record timestamp, epoch ms
-    key: str | bytes | None
-    value: str | bytes | None
+    key: bytes | None
+    value: bytes | None
 
 
-def _field(tagged: str) -> str | bytes | None:
-    tag = tagged[:1]
-    if tag == "t":
-        return tagged[1:]
-    if tag == "b":
-        return base64.b64decode(tagged[1:])
-    return None
-
-
-def decode_batch(payload: str) -> list[BatchRecord]:
-    """The records of a batch row, in the order the batcher received them."""
+def decode_batch(payload: bytes) -> list[BatchRecord]:
+    """The records of a batch row, in the order the batcher sent them."""
     out = []
-    for record in payload.split(RECORD_SEP):
-        partition, offset, timestamp, key, value = record.split(FIELD_SEP, 4)
-        out.append(
-            BatchRecord(int(partition), int(offset), int(timestamp) if timestamp else None, _field(key), _field(value))
-        )
+    header, size, end = _HEADER.unpack_from, _HEADER.size, len(payload)
+    at = 0
+    while at < end:
+        partition, offset, timestamp, key_length, value_length = header(payload, at)
+        at += size
+        key = value = None
+        if key_length >= 0:
+            key = payload[at : at + key_length]
+            at += key_length
+        if value_length >= 0:
+            value = payload[at : at + value_length]
+            at += value_length
+        if at > end:
+            raise ValueError(f"batch cut short: a record at byte {at - size} runs past its end ({end} bytes)")
+        out.append(BatchRecord(partition, offset, None if timestamp == NO_TIMESTAMP else timestamp, key, value))
     return out
 
 
-def encode_batch(records: list[BatchRecord]) -> str:
-    """The inverse of ``decode_batch`` (what the Java batcher writes); for tests and benchmarks."""
-
-    def tagged(v: str | bytes | None) -> str:
-        if v is None:
-            return "-"
-        if isinstance(v, str) and RECORD_SEP not in v and FIELD_SEP not in v:
-            return "t" + v
-        raw = v.encode("utf-8") if isinstance(v, str) else v
-        try:
-            text = raw.decode("utf-8")
-            if RECORD_SEP not in text and FIELD_SEP not in text:
-                return "t" + text
-        except UnicodeDecodeError:
-            pass
-        return "b" + base64.b64encode(raw).decode("ascii")
-
-    return RECORD_SEP.join(
-        FIELD_SEP.join(
-            (str(r.partition), str(r.offset), "" if r.timestamp is None else str(r.timestamp), tagged(r.key), tagged(r.value))
+def encode_batch(records: list[BatchRecord]) -> bytes:
+    """The inverse of ``decode_batch`` (what the Java batcher sends); for tests and benchmarks."""
+    parts = []
+    for r in records:
+        key, value = r.key, r.value
+        parts.append(
+            _HEADER.pack(
+                r.partition,
+                r.offset,
+                NO_TIMESTAMP if r.timestamp is None else r.timestamp,
+                -1 if key is None else len(key),
+                -1 if value is None else len(value),
+            )
         )
-        for r in records
-    )
+        parts.append(key or b"")
+        parts.append(value or b"")
+    return b"".join(parts)

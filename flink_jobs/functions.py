@@ -46,10 +46,11 @@ from .sinks.redis import RedisMembershipWriter
 _log = logging.getLogger("flink_jobs.functions")
 
 # A batch as the JVM batcher sends it: (batch key, records, the batcher's watermark; see
-# batching.decode_batch and jvm/KeyGroupBatcher.java). Records "": a sync marker (write the
+# batching.decode_batch and jvm/KeyGroupBatcher.java). Records b"": a sync marker (write the
 # key's changed states, then the held changes; before every checkpoint barrier). Records null:
-# an end marker (a release is complete: write the held changes).
-BATCH_TYPE = Types.ROW([Types.INT(), Types.STRING(), Types.LONG()])
+# an end marker (a release is complete: write the held changes). The records travel as bytes:
+# in thread mode a byte[] reaches Python as bytes, where a String is converted to text first.
+BATCH_TYPE = Types.ROW([Types.INT(), Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.LONG()])
 # Under each batch key: customer id -> core.state.encode_state bytes. Not PRIMITIVE_ARRAY(BYTE):
 # thread mode converts those byte by byte through a Python tuple.
 CUSTOMERS = MapStateDescriptor("customers", Types.STRING(), Types.PICKLED_BYTE_ARRAY())
@@ -242,7 +243,7 @@ class _BatchEngine:
             if not isinstance(parsed, Invalid) and batch_key(parsed.customer_id, batch_keys) != key:
                 parsed = Invalid(
                     "routing",
-                    "customer_id could not be read the same way by the JVM (JSON_VALUE) and by the parser; "
+                    "customer_id could not be read the same way by the JVM (jvm/EventKeys.java) and by the parser; "
                     "check the record for duplicate 'customer_id' keys",
                 )
             if isinstance(parsed, Invalid):

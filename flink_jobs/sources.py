@@ -167,15 +167,16 @@ def build_batches(records: DataStream, config: Config) -> KeyedStream:
     from pyflink.common import Types
     from pyflink.java_gateway import get_gateway
 
+    from .functions import BATCH_TYPE  # functions imports this module (through sinks.kafka)
+
     job = config.job
     jvm = get_gateway().jvm
-    batch_type = Types.ROW([Types.INT(), Types.STRING(), Types.LONG()])
     key_type = Types.ROW([Types.INT()]).get_java_type_info()
     raw = Types.PRIMITIVE_ARRAY(Types.BYTE())
-    # (batch key, event time, partition, offset, Kafka timestamp ms, key, value): see EventKeys.java.
-    keys_type = Types.ROW([Types.INT(), Types.LONG(), Types.INT(), Types.LONG(), Types.LONG(), raw, raw])
+    # (batch key, event time, record in the batches' binary layout): see EventKeys.java.
+    keys_type = Types.ROW([Types.INT(), Types.LONG(), raw])
     # The shape PyFlink's keyed operators take: (key, element), keyed by KeyByKeySelector.
-    keyed_type = Types.ROW([Types.INT(), batch_type])
+    keyed_type = Types.ROW([Types.INT(), BATCH_TYPE])
     j_keys = records._j_data_stream.map(
         jvm.dev.segments.flink.EventKeys(job.batch_keys, config.events.max_future), keys_type.get_java_type_info()
     )
@@ -189,4 +190,4 @@ def build_batches(records: DataStream, config: Config) -> KeyedStream:
     j_keyed = jvm.org.apache.flink.streaming.api.datastream.DataStreamUtils.reinterpretAsKeyedStream(
         batches._j_data_stream, jvm.KeyByKeySelector(), key_type
     )
-    return KeyedStream(j_keyed, batch_type, batches)
+    return KeyedStream(j_keyed, BATCH_TYPE, batches)

@@ -1,6 +1,7 @@
 package dev.segments.flink;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.time.Instant;
 import java.time.OffsetDateTime;
 import java.time.format.DateTimeParseException;
@@ -18,8 +19,11 @@ import org.apache.flink.types.Row;
  * call, and was half the JVM's CPU at 6,000 events/s.)
  *
  * <p>Input rows: (partition INT, offset BIGINT, kafka timestamp Instant, key BYTES, value BYTES).
- * Output rows: (batch key INT, event time BIGINT or null, partition, offset, kafka timestamp ms
- * BIGINT or null, key, value); {@code KeyByKeySelector} keys them by the batch key.
+ * Output rows: (batch key INT, event time BIGINT or null, record BYTES); {@code KeyByKeySelector}
+ * keys them by the batch key. The record is the source record in the binary layout the batcher
+ * concatenates into batches and Python's {@code batching.decode_batch} reads ({@link #record}):
+ * framing it here, on the source's thread, keeps the work off the segment function's thread,
+ * which also runs Python in thread mode.
  *
  * <p>Only top-level fields are read; when a field appears twice the last one counts (as in
  * Python's json). The customer id is a string ({@code batchKey(null)} = 0 otherwise). The event
@@ -89,14 +93,44 @@ public class EventKeys implements MapFunction<Row, Row> {
         String customerId = f.customerId;
         Long eventTime = f.eventTime;
         Instant kafkaTs = (Instant) row.getField(2);
-        return Row.of(
-                KeyGroupBatcher.batchKey(customerId, batchKeys, crc),
-                eventTime,
-                row.getField(0),
-                row.getField(1),
+        byte[] record = record(
+                (Integer) row.getField(0),
+                (Long) row.getField(1),
                 kafkaTs == null ? null : kafkaTs.toEpochMilli(),
-                row.getField(3),
+                (byte[]) row.getField(3),
                 value);
+        return Row.of(KeyGroupBatcher.batchKey(customerId, batchKeys, crc), eventTime, record);
+    }
+
+    /** Bytes of a record's header before its key and value: partition, offset, timestamp, and the
+     * two lengths. */
+    static final int HEADER = 4 + 8 + 8 + 4 + 4;
+    /** The timestamp field of a record without one. */
+    static final long NO_TIMESTAMP = Long.MIN_VALUE;
+
+    /**
+     * A source record in the batches' binary layout (big-endian; Python's
+     * {@code batching.decode_batch} reads it): partition int32, offset int64, Kafka timestamp in
+     * epoch ms int64 ({@link #NO_TIMESTAMP} when there is none), key length int32, value length
+     * int32 (-1 for null), then the key's and the value's bytes as they came from Kafka. Records
+     * are self-delimiting: a batch is their concatenation.
+     */
+    static byte[] record(Integer partition, Long offset, Long timestamp, byte[] key, byte[] value) {
+        int keyLength = key == null ? -1 : key.length;
+        int valueLength = value == null ? -1 : value.length;
+        ByteBuffer out = ByteBuffer.allocate(HEADER + Math.max(keyLength, 0) + Math.max(valueLength, 0));
+        out.putInt(partition == null ? -1 : partition);
+        out.putLong(offset == null ? -1 : offset);
+        out.putLong(timestamp == null ? NO_TIMESTAMP : timestamp);
+        out.putInt(keyLength);
+        out.putInt(valueLength);
+        if (key != null) {
+            out.put(key);
+        }
+        if (value != null) {
+            out.put(value);
+        }
+        return out.array();
     }
 
     static Long eventTime(JsonParser p, JsonToken v) throws IOException {

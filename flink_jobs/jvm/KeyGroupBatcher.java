@@ -1,16 +1,12 @@
 package dev.segments.flink;
 
 import java.nio.ByteBuffer;
-import java.nio.CharBuffer;
-import java.nio.charset.CharacterCodingException;
-import java.nio.charset.CharsetDecoder;
-import java.nio.charset.CodingErrorAction;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Base64;
 import java.util.List;
-import java.util.PriorityQueue;
-import java.util.function.BiFunction;
+import java.util.function.Function;
 import java.util.stream.Collectors;
 import java.util.zip.CRC32;
 
@@ -39,84 +35,87 @@ import org.apache.flink.types.Row;
  * (reinterpreted as keyed by the same key, no shuffle): so the watermark it sees is the one the
  * segment function will see, and a batch can carry it.
  *
- * <p>Input rows, from {@link EventKeys}: (batch key INT, event time BIGINT or null, partition INT,
- * offset BIGINT, timestamp BIGINT, key BYTES, value BYTES), keyed by {@code KeyByKeySelector}.
- * Output rows: (batch_key INT, (batch_key INT, records STRING, watermark BIGINT)): the shape
- * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code watermark} is one this
+ * <p>Input rows, from {@link EventKeys}: (batch key INT, event time BIGINT or null, record BYTES),
+ * keyed by {@code KeyByKeySelector}; the record is in {@link EventKeys#record}'s binary layout.
+ * Output rows: (batch_key INT, (batch_key INT, records BYTES, watermark BIGINT)): the shape
+ * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code records} is the
+ * concatenation of the batch's records (they are self-delimiting). {@code watermark} is one this
  * operator has forwarded or forwards right after the batch, and every held record up to it has
  * been sent (in this batch or before): so every event of the batch key up to it has arrived, and
  * the segment function may apply them at once instead of buffering them for a timer. (A batch
  * sent while a watermark releases held records, because it is full, carries the previous
- * watermark: records the new one passes may still wait in the queue.)
+ * watermark: records the new one passes may still wait here.)
  *
- * <p>Records are written as text: records separated by U+001E, fields by U+001F: partition,
- * offset, timestamp, key, value. Key and value start with a tag: {@code t} text follows,
- * {@code b} base64 of bytes that are not valid UTF-8 or contain a separator, {@code -} null.
- *
- * <p>A record whose event time is ahead of the watermark is held (in event-time order) and
- * released just before the watermark that passes it is forwarded; other records (late ones,
- * and records the source could give no event time, which the parser will reject) are sent at
- * once. Held records are part of the checkpoint (keyed list state, written before the barrier);
- * when more than {@code maxHeld} wait (a stuck watermark), the oldest are released early, and
- * the segment function buffers them itself. Python stays the authority on event time: the
- * holding only saves it a call, and a state write, per event.
+ * <p>A record whose event time is ahead of the watermark is held and released just before the
+ * watermark that passes it is forwarded; other records (late ones, and records the source could
+ * give no event time, which the parser will reject) are sent at once. The records one watermark
+ * releases go out in arrival order, not in event-time order: the segment function takes all
+ * events of a customer in a call before it applies any, in event-time order. Held records are
+ * part of the checkpoint (keyed list state, written before the barrier); when more than
+ * {@code maxHeld} wait (a stuck watermark), the oldest tenth is released early, and the segment
+ * function buffers them itself. Python stays the authority on event time: the holding only saves
+ * it a call, and a state write, per event.
  *
  * <p>Records ready to send wait at most {@code maxDelayMs} or {@code maxRecords}; nothing ready
  * is held across a watermark or a checkpoint barrier. Before a barrier and at end of input a
- * <em>sync marker</em> (a row with an empty record string) goes to every batch key of this
- * subtask. The segment function keeps the states it changed in memory and writes them to Flink
- * state when a marker arrives; the marker precedes the barrier on the same channel, so the
- * snapshot holds every change. (Unaligned checkpoints would break this: the job does not enable
- * them.)
+ * <em>sync marker</em> (a row with empty records) goes to every batch key of this subtask. The
+ * segment function keeps the states it changed in memory and writes them to Flink state when a
+ * marker arrives; the marker precedes the barrier on the same channel, so the snapshot holds
+ * every change. (Unaligned checkpoints would break this: the job does not enable them.)
  *
  * <p>After each release (the batches a watermark, a full buffer or the delay sends, and the
- * timers a forwarded watermark fires downstream) an <em>end marker</em> (a row whose record
- * string is null) goes to one batch key of this subtask: the segment function holds the
- * membership changes of its calls until then and writes them to Redis in one pipeline.
+ * timers a forwarded watermark fires downstream) an <em>end marker</em> (a row whose records are
+ * null) goes to one batch key of this subtask: the segment function holds the membership changes
+ * of its calls until then and writes them to Redis in one pipeline.
  */
 public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
 
-    private static final long serialVersionUID = 2L;
-    private static final char RECORD_SEP = '\u001e';
-    private static final char FIELD_SEP = '\u001f';
-    // Held records: their 8-byte event time, then the record as UTF-8. Checkpoints of earlier
-    // versions hold strings ("time\u001frecord") under LEGACY_HELD_STATE, read on restore: Flink
-    // writes strings to a checkpoint one character at a time, most of the JVM's checkpoint CPU.
-    private static final String HELD_STATE = "held-records-utf8";
-    private static final String LEGACY_HELD_STATE = "held-records";
-
-    private static final class Held {
-        final long time;
-        final long seq;
-        final int key;
-        final String record;
-
-        Held(long time, long seq, int key, String record) {
-            this.time = time;
-            this.seq = seq;
-            this.key = key;
-            this.record = record;
-        }
-    }
+    private static final long serialVersionUID = 3L;
+    // Held records in a checkpoint: their 8-byte event time, then the record (EventKeys.record).
+    // Checkpoints of earlier versions hold the record as text (the batches' text format of those
+    // versions): as an 8-byte time and UTF-8 under HELD_TEXT_STATE, or as a string
+    // "time\u001ftext" under HELD_STRING_STATE. Both are read on restore.
+    private static final String HELD_STATE = "held-records-bin";
+    private static final String HELD_TEXT_STATE = "held-records-utf8";
+    private static final String HELD_STRING_STATE = "held-records";
+    private static final byte[] EMPTY = new byte[0];
 
     private final int batchKeys;
     private final int maxRecords;
     private final long maxDelayMs;
     private final int maxHeld;
 
-    private transient StringBuilder[] buffers;
+    private transient Batch[] batches;
     private transient int buffered;
     private transient boolean timerArmed;
-    private transient CharsetDecoder decoder;
     private transient StreamRecord<Row> reuse;
-    private transient PriorityQueue<Held> held;
-    private transient long seq;
+    // The held records, unordered: release scans them all, which costs less than keeping them in
+    // order (a priority queue's sifting was a quarter of this operator's time).
+    private transient long[] heldTimes;
+    private transient int[] heldKeys;
+    private transient byte[][] heldRecords;
+    private transient int heldCount;
+    private transient long heldMin; // no held record is older
     private transient long watermark;
     private transient long released; // every held record up to this watermark has been sent
     private transient int[] owned;
     private transient ListState<byte[]> heldState;
     private transient boolean restored;
+
+    /** One batch key's records since its last batch, concatenated. */
+    private static final class Batch {
+        byte[] bytes = new byte[4096];
+        int size;
+
+        void add(byte[] record) {
+            if (size + record.length > bytes.length) {
+                bytes = Arrays.copyOf(bytes, Math.max(2 * bytes.length, size + record.length));
+            }
+            System.arraycopy(record, 0, bytes, size, record.length);
+            size += record.length;
+        }
+    }
 
     public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld) {
         if (batchKeys < 1 || maxRecords < 1 || maxDelayMs < 1 || maxHeld < 1) {
@@ -147,20 +146,19 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     @Override
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
-        heldState = getKeyedStateStore().getListState(
-                new ListStateDescriptor<>(HELD_STATE, PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO));
+        heldState = bytesState(HELD_STATE);
         restored = context.isRestored();
     }
 
     @Override
     public void open() throws Exception {
         super.open();
-        buffers = new StringBuilder[batchKeys];
-        decoder = StandardCharsets.UTF_8.newDecoder()
-                .onMalformedInput(CodingErrorAction.REPORT)
-                .onUnmappableCharacter(CodingErrorAction.REPORT);
+        batches = new Batch[batchKeys];
         reuse = new StreamRecord<>(null);
-        held = new PriorityQueue<>((a, b) -> a.time != b.time ? Long.compare(a.time, b.time) : Long.compare(a.seq, b.seq));
+        heldTimes = new long[1024];
+        heldKeys = new int[1024];
+        heldRecords = new byte[1024][];
+        heldMin = Long.MAX_VALUE;
         watermark = Long.MIN_VALUE;
         released = Long.MIN_VALUE;
         int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
@@ -174,69 +172,122 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
         owned = mine.stream().mapToInt(Integer::intValue).toArray();
         if (restored) {
-            restoreHeld(HELD_STATE, heldState, (entry, key) -> new Held(
-                    ByteBuffer.wrap(entry, 0, 8).getLong(), seq++, key,
-                    new String(entry, 8, entry.length - 8, StandardCharsets.UTF_8)));
-            ListState<String> legacy = getKeyedStateStore().getListState(
-                    new ListStateDescriptor<>(LEGACY_HELD_STATE, BasicTypeInfo.STRING_TYPE_INFO));
-            restoreHeld(LEGACY_HELD_STATE, legacy, (entry, key) -> {
-                int cut = entry.indexOf(FIELD_SEP);
-                return new Held(Long.parseLong(entry.substring(0, cut)), seq++, key, entry.substring(cut + 1));
+            restoreHeld(HELD_STATE, heldState, entry -> entry);
+            restoreHeld(HELD_TEXT_STATE, bytesState(HELD_TEXT_STATE), entry -> {
+                byte[] text = Arrays.copyOfRange(entry, 8, entry.length);
+                byte[] time = Arrays.copyOf(entry, 8);
+                return stored(ByteBuffer.wrap(time).getLong(), fromText(new String(text, StandardCharsets.UTF_8)));
+            });
+            ListState<String> strings = getKeyedStateStore().getListState(
+                    new ListStateDescriptor<>(HELD_STRING_STATE, BasicTypeInfo.STRING_TYPE_INFO));
+            restoreHeld(HELD_STRING_STATE, strings, entry -> {
+                int cut = entry.indexOf('\u001f');
+                return stored(Long.parseLong(entry.substring(0, cut)), fromText(entry.substring(cut + 1)));
             });
         }
     }
 
-    /** Reads the held records of every batch key in {@code name} into the queue, and clears them
-     * there (until the next snapshot writes the queue under HELD_STATE). */
-    private <T> void restoreHeld(String name, ListState<T> state, BiFunction<T, Integer, Held> decode)
-            throws Exception {
+    private ListState<byte[]> bytesState(String name) {
+        return getKeyedStateStore().getListState(
+                new ListStateDescriptor<>(name, PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO));
+    }
+
+    /** A held record as a checkpoint stores it: its 8-byte event time, then the record. */
+    static byte[] stored(long time, byte[] record) {
+        return ByteBuffer.allocate(8 + record.length).putLong(time).put(record).array();
+    }
+
+    /** Reads the held records of every batch key in {@code name} (as {@link #stored} entries,
+     * after {@code convert}) and clears them there (until the next snapshot writes them under
+     * HELD_STATE). */
+    private <T> void restoreHeld(String name, ListState<T> state, Function<T, byte[]> convert) throws Exception {
         List<Row> keys = getKeyedStateBackend().<VoidNamespace>getKeys(name, VoidNamespace.INSTANCE)
                 .map(k -> (Row) k).collect(Collectors.toList());
         for (Row k : keys) {
             setCurrentKey(k);
-            Iterable<T> stored = state.get();
-            if (stored != null) {
-                for (T entry : stored) {
-                    held.add(decode.apply(entry, (Integer) k.getField(0)));
+            Iterable<T> entries = state.get();
+            if (entries != null) {
+                for (T entry : entries) {
+                    byte[] stored = convert.apply(entry);
+                    hold(ByteBuffer.wrap(stored, 0, 8).getLong(), (Integer) k.getField(0),
+                            Arrays.copyOfRange(stored, 8, stored.length));
                 }
             }
             state.clear();
         }
     }
 
+    /**
+     * A record in the text format of earlier versions ("partition\u001foffset\u001ftimestamp
+     * \u001fkey\u001fvalue", key and value tagged: {@code t} text, {@code b} base64, {@code -}
+     * null) in {@link EventKeys#record}'s layout.
+     */
+    public static byte[] fromText(String text) {
+        String[] f = text.split("\u001f", 5);
+        if (f.length != 5) {
+            throw new IllegalArgumentException("not a held record of an earlier version: " + text);
+        }
+        return EventKeys.record(
+                Integer.valueOf(f[0]),
+                Long.valueOf(f[1]),
+                f[2].isEmpty() ? null : Long.valueOf(f[2]),
+                fromTagged(f[3]),
+                fromTagged(f[4]));
+    }
+
+    private static byte[] fromTagged(String tagged) {
+        if (tagged.startsWith("t")) {
+            return tagged.substring(1).getBytes(StandardCharsets.UTF_8);
+        }
+        if (tagged.startsWith("b")) {
+            return Base64.getDecoder().decode(tagged.substring(1));
+        }
+        return null;
+    }
+
     @Override
     public void processElement(StreamRecord<Row> element) throws Exception {
         Row row = element.getValue();
         int key = (Integer) row.getField(0);
-        StringBuilder sb = new StringBuilder(256);
-        sb.append(row.getField(2)).append(FIELD_SEP);
-        sb.append(row.getField(3)).append(FIELD_SEP);
-        Object ts = row.getField(4);
-        sb.append(ts == null ? "" : ts.toString()).append(FIELD_SEP);
-        appendBytes(sb, (byte[]) row.getField(5));
-        sb.append(FIELD_SEP);
-        appendBytes(sb, (byte[]) row.getField(6));
         Long eventTime = (Long) row.getField(1);
+        byte[] record = (byte[]) row.getField(2);
         if (eventTime != null && eventTime > watermark) {
-            held.add(new Held(eventTime, seq++, key, sb.toString()));
-            if (held.size() > maxHeld) {
-                Held oldest = held.poll();
-                ready(oldest.key, oldest.record);
+            hold(eventTime, key, record);
+            if (heldCount > maxHeld) {
+                releaseOldest();
             }
         } else {
-            ready(key, sb);
+            ready(key, record);
         }
     }
 
-    private void ready(int key, CharSequence record) {
-        StringBuilder sb = buffers[key];
-        if (sb == null) {
-            sb = new StringBuilder(4096);
-            buffers[key] = sb;
-        } else {
-            sb.append(RECORD_SEP);
+    private void hold(long time, int key, byte[] record) {
+        if (heldCount == heldTimes.length) {
+            int size = 2 * heldCount;
+            heldTimes = Arrays.copyOf(heldTimes, size);
+            heldKeys = Arrays.copyOf(heldKeys, size);
+            heldRecords = Arrays.copyOf(heldRecords, size);
         }
-        sb.append(record);
+        heldTimes[heldCount] = time;
+        heldKeys[heldCount] = key;
+        heldRecords[heldCount] = record;
+        heldCount++;
+        heldMin = Math.min(heldMin, time);
+    }
+
+    /** The watermark is stuck: sends the oldest tenth of the held records (at least one). */
+    private void releaseOldest() {
+        long[] times = Arrays.copyOf(heldTimes, heldCount);
+        Arrays.sort(times);
+        release(times[heldCount - (maxHeld - maxHeld / 10) - 1]);
+    }
+
+    private void ready(int key, byte[] record) {
+        Batch batch = batches[key];
+        if (batch == null) {
+            batch = batches[key] = new Batch();
+        }
+        batch.add(record);
         buffered++;
         if (buffered >= maxRecords) {
             flush();
@@ -253,30 +304,32 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    private void appendBytes(StringBuilder sb, byte[] bytes) {
-        if (bytes == null) {
-            sb.append('-');
+    /** Sends the held records up to {@code upTo} to their batches (in arrival order). */
+    private void release(long upTo) {
+        if (upTo < heldMin) {
             return;
         }
-        try {
-            CharBuffer chars = decoder.reset().decode(ByteBuffer.wrap(bytes));
-            for (int i = 0; i < chars.length(); i++) {
-                char c = chars.charAt(i);
-                if (c == RECORD_SEP || c == FIELD_SEP) {
-                    throw new CharacterCodingException();
-                }
+        long[] times = heldTimes;
+        int[] keys = heldKeys;
+        byte[][] records = heldRecords;
+        int n = heldCount;
+        int kept = 0;
+        long min = Long.MAX_VALUE;
+        for (int i = 0; i < n; i++) {
+            long t = times[i];
+            if (t <= upTo) {
+                ready(keys[i], records[i]);
+            } else {
+                times[kept] = t;
+                keys[kept] = keys[i];
+                records[kept] = records[i];
+                kept++;
+                min = Math.min(min, t);
             }
-            sb.append('t').append(chars);
-        } catch (CharacterCodingException e) {
-            sb.append('b').append(Base64.getEncoder().encodeToString(bytes));
         }
-    }
-
-    private void release(long upTo) {
-        while (!held.isEmpty() && held.peek().time <= upTo) {
-            Held h = held.poll();
-            ready(h.key, h.record);
-        }
+        Arrays.fill(records, kept, n, null);
+        heldCount = kept;
+        heldMin = min;
     }
 
     /** Sends every buffered batch; false if there was none. */
@@ -286,11 +339,11 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
         Long mark = released;
         for (int key = 0; key < batchKeys; key++) {
-            StringBuilder sb = buffers[key];
-            if (sb != null) {
+            Batch batch = batches[key];
+            if (batch != null && batch.size > 0) {
                 Integer k = key;
-                output.collect(reuse.replace(Row.of(k, Row.of(k, sb.toString(), mark))));
-                buffers[key] = null;
+                output.collect(reuse.replace(Row.of(k, Row.of(k, Arrays.copyOf(batch.bytes, batch.size), mark))));
+                batch.size = 0;
             }
         }
         buffered = 0;
@@ -313,7 +366,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         Long mark = released;
         for (int key : owned) {
             Integer k = key;
-            output.collect(reuse.replace(Row.of(k, Row.of(k, "", mark))));
+            output.collect(reuse.replace(Row.of(k, Row.of(k, EMPTY, mark))));
         }
     }
 
@@ -344,14 +397,13 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         for (int key = 0; key < batchKeys; key++) {
             byKey.add(null);
         }
-        for (Held h : held) {
-            List<byte[]> list = byKey.get(h.key);
+        for (int i = 0; i < heldCount; i++) {
+            List<byte[]> list = byKey.get(heldKeys[i]);
             if (list == null) {
                 list = new ArrayList<>();
-                byKey.set(h.key, list);
+                byKey.set(heldKeys[i], list);
             }
-            byte[] record = h.record.getBytes(StandardCharsets.UTF_8);
-            list.add(ByteBuffer.allocate(8 + record.length).putLong(h.time).put(record).array());
+            list.add(stored(heldTimes[i], heldRecords[i]));
         }
         for (int key : owned) {
             setCurrentKey(keyRow(key));

@@ -1,4 +1,8 @@
-from flink_jobs.batching import FIELD_SEP, RECORD_SEP, BatchRecord, batch_key, decode_batch, encode_batch
+import struct
+
+import pytest
+
+from flink_jobs.batching import BatchRecord, batch_key, decode_batch, encode_batch
 from flink_jobs.functions import _DueIndex
 
 
@@ -11,27 +15,38 @@ def test_batch_key_is_crc32_of_the_utf8_id_like_the_jvm_batcher():
     assert {batch_key(f"c-{i}", 16) for i in range(200)} == set(range(16))
 
 
-def test_records_round_trip_through_the_batch_text():
+def test_records_round_trip_through_the_batch_bytes():
     records = [
-        BatchRecord(0, 41, 1_767_225_600_000, "c-1", '{"event_id": "e1"}'),
+        BatchRecord(0, 41, 1_767_225_600_000, b"c-1", b'{"event_id": "e1"}'),
         BatchRecord(1, 7, None, None, None),
-        BatchRecord(0, 42, 5, b"\xff", b"\xff\xfe"),  # not UTF-8: travels as base64
-        BatchRecord(1, 8, 6, "k", f"a{RECORD_SEP}b{FIELD_SEP}c"),  # separators inside: base64 too
-        BatchRecord(0, 43, 7, "", ""),
+        BatchRecord(0, 42, 5, b"\xff", b"\xff\xfe"),  # not UTF-8: travels as it is
+        BatchRecord(1, 8, 6, b"k", b"a\x1eb\x1fc"),
+        BatchRecord(0, 43, 7, b"", b""),
+        BatchRecord(1, 2**40, -5, b"x" * 70_000, b"y"),
     ]
-    decoded = decode_batch(encode_batch(records))
-    assert decoded[:3] == records[:3]
-    assert decoded[3].value == f"a{RECORD_SEP}b{FIELD_SEP}c".encode()
-    assert decoded[4] == records[4]
+    assert decode_batch(encode_batch(records)) == records
+    assert decode_batch(b"") == []
 
 
-def test_the_java_batcher_text_format_decodes():
-    # As KeyGroupBatcher.java writes it: t = text, b = base64, - = null.
-    payload = f"3{FIELD_SEP}10{FIELD_SEP}99{FIELD_SEP}tc-9{FIELD_SEP}t{{}}{RECORD_SEP}3{FIELD_SEP}11{FIELD_SEP}{FIELD_SEP}-{FIELD_SEP}b//4="
+def test_the_java_batcher_layout_decodes():
+    # As EventKeys.record writes it: big-endian partition int32, offset int64, timestamp int64
+    # (Long.MIN_VALUE: none), key length int32, value length int32 (-1: null), key, value.
+    payload = (
+        struct.pack(">iqqii", 3, 10, 99, 3, 2) + b"c-9{}"
+        + struct.pack(">iqqii", 3, 11, -(2**63), -1, 2) + b"\xff\xfe"
+    )
     assert decode_batch(payload) == [
-        BatchRecord(3, 10, 99, "c-9", "{}"),
+        BatchRecord(3, 10, 99, b"c-9", b"{}"),
         BatchRecord(3, 11, None, None, b"\xff\xfe"),
     ]
+
+
+def test_a_cut_short_batch_is_an_error_not_a_short_read():
+    payload = encode_batch([BatchRecord(0, 1, 2, b"k", b'{"a": 1}')])
+    with pytest.raises(ValueError, match="cut short"):
+        decode_batch(payload[:-1])
+    with pytest.raises(struct.error):
+        decode_batch(payload[:10])
 
 
 def test_due_index_pops_customers_in_time_order_and_forgets_replaced_instants():

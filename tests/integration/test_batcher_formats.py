@@ -1,0 +1,46 @@
+"""The JVM batcher's record formats against Python's reader (a JVM, no services).
+
+Checkpoints of earlier versions hold the batcher's held records as text; on restore
+``KeyGroupBatcher.fromText`` turns them into today's binary layout, which ``decode_batch`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from flink_jobs.batching import BatchRecord, decode_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Held records as earlier versions wrote them: partition, offset, timestamp (empty: none), key,
+# value; key and value tagged t (text), b (base64 of bytes), - (null).
+LEGACY = {
+    "3\x1f10\x1f99\x1ftc-9\x1ft{}": BatchRecord(3, 10, 99, b"c-9", b"{}"),
+    "1\x1f11\x1f\x1f-\x1fb//4=": BatchRecord(1, 11, None, None, b"\xff\xfe"),
+    "0\x1f12\x1f5\x1ftkunde-\u00fc\x1ft{\"a\": \"\u20ac\"}": BatchRecord(
+        0, 12, 5, "kunde-\u00fc".encode(), '{"a": "\u20ac"}'.encode()
+    ),
+    "0\x1f13\x1f7\x1ft\x1ft": BatchRecord(0, 13, 7, b"", b""),
+}
+
+_CONVERT = """
+import json, sys
+from flink_jobs.jvm import ensure_jar, on_local_jvm_classpath
+on_local_jvm_classpath(ensure_jar())
+from pyflink.java_gateway import get_gateway
+batcher = get_gateway().jvm.dev.segments.flink.KeyGroupBatcher
+print(json.dumps([bytes(batcher.fromText(text)).hex() for text in json.loads(sys.stdin.read())]))
+"""
+
+
+def test_held_records_of_earlier_versions_convert_to_the_binary_layout():
+    texts = list(LEGACY)
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT], input=json.dumps(texts), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    converted = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [decode_batch(bytes.fromhex(h)) for h in converted] == [[LEGACY[t]] for t in texts]
