@@ -31,8 +31,9 @@ def test_watermark_event_time_matches_the_parser(stack):
     t_env = TableEnvironment.create(EnvironmentSettings.in_batch_mode())
     t_env.get_config().set("pipeline.jars", ensure_jar().as_uri())
     register_event_time_function(t_env)
-    rows = ", ".join("(CAST('" + d.replace("'", "''") + "' AS BYTES))" for d in docs)
-    result = t_env.execute_sql(f"SELECT {event_time_sql('v', NOW_BOUND)} FROM (VALUES {rows}) AS T(v)")
+    rows = ", ".join(f"({i}, CAST('" + d.replace("'", "''") + "' AS BYTES))" for i, d in enumerate(docs))
+    result = t_env.execute_sql(f"SELECT i, {event_time_sql('v', NOW_BOUND)} FROM (VALUES {rows}) AS T(i, v)")
     with result.collect() as it:
-        got = [row[0] for row in it]
+        # Rows come back in no particular order when the query runs in parallel.
+        got = [time for _, time in sorted(tuple(row) for row in it)]
     assert got == [_timestamp(v) for v in readable] + [0] * (len(ignored) + 3)
