@@ -102,18 +102,92 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
     assert members == {(cid, seg) for cid, state in runner.states.items() for seg in state.members}
 
 
+# The last version whose JVM batcher checkpointed its held records as text (held-records-utf8).
+TEXT_HELD_RECORDS = "00a7afe"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_checkpoint_of_the_text_batch_version_restores_into_this_one(scenario: Scenario, tmp_path):
+    """An upgrade: the first job runs the code of TEXT_HELD_RECORDS (a git worktree), is killed
+    while the batcher holds the last minute of events (they are only in its state: their offsets
+    are behind the checkpoint), and this version restores its checkpoint and converts them."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the earlier version's code cannot be had")
+    old = tmp_path / "old"
+    added = subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), TEXT_HELD_RECORDS], capture_output=True, text=True
+    )
+    assert added.returncode == 0, f"git worktree add {TEXT_HELD_RECORDS} failed (a shallow clone?): {added.stderr}"
+    try:
+        (old / ".cache").symlink_to(ROOT / ".cache")  # the stack's addresses and the connector jar
+        _upgrade(scenario, tmp_path, old)
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
+
+
+def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
+    first, second = _events(0, 40), _events(40, 80)
+    # The newest events of the first part: held by the old job's batcher when it is killed (the
+    # watermark is a minute behind them), and a change of their own should they be lost.
+    first += [event(f"h-{i}", "c-held", "product_view", 40 * MINUTE - 10 + i, product_id="p1") for i in range(3)]
+    checkpoints = tmp_path / "checkpoints"
+    settings = {
+        "job.delivery_guarantee": "exactly-once",
+        "job.transactional_id_prefix": f"it-{scenario.name}",
+        "job.checkpoint_dir": checkpoints.as_uri(),
+        "job.checkpoint_interval": "1s",
+        "events.out_of_orderness": "1m",
+    }
+    scenario.produce(first)
+    job = _start_job(scenario, tmp_path / "old.log", cwd=old, **settings)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(k.startswith("cust:") for k in scenario.redis_state()):
+            assert job.poll() is None, f"the old job ended ({job.returncode}):\n{_tail(tmp_path / 'old.log')}"
+            assert time.monotonic() < deadline, f"the old job wrote nothing to Redis:\n{_tail(tmp_path / 'old.log')}"
+            time.sleep(1)
+        seen_at = time.time()
+        checkpoint = None
+        while checkpoint is None:
+            assert time.monotonic() < deadline, f"no checkpoint completed under {checkpoints}"
+            time.sleep(1)
+            checkpoint = _latest_checkpoint(checkpoints, seen_at)
+    finally:
+        _kill(job)
+    assert str(old) in (tmp_path / "old.log").read_text(errors="replace"), "the first job did not run the old code"
+    checkpoint = _latest_checkpoint(checkpoints, seen_at)
+    assert checkpoint is not None
+    scenario.produce(second)
+
+    runner = _reference(first + second)
+    expected = [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
+    assert "c-held" in {customer for customer, _ in expected}
+    job = _start_job(scenario, tmp_path / "new.log", **settings, **{"job.restore_from": str(checkpoint)})
+    try:
+        got = scenario.read("changes", at_least=len(expected), timeout=180)
+        time.sleep(3)
+        got = scenario.read("changes")
+        assert job.poll() is None, f"the restored job ended ({job.returncode}):\n{_tail(tmp_path / 'new.log')}"
+    finally:
+        _kill(job)
+    assert _by_customer(got) == _by_customer(expected)
+    members = {(k.split(":", 1)[1], seg) for k, v in scenario.redis_state().items() if k.startswith("cust:") for seg in v}
+    assert members == {(cid, seg) for cid, state in runner.states.items() for seg in state.members}
+
+
 def _tail(log: Path, lines: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _start_job(scenario: Scenario, log: Path, **settings) -> subprocess.Popen:
+def _start_job(scenario: Scenario, log: Path, cwd: Path | None = None, **settings) -> subprocess.Popen:
     # The environment of a user's shell: none of the variables a loopback Python worker of an
     # earlier job in this process may have left (PYFLINK_GATEWAY_DISABLED would stop the JVM launch).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENTS_", "PYFLINK_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     argv = [sys.executable, "-m", "flink_jobs.jobs.segmentation_job", *scenario.settings(**settings)]
     with open(log, "wb") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # `-m` imports flink_jobs from the working directory: another checkout runs its own code.
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
 
 
 def _kill(job: subprocess.Popen) -> None:
