@@ -7,6 +7,7 @@ import java.util.Arrays;
 import java.util.Base64;
 import java.util.List;
 import java.util.function.Function;
+import java.util.function.ToLongFunction;
 import java.util.stream.Collectors;
 import java.util.zip.CRC32;
 
@@ -172,18 +173,15 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
         owned = mine.stream().mapToInt(Integer::intValue).toArray();
         if (restored) {
-            restoreHeld(HELD_STATE, heldState, entry -> entry);
-            restoreHeld(HELD_TEXT_STATE, bytesState(HELD_TEXT_STATE), entry -> {
-                byte[] text = Arrays.copyOfRange(entry, 8, entry.length);
-                byte[] time = Arrays.copyOf(entry, 8);
-                return stored(ByteBuffer.wrap(time).getLong(), fromText(new String(text, StandardCharsets.UTF_8)));
-            });
+            restoreHeld(HELD_STATE, heldState, KeyGroupBatcher::storedTime,
+                    entry -> Arrays.copyOfRange(entry, 8, entry.length));
+            restoreHeld(HELD_TEXT_STATE, bytesState(HELD_TEXT_STATE), KeyGroupBatcher::storedTime,
+                    entry -> fromText(new String(entry, 8, entry.length - 8, StandardCharsets.UTF_8)));
             ListState<String> strings = getKeyedStateStore().getListState(
                     new ListStateDescriptor<>(HELD_STRING_STATE, BasicTypeInfo.STRING_TYPE_INFO));
-            restoreHeld(HELD_STRING_STATE, strings, entry -> {
-                int cut = entry.indexOf('\u001f');
-                return stored(Long.parseLong(entry.substring(0, cut)), fromText(entry.substring(cut + 1)));
-            });
+            restoreHeld(HELD_STRING_STATE, strings,
+                    entry -> Long.parseLong(entry.substring(0, entry.indexOf('\u001f'))),
+                    entry -> fromText(entry.substring(entry.indexOf('\u001f') + 1)));
         }
     }
 
@@ -197,10 +195,16 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         return ByteBuffer.allocate(8 + record.length).putLong(time).put(record).array();
     }
 
-    /** Reads the held records of every batch key in {@code name} (as {@link #stored} entries,
-     * after {@code convert}) and clears them there (until the next snapshot writes them under
-     * HELD_STATE). */
-    private <T> void restoreHeld(String name, ListState<T> state, Function<T, byte[]> convert) throws Exception {
+    /** The event time of a {@link #stored} entry (also of the text entries of earlier versions). */
+    static long storedTime(byte[] entry) {
+        return ByteBuffer.wrap(entry, 0, 8).getLong();
+    }
+
+    /** Reads the held records of every batch key in {@code name}, each entry's event time and
+     * record (in {@link EventKeys#record}'s layout) as the two functions give them, and clears
+     * them there (until the next snapshot writes them under HELD_STATE). */
+    private <T> void restoreHeld(String name, ListState<T> state, ToLongFunction<T> time, Function<T, byte[]> record)
+            throws Exception {
         List<Row> keys = getKeyedStateBackend().<VoidNamespace>getKeys(name, VoidNamespace.INSTANCE)
                 .map(k -> (Row) k).collect(Collectors.toList());
         for (Row k : keys) {
@@ -208,9 +212,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
             Iterable<T> entries = state.get();
             if (entries != null) {
                 for (T entry : entries) {
-                    byte[] stored = convert.apply(entry);
-                    hold(ByteBuffer.wrap(stored, 0, 8).getLong(), (Integer) k.getField(0),
-                            Arrays.copyOfRange(stored, 8, stored.length));
+                    hold(time.applyAsLong(entry), (Integer) k.getField(0), record.apply(entry));
                 }
             }
             state.clear();
