@@ -51,28 +51,11 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
     """Two unbounded runs of the same program, the second restored from the first's checkpoint."""
     first, second = _events(0, 40), _events(40, 80)
     checkpoints = tmp_path / "checkpoints"
-    settings = {
-        "job.delivery_guarantee": "exactly-once",
-        "job.transactional_id_prefix": f"it-{scenario.name}",
-        "job.checkpoint_dir": checkpoints.as_uri(),
-        "job.checkpoint_interval": "1s",
-        "events.out_of_orderness": "1m",
-    }
+    settings = _settings(scenario, checkpoints)
     scenario.produce(first)
     job = _start_job(scenario, tmp_path / "first.log", **settings)
     try:
-        # Wait until the first part is in Redis and a checkpoint completed after that.
-        deadline = time.monotonic() + 180
-        while not any(k.startswith("cust:") for k in scenario.redis_state()):
-            assert job.poll() is None, f"the first job ended ({job.returncode}):\n{_tail(tmp_path / 'first.log')}"
-            assert time.monotonic() < deadline, f"the first job wrote nothing to Redis:\n{_tail(tmp_path / 'first.log')}"
-            time.sleep(1)
-        seen_at = time.time()
-        checkpoint = None
-        while checkpoint is None:
-            assert time.monotonic() < deadline, f"no checkpoint completed under {checkpoints}"
-            time.sleep(1)
-            checkpoint = _latest_checkpoint(checkpoints, seen_at)
+        seen_at = _await_checkpoint(scenario, job, checkpoints, tmp_path / "first.log")
         # Events after the checkpoint: the first job may read (and process) some of them before
         # it is cancelled; the second must not count them twice.
         scenario.produce(second[: len(second) // 2])
@@ -86,20 +69,7 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
     # The same program in a new process, restored from the checkpoint (a bounded run would be
     # another program: its source differs, and Flink refuses to map the state; and a second job in
     # the same JVM gets other generated uids for its table operators).
-    runner = _reference(first + second)
-    expected = [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
-    job = _start_job(scenario, tmp_path / "second.log", **settings, **{"job.restore_from": str(checkpoint)})
-    try:
-        got = scenario.read("changes", at_least=len(expected), timeout=180)
-        time.sleep(5)  # anything emitted twice would show up now
-        got = scenario.read("changes")
-        assert job.poll() is None, f"the restored job ended ({job.returncode}):\n{_tail(tmp_path / 'second.log')}"
-    finally:
-        _kill(job)
-
-    assert _by_customer(got) == _by_customer(expected)
-    members = {(k.split(":", 1)[1], seg) for k, v in scenario.redis_state().items() if k.startswith("cust:") for seg in v}
-    assert members == {(cid, seg) for cid, state in runner.states.items() for seg in state.members}
+    _assert_restored_gives(scenario, tmp_path / "second.log", settings, checkpoint, _reference(first + second))
 
 
 # The last version whose JVM batcher checkpointed its held records as text (held-records-utf8).
@@ -131,27 +101,11 @@ def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
     # watermark is a minute behind them), and a change of their own should they be lost.
     first += [event(f"h-{i}", "c-held", "product_view", 40 * MINUTE - 10 + i, product_id="p1") for i in range(3)]
     checkpoints = tmp_path / "checkpoints"
-    settings = {
-        "job.delivery_guarantee": "exactly-once",
-        "job.transactional_id_prefix": f"it-{scenario.name}",
-        "job.checkpoint_dir": checkpoints.as_uri(),
-        "job.checkpoint_interval": "1s",
-        "events.out_of_orderness": "1m",
-    }
+    settings = _settings(scenario, checkpoints)
     scenario.produce(first)
     job = _start_job(scenario, tmp_path / "old.log", cwd=old, **settings)
     try:
-        deadline = time.monotonic() + 180
-        while not any(k.startswith("cust:") for k in scenario.redis_state()):
-            assert job.poll() is None, f"the old job ended ({job.returncode}):\n{_tail(tmp_path / 'old.log')}"
-            assert time.monotonic() < deadline, f"the old job wrote nothing to Redis:\n{_tail(tmp_path / 'old.log')}"
-            time.sleep(1)
-        seen_at = time.time()
-        checkpoint = None
-        while checkpoint is None:
-            assert time.monotonic() < deadline, f"no checkpoint completed under {checkpoints}"
-            time.sleep(1)
-            checkpoint = _latest_checkpoint(checkpoints, seen_at)
+        seen_at = _await_checkpoint(scenario, job, checkpoints, tmp_path / "old.log")
     finally:
         _kill(job)
     assert str(old) in (tmp_path / "old.log").read_text(errors="replace"), "the first job did not run the old code"
@@ -160,14 +114,47 @@ def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
     scenario.produce(second)
 
     runner = _reference(first + second)
+    assert "c-held" in {change.customer_id for change in runner.changes}
+    _assert_restored_gives(scenario, tmp_path / "new.log", settings, checkpoint, runner)
+
+
+def _settings(scenario: Scenario, checkpoints: Path) -> dict[str, str]:
+    return {
+        "job.delivery_guarantee": "exactly-once",
+        "job.transactional_id_prefix": f"it-{scenario.name}",
+        "job.checkpoint_dir": checkpoints.as_uri(),
+        "job.checkpoint_interval": "1s",
+        "events.out_of_orderness": "1m",
+    }
+
+
+def _await_checkpoint(scenario: Scenario, job: subprocess.Popen, checkpoints: Path, log: Path) -> float:
+    """Waits until the job has written to Redis and a checkpoint completed after that; returns
+    when the first was seen."""
+    deadline = time.monotonic() + 180
+    while not any(k.startswith("cust:") for k in scenario.redis_state()):
+        assert job.poll() is None, f"the first job ended ({job.returncode}):\n{_tail(log)}"
+        assert time.monotonic() < deadline, f"the first job wrote nothing to Redis:\n{_tail(log)}"
+        time.sleep(1)
+    seen_at = time.time()
+    while _latest_checkpoint(checkpoints, seen_at) is None:
+        assert time.monotonic() < deadline, f"no checkpoint completed under {checkpoints}"
+        time.sleep(1)
+    return seen_at
+
+
+def _assert_restored_gives(
+    scenario: Scenario, log: Path, settings: dict[str, str], checkpoint: Path, runner: LocalRunner
+) -> None:
+    """A job restored from ``checkpoint`` ends up with exactly the change records and Redis
+    memberships of ``runner``'s uninterrupted run."""
     expected = [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
-    assert "c-held" in {customer for customer, _ in expected}
-    job = _start_job(scenario, tmp_path / "new.log", **settings, **{"job.restore_from": str(checkpoint)})
+    job = _start_job(scenario, log, **settings, **{"job.restore_from": str(checkpoint)})
     try:
         got = scenario.read("changes", at_least=len(expected), timeout=180)
-        time.sleep(3)
+        time.sleep(5)  # anything emitted twice would show up now
         got = scenario.read("changes")
-        assert job.poll() is None, f"the restored job ended ({job.returncode}):\n{_tail(tmp_path / 'new.log')}"
+        assert job.poll() is None, f"the restored job ended ({job.returncode}):\n{_tail(log)}"
     finally:
         _kill(job)
     assert _by_customer(got) == _by_customer(expected)
