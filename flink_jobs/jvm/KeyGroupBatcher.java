@@ -43,9 +43,12 @@ import org.apache.flink.types.Row;
  * concatenation of the batch's records (they are self-delimiting). {@code watermark} is one this
  * operator has forwarded or forwards right after the batch, and every held record up to it has
  * been sent (in this batch or before): so every event of the batch key up to it has arrived, and
- * the segment function may apply them at once instead of buffering them for a timer. (A batch
- * sent while a watermark releases held records, because it is full, carries the previous
- * watermark: records the new one passes may still wait here.)
+ * the segment function may apply them at once instead of buffering them for a timer. The records
+ * a watermark releases go out as one batch per batch key, however many there are, so that batch
+ * carries the new watermark: {@code maxRecords} bounds the batches of records sent as they come,
+ * not a release. (Catching up, one release is many times {@code maxRecords}; when it was split,
+ * the early parts carried the previous watermark and the segment function buffered their events
+ * for a timer: measured over the 1M-event bench, thread mode, 650k extra timer steps.)
  *
  * <p>A record whose event time is ahead of the watermark is held and released just before the
  * watermark that passes it is forwarded; other records (late ones, and records the source could
@@ -282,15 +285,23 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         long[] times = Arrays.copyOf(heldTimes, heldCount);
         Arrays.sort(times);
         release(times[heldCount - (maxHeld - maxHeld / 10) - 1]);
+        flush();
+        endMarker();
     }
 
-    private void ready(int key, byte[] record) {
+    /** Adds a record to its batch key's batch (sent by the next flush). */
+    private void add(int key, byte[] record) {
         Batch batch = batches[key];
         if (batch == null) {
             batch = batches[key] = new Batch();
         }
         batch.add(record);
         buffered++;
+    }
+
+    /** A record to send as it comes: in a batch within {@code maxRecords} and {@code maxDelayMs}. */
+    private void ready(int key, byte[] record) {
+        add(key, record);
         if (buffered >= maxRecords) {
             flush();
             endMarker();
@@ -306,7 +317,8 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    /** Sends the held records up to {@code upTo} to their batches (in arrival order). */
+    /** Moves the held records up to {@code upTo} to their batches (in arrival order); the caller
+     * flushes. */
     private void release(long upTo) {
         if (upTo < heldMin) {
             return;
@@ -320,7 +332,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         for (int i = 0; i < n; i++) {
             long t = times[i];
             if (t <= upTo) {
-                ready(keys[i], records[i]);
+                add(keys[i], records[i]);
             } else {
                 times[kept] = t;
                 keys[kept] = keys[i];
