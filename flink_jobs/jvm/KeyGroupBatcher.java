@@ -6,6 +6,8 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Base64;
 import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.function.Function;
 import java.util.function.ToLongFunction;
 import java.util.stream.Collectors;
@@ -53,8 +55,9 @@ import org.apache.flink.types.Row;
  * <p>A record whose event time is ahead of the watermark is held and released just before the
  * watermark that passes it is forwarded; other records (late ones, and records the source could
  * give no event time, which the parser will reject) are sent at once. The records one watermark
- * releases go out in arrival order, not in event-time order: the segment function takes all
- * events of a customer in a call before it applies any, in event-time order. Held records are
+ * releases go out in arrival order within each 64 ms of event time, not in event-time order: the
+ * segment function takes all events of a customer in a call before it applies any, in event-time
+ * order. Held records are
  * part of the checkpoint (keyed list state, written before the barrier); when more than
  * {@code maxHeld} wait (a stuck watermark), the oldest tenth is released early, and the segment
  * function buffers them itself. Python stays the authority on event time: the holding only saves
@@ -94,18 +97,41 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient int buffered;
     private transient boolean timerArmed;
     private transient StreamRecord<Row> reuse;
-    // The held records, unordered: release scans them all, which costs less than keeping them in
-    // order (a priority queue's sifting was a quarter of this operator's time).
-    private transient long[] heldTimes;
-    private transient int[] heldKeys;
-    private transient byte[][] heldRecords;
+    // The held records in buckets of 2^BUCKET_SHIFT ms of event time, each unordered (arrival
+    // order). A release takes whole buckets and scans only the one the watermark falls in: live,
+    // the bound's worth of records waits (5 s: about 34k at 6,750 events/s) and a watermark every
+    // 50 ms releases about 1% of them, where scanning them all was 58% of this task's JVM samples.
+    // (A priority queue's sifting was a quarter of this operator's time catching up.)
+    private static final int BUCKET_SHIFT = 6;
+    private transient TreeMap<Long, Held> held;
     private transient int heldCount;
-    private transient long heldMin; // no held record is older
+    private transient long lastBucket; // the bucket of the last record held, and its Held
+    private transient Held lastHeld;
     private transient long watermark;
     private transient long released; // every held record up to this watermark has been sent
     private transient int[] owned;
     private transient ListState<byte[]> heldState;
     private transient boolean restored;
+
+    /** The held records of one bucket of event time. */
+    private static final class Held {
+        long[] times = new long[16];
+        int[] keys = new int[16];
+        byte[][] records = new byte[16][];
+        int count;
+
+        void add(long time, int key, byte[] record) {
+            if (count == times.length) {
+                times = Arrays.copyOf(times, 2 * count);
+                keys = Arrays.copyOf(keys, 2 * count);
+                records = Arrays.copyOf(records, 2 * count);
+            }
+            times[count] = time;
+            keys[count] = key;
+            records[count] = record;
+            count++;
+        }
+    }
 
     /** One batch key's records since its last batch, concatenated. */
     private static final class Batch {
@@ -159,10 +185,8 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         super.open();
         batches = new Batch[batchKeys];
         reuse = new StreamRecord<>(null);
-        heldTimes = new long[1024];
-        heldKeys = new int[1024];
-        heldRecords = new byte[1024][];
-        heldMin = Long.MAX_VALUE;
+        held = new TreeMap<>();
+        lastHeld = null;
         watermark = Long.MIN_VALUE;
         released = Long.MIN_VALUE;
         int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
@@ -267,24 +291,28 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     }
 
     private void hold(long time, int key, byte[] record) {
-        if (heldCount == heldTimes.length) {
-            int size = 2 * heldCount;
-            heldTimes = Arrays.copyOf(heldTimes, size);
-            heldKeys = Arrays.copyOf(heldKeys, size);
-            heldRecords = Arrays.copyOf(heldRecords, size);
+        long bucket = time >> BUCKET_SHIFT;
+        if (lastHeld == null || bucket != lastBucket) {
+            lastHeld = held.computeIfAbsent(bucket, b -> new Held());
+            lastBucket = bucket;
         }
-        heldTimes[heldCount] = time;
-        heldKeys[heldCount] = key;
-        heldRecords[heldCount] = record;
+        lastHeld.add(time, key, record);
         heldCount++;
-        heldMin = Math.min(heldMin, time);
     }
 
     /** The watermark is stuck: sends the oldest tenth of the held records (at least one). */
     private void releaseOldest() {
-        long[] times = Arrays.copyOf(heldTimes, heldCount);
-        Arrays.sort(times);
-        release(times[heldCount - (maxHeld - maxHeld / 10) - 1]);
+        int target = heldCount - (maxHeld - maxHeld / 10); // how many to send
+        int before = 0;
+        for (Held h : held.values()) {
+            if (before + h.count >= target) {
+                long[] times = Arrays.copyOf(h.times, h.count);
+                Arrays.sort(times);
+                release(times[target - before - 1]);
+                break;
+            }
+            before += h.count;
+        }
         flush();
         endMarker();
     }
@@ -317,33 +345,50 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    /** Moves the held records up to {@code upTo} to their batches (in arrival order); the caller
-     * flushes. */
+    /** Moves the held records up to {@code upTo} to their batches (bucket by bucket, each in
+     * arrival order); the caller flushes. */
     private void release(long upTo) {
-        if (upTo < heldMin) {
+        while (!held.isEmpty()) {
+            Map.Entry<Long, Held> first = held.firstEntry();
+            long start = first.getKey() << BUCKET_SHIFT;
+            if (start > upTo) {
+                return;
+            }
+            Held h = first.getValue();
+            if ((start | ((1L << BUCKET_SHIFT) - 1)) <= upTo) {
+                for (int i = 0; i < h.count; i++) {
+                    add(h.keys[i], h.records[i]);
+                }
+                heldCount -= h.count;
+                held.pollFirstEntry();
+                if (h == lastHeld) {
+                    lastHeld = null;
+                }
+                continue;
+            }
+            // The watermark falls in this bucket: send what it passes, keep the rest.
+            int kept = 0;
+            for (int i = 0; i < h.count; i++) {
+                if (h.times[i] <= upTo) {
+                    add(h.keys[i], h.records[i]);
+                } else {
+                    h.times[kept] = h.times[i];
+                    h.keys[kept] = h.keys[i];
+                    h.records[kept] = h.records[i];
+                    kept++;
+                }
+            }
+            Arrays.fill(h.records, kept, h.count, null);
+            heldCount -= h.count - kept;
+            h.count = kept;
+            if (kept == 0) {
+                held.pollFirstEntry();
+                if (h == lastHeld) {
+                    lastHeld = null;
+                }
+            }
             return;
         }
-        long[] times = heldTimes;
-        int[] keys = heldKeys;
-        byte[][] records = heldRecords;
-        int n = heldCount;
-        int kept = 0;
-        long min = Long.MAX_VALUE;
-        for (int i = 0; i < n; i++) {
-            long t = times[i];
-            if (t <= upTo) {
-                add(keys[i], records[i]);
-            } else {
-                times[kept] = t;
-                keys[kept] = keys[i];
-                records[kept] = records[i];
-                kept++;
-                min = Math.min(min, t);
-            }
-        }
-        Arrays.fill(records, kept, n, null);
-        heldCount = kept;
-        heldMin = min;
     }
 
     /** Sends every buffered batch; false if there was none. */
@@ -411,13 +456,15 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         for (int key = 0; key < batchKeys; key++) {
             byKey.add(null);
         }
-        for (int i = 0; i < heldCount; i++) {
-            List<byte[]> list = byKey.get(heldKeys[i]);
-            if (list == null) {
-                list = new ArrayList<>();
-                byKey.set(heldKeys[i], list);
+        for (Held h : held.values()) {
+            for (int i = 0; i < h.count; i++) {
+                List<byte[]> list = byKey.get(h.keys[i]);
+                if (list == null) {
+                    list = new ArrayList<>();
+                    byKey.set(h.keys[i], list);
+                }
+                list.add(stored(h.times[i], h.records[i]));
             }
-            list.add(stored(heldTimes[i], heldRecords[i]));
         }
         for (int key : owned) {
             setCurrentKey(keyRow(key));
