@@ -410,7 +410,13 @@ SETTINGS: dict[str, Setting] = {
             "batch keys customers are grouped under (part of the state layout: keep it across savepoints; "
             "at least a few per parallel task)",
         ),
-        Setting("job.batch_max_records", 2000, _int(1, 1_000_000), "records after which the JVM sends a batch to Python"),
+        Setting(
+            "job.batch_max_records",
+            2000,
+            _int(1, 1_000_000),
+            "records after which the JVM sends a batch to Python (the records a watermark releases go in one "
+            "batch per batch key, however many)",
+        ),
         Setting("job.batch_max_delay", 200, _duration, "longest a record waits in the JVM for its batch"),
         Setting(
             "job.batch_max_held",
@@ -424,8 +430,9 @@ SETTINGS: dict[str, Setting] = {
             1_000,
             _duration_between(1, 3_600_000),
             "while live (watermark within 60 s of the clock), a changed customer state is written to Flink state "
-            "at its batch key's first call after this long, else at the next checkpoint: longer means fewer "
-            "encodes, and a longer pause at each checkpoint",
+            "at its batch key's first call after half to all of this long (at random, so that keys do not come "
+            "due together), else at the next checkpoint: longer means fewer encodes, and a longer pause at each "
+            "checkpoint",
         ),
         Setting(
             "job.buffer_timeout",
