@@ -188,7 +188,6 @@ class _BatchEngine:
         # them waited; p99 latency followed).
         self._dirty: dict[int, dict[str, CustomerState]] = {}
         self._sync_at: dict[int, float] = {}
-        self._jitter = random.Random()
         # Per batch key: who is due when (rebuilt from the map on a key's first call), the timer
         # known to be registered, and whether its customers are on the current rules.
         self._due: dict[int, _DueIndex] = {}
@@ -350,7 +349,7 @@ class _BatchEngine:
             now = time.monotonic()
             due = self._sync_at.get(key)
             if due is None:
-                due = self._sync_at[key] = now + self._write_behind * (0.5 + 0.5 * self._jitter.random())
+                due = self._sync_at[key] = now + self._write_behind * random.uniform(0.5, 1.0)
             if len(dirty) > self._dirty_limit:
                 self._sync(key)
             elif now >= due and live:

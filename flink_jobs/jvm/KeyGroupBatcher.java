@@ -350,23 +350,10 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private void release(long upTo) {
         while (!held.isEmpty()) {
             Map.Entry<Long, Held> first = held.firstEntry();
-            long start = first.getKey() << BUCKET_SHIFT;
-            if (start > upTo) {
+            if (first.getKey() << BUCKET_SHIFT > upTo) {
                 return;
             }
             Held h = first.getValue();
-            if ((start | ((1L << BUCKET_SHIFT) - 1)) <= upTo) {
-                for (int i = 0; i < h.count; i++) {
-                    add(h.keys[i], h.records[i]);
-                }
-                heldCount -= h.count;
-                held.pollFirstEntry();
-                if (h == lastHeld) {
-                    lastHeld = null;
-                }
-                continue;
-            }
-            // The watermark falls in this bucket: send what it passes, keep the rest.
             int kept = 0;
             for (int i = 0; i < h.count; i++) {
                 if (h.times[i] <= upTo) {
@@ -378,16 +365,17 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
                     kept++;
                 }
             }
-            Arrays.fill(h.records, kept, h.count, null);
             heldCount -= h.count - kept;
-            h.count = kept;
-            if (kept == 0) {
-                held.pollFirstEntry();
-                if (h == lastHeld) {
-                    lastHeld = null;
-                }
+            if (kept > 0) {
+                // The watermark falls in this bucket: every later bucket is ahead of it.
+                Arrays.fill(h.records, kept, h.count, null);
+                h.count = kept;
+                return;
             }
-            return;
+            held.pollFirstEntry();
+            if (h == lastHeld) {
+                lastHeld = null;
+            }
         }
     }
 
