@@ -451,7 +451,11 @@ class _BatchEngine:
         if state is not None:
             return state
         data = self._customers.get(customer_id) if customer_id in self._stored[key] else None
-        state = decode_state(data) if data is not None else self._engine.new_state(customer_id)
+        if data is None:
+            state = self._engine.new_state(customer_id)
+        else:
+            state = decode_state(data)
+            self._gc.long_lived()  # a cached state, or soon dirty: not for the young collections
         if self._cache_size:
             cache[customer_id] = state
             if len(cache) > self._cache_size:

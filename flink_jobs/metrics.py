@@ -182,6 +182,13 @@ class JobMetrics:
             GC_BUCKETS,
             ["generation"],
         )
+        self._gc_collected = counter(
+            "python_gc_collected_objects",
+            "Unreachable objects the cyclic garbage collector found, by generation. Long-lived objects are "
+            "frozen out of the young generations, so a reference cycle among them is found only by the "
+            "periodic full collection: a growing full count means cycles wait that long.",
+            ["generation"],
+        )
 
         self._segment = _BoundedLabel()
         self._version = _BoundedLabel()
@@ -203,6 +210,7 @@ class JobMetrics:
             self._redis_changes.labels(result)
         for generation in GC_GENERATIONS:
             self._gc_pause.labels(generation)
+            self._gc_collected.labels(generation)
 
     def _child(self, metric, *values: str):
         key = (id(metric), *values)
@@ -322,9 +330,12 @@ class JobMetrics:
 
     # ---- the Python process -----------------------------------------------------------------
 
-    def observe_gc_pause(self, generation: str, seconds: float) -> None:
+    def observe_gc_pause(self, generation: str, seconds: float, collected: int = 0) -> None:
         """One collection of the cyclic GC (``gc_policy`` calls this)."""
-        self._child(self._gc_pause, self._generation(generation)).observe(seconds)
+        generation = self._generation(generation)
+        self._child(self._gc_pause, generation).observe(seconds)
+        if collected:
+            self._child(self._gc_collected, generation).inc(collected)
 
 
 def redis_error_kind(exc: BaseException) -> str:

@@ -167,6 +167,12 @@ def build_dashboard() -> Dashboard:
                 description="Generation 2 should stay near 0 (long-lived objects are frozen, see "
                 "job.python_full_gc_interval); 'full' is the periodic collection of everything.",
             )),
+            (8, 7, lambda gp: _series(
+                "Python GC: garbage cycles found", ["python_gc_found"], gp,
+                description="Objects in unreachable reference cycles. Long-lived objects are frozen out of the "
+                "young generations, so cycles among them wait for the 'full' collection: a steadily growing "
+                "'full' rate means memory held that long.",
+            )),
         ],
     )  # fmt: skip
 

@@ -169,6 +169,14 @@ QUERIES: dict[str, Query] = _q(
         "gen {{generation}}",
     ),
     Query(
+        "python_gc_found",
+        f"sum by (generation) (rate(segments_python_gc_collected_objects_total[{RATE}]))",
+        "unreachable objects Python's GC found, by generation",
+        "ops",
+        "python",
+        "gen {{generation}}",
+    ),
+    Query(
         "redis_error_rate",
         f"sum(rate(segments_redis_errors_total[{RATE}]))",
         "Redis flush errors",

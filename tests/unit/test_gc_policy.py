@@ -24,6 +24,12 @@ def _cycle() -> weakref.ref:
     return weakref.ref(a)
 
 
+def _unfrozen(*objects: object) -> int:
+    """How many of ``objects`` are in generations 0-2, which collections scan."""
+    tracked = {id(o) for o in gc.get_objects()}
+    return sum(id(o) in tracked for o in objects)
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -73,8 +79,8 @@ def test_young_cycles_are_still_collected(installed):
 
 def test_a_cycle_that_was_frozen_is_found_by_the_periodic_full_collection(installed):
     clock = _Clock()
-    seen: list[tuple[str, float]] = []
-    collector = installed(60.0, observer=lambda g, s: seen.append((g, s)), clock=clock)
+    seen: list[tuple[str, float, int]] = []
+    collector = installed(60.0, observer=lambda g, s, n: seen.append((g, s, n)), clock=clock)
     holder = [_Node()]
     holder[0].other = _Node()
     holder[0].other.other = holder[0]
@@ -89,30 +95,64 @@ def test_a_cycle_that_was_frozen_is_found_by_the_periodic_full_collection(instal
     assert pause is not None and pause >= 0
     assert ref() is None
     assert collector.full_collections == 1
-    assert ("full", pause) in seen
+    assert ("full", pause, 2) in seen, "the full collection reports the two objects of the cycle"
     assert collector.tick() is None, "the next one is a full interval away"
 
 
+def test_what_a_collection_found_is_reported_with_its_pause(installed):
+    seen: list[tuple[str, float, int]] = []
+    collector = installed(3600.0, observer=lambda g, s, n: seen.append((g, s, n)))
+    gc.collect(0)
+    collector.tick()
+    seen.clear()
+    ref = _cycle()
+    gc.collect(0)
+    collector.tick()
+    assert ref() is None
+    assert [(g, n) for g, _, n in seen] == [("0", 2)]
+
+
+def test_long_lived_objects_are_frozen_at_the_next_tick(installed):
+    collector = installed(3600.0)
+    gc.collect(1)
+    kept = [[i] for i in range(1000)]  # a decoded state: young containers that will live long
+    collector.long_lived()
+    assert _unfrozen(kept, *kept) == 1001, "not in the middle of a call"
+    collector.tick()
+    assert _unfrozen(kept, *kept) == 0
+    again = [[i] for i in range(10)]
+    collector.tick()
+    assert _unfrozen(again, *again) == 11, "once per long_lived"
+
+
+def test_long_lived_freezes_nothing_under_pythons_collector(installed):
+    collector = installed(0)
+    kept = [[i] for i in range(100)]
+    collector.long_lived()
+    collector.tick()
+    assert _unfrozen(kept, *kept) == 101
+
+
 def test_pauses_are_reported_from_tick_by_generation(installed):
-    seen: list[tuple[str, float]] = []
-    collector = installed(3600.0, observer=lambda g, s: seen.append((g, s)))
+    seen: list[tuple[str, float, int]] = []
+    collector = installed(3600.0, observer=lambda g, s, n: seen.append((g, s, n)))
     gc.collect(0)
     gc.collect(1)
     gc.collect(2)
     assert seen == [], "nothing is reported from inside the collector"
     collector.tick()
-    assert [g for g, _ in seen] == ["0", "1", "2"]
-    assert all(s >= 0 for _, s in seen)
+    assert [g for g, _, _ in seen] == ["0", "1", "2"]
+    assert all(s >= 0 for _, s, _ in seen)
 
 
 def test_interval_zero_leaves_pythons_collector_alone(installed):
-    seen: list[tuple[str, float]] = []
-    collector = installed(0, observer=lambda g, s: seen.append((g, s)))
+    seen: list[tuple[str, float, int]] = []
+    collector = installed(0, observer=lambda g, s, n: seen.append((g, s, n)))
     before = gc.get_freeze_count()
     gc.collect(1)
     assert gc.get_freeze_count() == before
     assert collector.tick() is None
-    assert [g for g, _ in seen] == ["1"], "still observed"
+    assert [g for g, _, _ in seen] == ["1"], "still observed"
 
 
 def test_install_is_once_per_process():

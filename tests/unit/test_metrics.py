@@ -92,6 +92,7 @@ def test_metric_names_and_types():
         "segments_model_score": "histogram",
         "segments_model_feature_psi": "gauge",
         "segments_python_gc_pause_seconds": "histogram",
+        "segments_python_gc_collected_objects_total": "counter",
     }
 
 
