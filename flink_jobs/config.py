@@ -409,8 +409,8 @@ SETTINGS: dict[str, Setting] = {
             "job.batch_keys",
             128,
             _int(1, 32_768),
-            "batch keys customers are grouped under (part of the state layout: keep it across savepoints; "
-            "at least a few per parallel task)",
+            "batch keys customers are grouped under (part of the state layout: keep it across savepoints, a "
+            "restore with another value stops the job at start; at least a few per parallel task)",
         ),
         Setting(
             "job.batch_max_records",

@@ -86,6 +86,10 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private static final String HELD_STATE = "held-records-bin";
     private static final String HELD_TEXT_STATE = "held-records-utf8";
     private static final String HELD_STRING_STATE = "held-records";
+    // The number of batch keys the state was written with (operator state, one entry per subtask).
+    // Customers are stored under their batch key, here and in the segment function's state:
+    // restored with another number, they would be looked for under other keys and start afresh.
+    private static final String BATCH_KEYS_STATE = "batch-keys";
     private static final byte[] EMPTY = new byte[0];
 
     private final int batchKeys;
@@ -178,6 +182,21 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         super.initializeState(context);
         heldState = bytesState(HELD_STATE);
         restored = context.isRestored();
+        ListState<Integer> layout = context.getOperatorStateStore().getUnionListState(
+                new ListStateDescriptor<>(BATCH_KEYS_STATE, BasicTypeInfo.INT_TYPE_INFO));
+        if (restored) {
+            // Checkpoints of versions before this state have no entry: nothing to compare.
+            for (Integer stored : layout.get()) {
+                if (stored != batchKeys) {
+                    throw new IllegalStateException("job.batch_keys is " + batchKeys
+                            + ", but the state being restored was written with job.batch_keys=" + stored
+                            + ": customers are stored under their batch key, so the number is part of the "
+                            + "state layout. Restore with --set job.batch_keys=" + stored
+                            + ", or start without job.restore_from (the job's state starts empty).");
+                }
+            }
+        }
+        layout.update(List.of(batchKeys));
     }
 
     @Override

@@ -72,6 +72,31 @@ def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_resu
     _assert_restored_gives(scenario, tmp_path / "second.log", settings, checkpoint, _reference(first + second))
 
 
+def test_a_checkpoint_restored_with_other_batch_keys_stops_the_job_naming_the_setting(scenario: Scenario, tmp_path):
+    """Customers are stored under their batch key: restored with another job.batch_keys, they would
+    silently start afresh. The job refuses at start instead, naming the setting and its value."""
+    checkpoints = tmp_path / "checkpoints"
+    settings = {**_settings(scenario, checkpoints), "job.restart_attempts": "0"}
+    scenario.produce(_events(0, 20))
+    job = _start_job(scenario, tmp_path / "first.log", **settings)
+    try:
+        seen_at = _await_checkpoint(scenario, job, checkpoints, tmp_path / "first.log")
+    finally:
+        _kill(job)
+    checkpoint = _latest_checkpoint(checkpoints, seen_at)
+    assert checkpoint is not None
+    log = tmp_path / "second.log"
+    job = _start_job(scenario, log, **settings, **{"job.restore_from": str(checkpoint), "job.batch_keys": "64"})
+    try:
+        job.wait(timeout=180)
+    finally:
+        _kill(job)
+    assert job.returncode != 0, f"the job restored with other batch keys ran:\n{_tail(log)}"
+    text = log.read_text(errors="replace")
+    assert "job.batch_keys is 64, but the state being restored was written with job.batch_keys=128" in text, _tail(log)
+    assert "--set job.batch_keys=128" in text
+
+
 # The last version whose JVM batcher checkpointed its held records as text (held-records-utf8).
 TEXT_HELD_RECORDS = "00a7afe"
 ROOT = Path(__file__).resolve().parents[2]
