@@ -566,7 +566,6 @@ def main() -> int:
                 f"p99 {_pct(lat, 0.99) - BOUND_MS:,.0f} ms)",
                 flush=True,
             )
-        os.environ["BENCH_SETTINGS"] = " ".join(args.set)
     return 0
 
 

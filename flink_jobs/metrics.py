@@ -330,7 +330,7 @@ class JobMetrics:
 
     # ---- the Python process -----------------------------------------------------------------
 
-    def observe_gc_pause(self, generation: str, seconds: float, collected: int = 0) -> None:
+    def observe_gc_pause(self, generation: str, seconds: float, collected: int) -> None:
         """One collection of the cyclic GC (``gc_policy`` calls this)."""
         generation = self._generation(generation)
         self._child(self._gc_pause, generation).observe(seconds)
