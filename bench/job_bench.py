@@ -25,15 +25,14 @@ the change record's Kafka timestamp minus the change's event time (live, Redis i
 same call, just before the record is emitted), p50 and p99, with the watermark bound it includes
 printed next to it. The first --latency-warmup seconds of the feed are not counted: until both
 partitions have sent an event the watermark does not move, and the JVM has not compiled its hot
-paths yet (a job that has run for a while no longer pays either). The latency run is made twice:
-with the job's settings (and --set), then with the low-latency settings below added
-(--no-low-latency-run skips the second).
+paths yet (a job that has run for a while no longer pays either). The latency run uses the
+job's settings (and --set).
 
 Figures are printed, never asserted.
 
     .venv/bin/python bench/job_bench.py [--events 1000000] [--customers 100000]
         [--only job,models,floor,batched,python,latency] [--latency-seconds 60] [--latency-warmup 20]
-        [--latency-rate EVENTS_PER_S] [--no-low-latency-run] [--parallelism 2]
+        [--latency-rate EVENTS_PER_S] [--parallelism 2]
         [--set job.python_execution_mode=process]
 """
 
@@ -57,12 +56,6 @@ sys.path.insert(0, str(ROOT))
 
 PARTITIONS = 2
 BOUND_MS = 5_000  # the bench feed's disorder stays within 3 s
-# The latency run is repeated with these: watermarks every 50 ms instead of 200, and records
-# waiting at most 50 ms in the JVM for their batch. Live at 7,988 events/s in thread mode they
-# cut p99 beyond the bound from 981 to 195-261 ms; catching up, six interleaved pairs of runs
-# put their cost at 8% on average, from 5% faster to 23% slower (more, smaller Python calls),
-# which is why they are not the job's defaults.
-LOW_LATENCY = ["events.watermark_interval=50ms", "job.batch_max_delay=50ms"]
 
 
 def _stack_env() -> dict[str, str]:
@@ -478,11 +471,6 @@ def main() -> int:
         "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting for every Flink run"
     )
     parser.add_argument(
-        "--no-low-latency-run",
-        action="store_true",
-        help="measure latency with the job's settings only, not again with " + " ".join(LOW_LATENCY),
-    )
-    parser.add_argument(
         "--floor-thread",
         action="store_true",
         help="run the floor in thread mode at parallelism 1, the fastest per-event PyFlink pipeline here (in "
@@ -549,23 +537,18 @@ def main() -> int:
     if "latency" in wanted and (args.latency_rate or "job" in rates):
         rate = args.latency_rate or rates["job"] / 2
         what = "as asked" if args.latency_rate else "half the job's rate"
-        profiles = [("the job's settings", [])]
-        if not args.no_low_latency_run:
-            profiles.append(("low-latency settings: " + " ".join(LOW_LATENCY), LOW_LATENCY))
-        for name, extra in profiles:
-            os.environ["BENCH_SETTINGS"] = " ".join([*args.set, *extra])
-            live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
-            lat = live.latencies
-            print()
-            print(
-                f"latency at {rate:,.0f} events/s ({what}), {name}; the feed sent {live.sent:,} events at "
-                f"{live.sent_rate:,.0f}/s, its own lag to the broker p50 {_pct(live.feed_lag, 0.5):,.0f} ms, "
-                f"p99 {_pct(live.feed_lag, 0.99):,.0f} ms; {len(lat):,} changes (after {args.latency_warmup} s of warm-up): "
-                f"event time -> change record p50 {_pct(lat, 0.5):,.0f} ms, p99 {_pct(lat, 0.99):,.0f} ms "
-                f"(includes the {BOUND_MS} ms watermark bound: beyond it p50 {_pct(lat, 0.5) - BOUND_MS:,.0f} ms, "
-                f"p99 {_pct(lat, 0.99) - BOUND_MS:,.0f} ms)",
-                flush=True,
-            )
+        live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
+        lat = live.latencies
+        print()
+        print(
+            f"latency at {rate:,.0f} events/s ({what}); the feed sent {live.sent:,} events at "
+            f"{live.sent_rate:,.0f}/s, its own lag to the broker p50 {_pct(live.feed_lag, 0.5):,.0f} ms, "
+            f"p99 {_pct(live.feed_lag, 0.99):,.0f} ms; {len(lat):,} changes (after {args.latency_warmup} s of warm-up): "
+            f"event time -> change record p50 {_pct(lat, 0.5):,.0f} ms, p99 {_pct(lat, 0.99):,.0f} ms "
+            f"(includes the {BOUND_MS} ms watermark bound: beyond it p50 {_pct(lat, 0.5) - BOUND_MS:,.0f} ms, "
+            f"p99 {_pct(lat, 0.99) - BOUND_MS:,.0f} ms)",
+            flush=True,
+        )
     return 0
 
 

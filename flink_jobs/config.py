@@ -100,6 +100,7 @@ class JobConfig:
     batch_max_records: int  # a batch is sent once this many records wait
     batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
     batch_max_held: int  # records held in the JVM until the watermark passes them, per task
+    catch_up_release_interval: int  # ms: catching up, watermarks are applied at most this often (0 = each)
     state_write_behind: int  # ms: changed customer states are written to Flink state after about this long
     buffer_timeout: int  # ms a record may wait in a network buffer between tasks (Flink's buffer timeout)
     batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
@@ -358,7 +359,7 @@ SETTINGS: dict[str, Setting] = {
         Setting("events.max_future", 24 * 3600 * 1000, _duration, "event times further ahead of ingestion go to the DLQ"),
         Setting(
             "events.watermark_interval",
-            200,
+            50,
             _duration_between(10, 60_000),
             "how often watermarks advance: segment changes wait up to this long after the out-of-orderness bound",
         ),
@@ -419,13 +420,21 @@ SETTINGS: dict[str, Setting] = {
             "records after which the JVM sends a batch to Python (the records a watermark releases go in one "
             "batch per batch key, however many)",
         ),
-        Setting("job.batch_max_delay", 200, _duration, "longest a record waits in the JVM for its batch"),
+        Setting("job.batch_max_delay", 50, _duration, "longest a record waits in the JVM for its batch"),
         Setting(
             "job.batch_max_held",
             200_000,
             _int(1, 100_000_000),
             "records the JVM holds for the watermark to pass them, per parallel task; beyond it the oldest go "
             "to Python early (which then buffers them in customer state)",
+        ),
+        Setting(
+            "job.catch_up_release_interval",
+            1000,
+            _duration_between(0, 60_000),
+            "while catching up (watermark over 60 s behind the clock), the JVM applies watermarks at most this "
+            "often, so that a short events.watermark_interval does not multiply the Python calls of a replay; "
+            "0 = every watermark",
         ),
         Setting(
             "job.state_write_behind",

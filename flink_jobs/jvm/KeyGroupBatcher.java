@@ -70,6 +70,13 @@ import org.apache.flink.types.Row;
  * marker arrives; the marker precedes the barrier on the same channel, so the snapshot holds
  * every change. (Unaligned checkpoints would break this: the job does not enable them.)
  *
+ * <p>Catching up (a watermark more than {@code CATCH_UP_LAG} behind the clock), watermarks are
+ * applied at most every {@code catchUpReleaseMs}: one that comes sooner after the last applied
+ * waits, and a later one replaces it, until a processing-time timer applies the latest. Each
+ * applied watermark costs a Python call per batch key with records, an end marker and the timers
+ * it fires; so a short watermark interval, which live is what keeps a change's wait short, does not
+ * multiply the calls of a replay. The final watermark (end of input) is applied at once.
+ *
  * <p>After each release (the batches a watermark, a full buffer or the delay sends, and the
  * timers a forwarded watermark fires downstream) an <em>end marker</em> (a row whose records are
  * null) goes to one batch key of this subtask: the segment function holds the membership changes
@@ -78,7 +85,7 @@ import org.apache.flink.types.Row;
 public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
 
-    private static final long serialVersionUID = 3L;
+    private static final long serialVersionUID = 4L;
     // Held records in a checkpoint: their 8-byte event time, then the record (EventKeys.record).
     // Checkpoints of earlier versions hold the record as text (the batches' text format of those
     // versions): as an 8-byte time and UTF-8 under HELD_TEXT_STATE, or as a string
@@ -91,11 +98,15 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     // restored with another number, they would be looked for under other keys and start afresh.
     private static final String BATCH_KEYS_STATE = "batch-keys";
     private static final byte[] EMPTY = new byte[0];
+    // A watermark further behind the clock than this is a replay or a backlog, not live traffic
+    // (the segment function's write-behind uses the same bound).
+    static final long CATCH_UP_LAG = 60_000;
 
     private final int batchKeys;
     private final int maxRecords;
     private final long maxDelayMs;
     private final int maxHeld;
+    private final long catchUpReleaseMs;
 
     private transient Batch[] batches;
     private transient int buffered;
@@ -116,6 +127,9 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient int[] owned;
     private transient ListState<byte[]> heldState;
     private transient boolean restored;
+    private transient long lastApplied; // processing time of the last watermark applied
+    private transient Watermark pending; // a catching-up watermark that waits for its timer
+    private transient boolean pendingArmed;
 
     /** The held records of one bucket of event time. */
     private static final class Held {
@@ -151,14 +165,20 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld) {
+    /** {@code catchUpReleaseMs}: while catching up, the shortest time between two watermarks
+     * applied (0: every watermark at once). */
+    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld, long catchUpReleaseMs) {
         if (batchKeys < 1 || maxRecords < 1 || maxDelayMs < 1 || maxHeld < 1) {
             throw new IllegalArgumentException("batchKeys, maxRecords, maxDelayMs and maxHeld must be positive");
+        }
+        if (catchUpReleaseMs < 0) {
+            throw new IllegalArgumentException("catchUpReleaseMs must not be negative");
         }
         this.batchKeys = batchKeys;
         this.maxRecords = maxRecords;
         this.maxDelayMs = maxDelayMs;
         this.maxHeld = maxHeld;
+        this.catchUpReleaseMs = catchUpReleaseMs;
     }
 
     /** The batch key of a customer id; must equal {@code flink_jobs.batching.batch_key}. */
@@ -208,6 +228,9 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         lastHeld = null;
         watermark = Long.MIN_VALUE;
         released = Long.MIN_VALUE;
+        lastApplied = Long.MIN_VALUE;
+        pending = null;
+        pendingArmed = false;
         int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
         int parallelism = getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks();
         int index = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
@@ -438,6 +461,31 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
 
     @Override
     public void processWatermark(Watermark mark) throws Exception {
+        long now = getProcessingTimeService().getCurrentProcessingTime();
+        long time = mark.getTimestamp();
+        if (catchUpReleaseMs > 0 && time != Long.MAX_VALUE && now - time > CATCH_UP_LAG
+                && lastApplied != Long.MIN_VALUE && now - lastApplied < catchUpReleaseMs) {
+            pending = mark;
+            if (!pendingArmed) {
+                pendingArmed = true;
+                getProcessingTimeService().registerTimer(lastApplied + catchUpReleaseMs, t -> {
+                    pendingArmed = false;
+                    Watermark latest = pending;
+                    if (latest != null) {
+                        pending = null;
+                        apply(latest);
+                    }
+                });
+            }
+            return;
+        }
+        pending = null;
+        apply(mark);
+    }
+
+    /** Releases the held records up to {@code mark}, sends them, then forwards it. */
+    private void apply(Watermark mark) throws Exception {
+        lastApplied = getProcessingTimeService().getCurrentProcessingTime();
         watermark = Math.max(watermark, mark.getTimestamp());
         release(watermark);
         released = watermark;
