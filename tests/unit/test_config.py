@@ -31,6 +31,10 @@ def test_defaults(jar):
     assert config.job.delivery_guarantee == "at-least-once"
     assert config.job.python_execution_mode == "thread"
     assert config.events.out_of_orderness == 5_000
+    # Live latency rests on the short intervals; catching up, the batcher coalesces watermarks.
+    assert config.events.watermark_interval == 50
+    assert config.job.batch_max_delay == 50
+    assert config.job.catch_up_release_interval == 1_000
     assert config.job.rules_path == ("rules",)
     assert config.job.connector_jar == jar
 
@@ -134,6 +138,12 @@ def test_typed_values(jar):
             ["--set", "job.state_write_behind=0"],
             {},
             "job.state_write_behind: '0' is out of range; allowed: 1 ms to 3600000 ms (from --set job.state_write_behind)",
+        ),
+        (
+            ["--set", "job.catch_up_release_interval=2m"],
+            {},
+            "job.catch_up_release_interval: '2m' is out of range; allowed: 0 ms to 60000 ms "
+            "(from --set job.catch_up_release_interval)",
         ),
         (
             ["--set", "kafka.bounded=maybe"],
