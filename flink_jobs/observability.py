@@ -48,6 +48,8 @@ FLINK_METRICS: Mapping[str, str] = {
     "flink_taskmanager_job_task_operator_KafkaSourceReader_commitsFailed": "failed offset commits (counter)",
     # Per partition, labels topic and partition (GenericValueMetricGroup adds no scope part).
     "flink_taskmanager_job_task_operator_KafkaSourceReader_topic_partition_currentOffset": "offset read",
+    # The job's batcher (jvm/KeyGroupBatcher.java): watermarks deferred while catching up.
+    "flink_taskmanager_job_task_operator_watermarksDeferred": "watermarks the batcher deferred while catching up (counter)",
     # Task (TaskIOMetricGroup), labels task_name and subtask_index.
     "flink_taskmanager_job_task_backPressuredTimeMsPerSecond": "ms per second the task was back-pressured",
     "flink_taskmanager_job_task_busyTimeMsPerSecond": "ms per second the task was busy",

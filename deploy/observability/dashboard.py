@@ -157,6 +157,12 @@ def build_dashboard() -> Dashboard:
         "Infra",
         [
             (8, 7, lambda gp: _series("Kafka consumer lag", ["consumer_lag"], gp, description="Flink's pendingRecords of the events source.")),
+            (8, 7, lambda gp: _series(
+                "Catching up: watermarks deferred", ["watermarks_deferred"], gp,
+                description="Non-zero while the watermark is over 60 s behind the clock (a replay or a backlog): "
+                "the batcher then applies a watermark at most every job.catch_up_release_interval, so changes "
+                "come in bursts until the job is live again. Zero when live.",
+            )),
             (8, 7, lambda gp: _series("Back-pressure and busy time", ["backpressure", "busy"], gp)),
             (8, 7, lambda gp: _series("Checkpoints", ["checkpoint_duration"], gp)),
             (8, 7, lambda gp: _series("Checkpoint failures and restarts", ["checkpoint_failures_10m", "restarts_15m"], gp)),

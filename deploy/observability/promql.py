@@ -184,6 +184,14 @@ QUERIES: dict[str, Query] = _q(
         "python",
         "errors",
     ),
+    Query(
+        "watermarks_deferred",
+        f"sum by (job_name) (rate(flink_taskmanager_job_task_operator_watermarksDeferred[{RATE}]))",
+        "watermarks deferred while catching up (job.catch_up_release_interval)",
+        "ops",
+        "flink",
+        "{{job_name}}",
+    ),
     Query("consumer_lag", LAG, "Kafka consumer lag (records)", "short", "flink", "{{job_name}}"),
     Query("consumer_lag_deriv", f"deriv(({LAG})[10m:30s])", "Kafka lag growth (records/s)", "short", "flink", "{{job_name}}"),
     Query(

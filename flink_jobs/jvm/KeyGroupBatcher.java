@@ -17,6 +17,7 @@ import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
+import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.VoidNamespace;
@@ -130,6 +131,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient long lastApplied; // processing time of the last watermark applied
     private transient Watermark pending; // a catching-up watermark that waits for its timer
     private transient boolean pendingArmed;
+    private transient Counter deferred; // metric watermarksDeferred: non-zero rate = catching up
 
     /** The held records of one bucket of event time. */
     private static final class Held {
@@ -231,6 +233,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         lastApplied = Long.MIN_VALUE;
         pending = null;
         pendingArmed = false;
+        deferred = getMetricGroup().counter("watermarksDeferred");
         int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
         int parallelism = getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks();
         int index = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
@@ -466,6 +469,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         if (catchUpReleaseMs > 0 && time != Long.MAX_VALUE && now - time > CATCH_UP_LAG
                 && lastApplied != Long.MIN_VALUE && now - lastApplied < catchUpReleaseMs) {
             pending = mark;
+            deferred.inc();
             if (!pendingArmed) {
                 pendingArmed = true;
                 getProcessingTimeService().registerTimer(lastApplied + catchUpReleaseMs, t -> {
