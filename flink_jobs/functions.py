@@ -61,7 +61,9 @@ RULE_FILES = MapStateDescriptor("rule_files", Types.STRING(), Types.STRING())
 ACTIVE_RULES = "\u0000active"
 MAX_TIMESTAMP = 2**63 - 1
 # A watermark further than this behind the wall clock means the job is catching up (a backlog,
-# a replay, old event times): changed states then wait for the checkpoint (see _finish).
+# a replay, old event times): changed states then wait for the checkpoint (see _finish), and the
+# JVM batcher, which is given this bound, applies watermarks at most every
+# job.catch_up_release_interval.
 CATCH_UP_LAG = 60_000
 # Membership changes are held and written to Redis (then emitted to Kafka) for many calls at
 # once. Live, the changes of batches wait for the batcher's end marker, which follows each

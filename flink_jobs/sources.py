@@ -167,7 +167,7 @@ def build_batches(records: DataStream, config: Config) -> KeyedStream:
     from pyflink.common import Types
     from pyflink.java_gateway import get_gateway
 
-    from .functions import BATCH_TYPE  # functions imports this module (through sinks.kafka)
+    from .functions import BATCH_TYPE, CATCH_UP_LAG  # functions imports this module (through sinks.kafka)
 
     job = config.job
     jvm = get_gateway().jvm
@@ -183,7 +183,12 @@ def build_batches(records: DataStream, config: Config) -> KeyedStream:
     keyed_records = DataStream(j_keys).uid("event-keys").name("read customer and event time")
     j_by_key = keyed_records._j_data_stream.keyBy(jvm.KeyByKeySelector(), key_type)
     operator = jvm.dev.segments.flink.KeyGroupBatcher(
-        job.batch_keys, job.batch_max_records, job.batch_max_delay, job.batch_max_held, job.catch_up_release_interval
+        job.batch_keys,
+        job.batch_max_records,
+        job.batch_max_delay,
+        job.batch_max_held,
+        CATCH_UP_LAG,
+        job.catch_up_release_interval,
     )
     j_batches = j_by_key.transform("batch events", keyed_type.get_java_type_info(), operator)
     batches = DataStream(j_batches).uid("batch-events").name("hold and batch events by customer")

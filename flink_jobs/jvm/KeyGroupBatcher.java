@@ -71,7 +71,7 @@ import org.apache.flink.types.Row;
  * marker arrives; the marker precedes the barrier on the same channel, so the snapshot holds
  * every change. (Unaligned checkpoints would break this: the job does not enable them.)
  *
- * <p>Catching up (a watermark more than {@code CATCH_UP_LAG} behind the clock), watermarks are
+ * <p>Catching up (a watermark more than {@code catchUpLagMs} behind the clock), watermarks are
  * applied at most every {@code catchUpReleaseMs}: one that comes sooner after the last applied
  * waits, and a later one replaces it, until a processing-time timer applies the latest. Each
  * applied watermark costs a Python call per batch key with records, an end marker and the timers
@@ -99,14 +99,12 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     // restored with another number, they would be looked for under other keys and start afresh.
     private static final String BATCH_KEYS_STATE = "batch-keys";
     private static final byte[] EMPTY = new byte[0];
-    // A watermark further behind the clock than this is a replay or a backlog, not live traffic
-    // (the segment function's write-behind uses the same bound).
-    static final long CATCH_UP_LAG = 60_000;
 
     private final int batchKeys;
     private final int maxRecords;
     private final long maxDelayMs;
     private final int maxHeld;
+    private final long catchUpLagMs;
     private final long catchUpReleaseMs;
 
     private transient Batch[] batches;
@@ -129,8 +127,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient ListState<byte[]> heldState;
     private transient boolean restored;
     private transient long lastApplied; // processing time of the last watermark applied
-    private transient Watermark pending; // a catching-up watermark that waits for its timer
-    private transient boolean pendingArmed;
+    private transient Watermark pending; // a catching-up watermark; a timer is armed while set
     private transient Counter deferred; // metric watermarksDeferred: non-zero rate = catching up
 
     /** The held records of one bucket of event time. */
@@ -167,15 +164,19 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
     }
 
-    /** {@code catchUpReleaseMs}: while catching up, the shortest time between two watermarks
+    /** {@code catchUpLagMs}: a watermark further behind the clock is a replay or a backlog, not
+     * live traffic (the segment function's write-behind passes its own bound, so the two agree);
+     * {@code catchUpReleaseMs}: while catching up, the shortest time between two watermarks
      * applied (0: every watermark at once). */
-    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld, long catchUpReleaseMs) {
+    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld, long catchUpLagMs,
+            long catchUpReleaseMs) {
         if (batchKeys < 1 || maxRecords < 1 || maxDelayMs < 1 || maxHeld < 1) {
             throw new IllegalArgumentException("batchKeys, maxRecords, maxDelayMs and maxHeld must be positive");
         }
-        if (catchUpReleaseMs < 0) {
-            throw new IllegalArgumentException("catchUpReleaseMs must not be negative");
+        if (catchUpLagMs < 0 || catchUpReleaseMs < 0) {
+            throw new IllegalArgumentException("catchUpLagMs and catchUpReleaseMs must not be negative");
         }
+        this.catchUpLagMs = catchUpLagMs;
         this.batchKeys = batchKeys;
         this.maxRecords = maxRecords;
         this.maxDelayMs = maxDelayMs;
@@ -232,7 +233,6 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         released = Long.MIN_VALUE;
         lastApplied = Long.MIN_VALUE;
         pending = null;
-        pendingArmed = false;
         deferred = getMetricGroup().counter("watermarksDeferred");
         int maxParallelism = getRuntimeContext().getTaskInfo().getMaxNumberOfParallelSubtasks();
         int parallelism = getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks();
@@ -466,14 +466,12 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     public void processWatermark(Watermark mark) throws Exception {
         long now = getProcessingTimeService().getCurrentProcessingTime();
         long time = mark.getTimestamp();
-        if (catchUpReleaseMs > 0 && time != Long.MAX_VALUE && now - time > CATCH_UP_LAG
+        if (catchUpReleaseMs > 0 && time != Long.MAX_VALUE && now - time > catchUpLagMs
                 && lastApplied != Long.MIN_VALUE && now - lastApplied < catchUpReleaseMs) {
-            pending = mark;
-            deferred.inc();
-            if (!pendingArmed) {
-                pendingArmed = true;
+            if (pending == null) {
+                // Applies whatever is pending when it fires (nothing, if a watermark came after
+                // the interval and was applied at once).
                 getProcessingTimeService().registerTimer(lastApplied + catchUpReleaseMs, t -> {
-                    pendingArmed = false;
                     Watermark latest = pending;
                     if (latest != null) {
                         pending = null;
@@ -481,6 +479,8 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
                     }
                 });
             }
+            pending = mark;
+            deferred.inc();
             return;
         }
         pending = null;
