@@ -97,6 +97,8 @@ class JobConfig:
     connector_jar: str
     hot_reload: bool
     batch_keys: int  # customers are grouped under this many batch keys (fixed for a savepoint's life)
+    batch_key_layout: str  # balanced | identity: where batch keys are placed among key groups (fixed, too)
+    max_parallelism: int  # Flink's max parallelism (key groups) of every operator (fixed, too)
     batch_max_records: int  # a batch is sent once this many records wait
     batch_max_delay: int  # ms: a record waits at most this long for its batch (watermarks flush too)
     batch_max_held: int  # records held in the JVM until the watermark passes them, per task
@@ -408,10 +410,26 @@ SETTINGS: dict[str, Setting] = {
         Setting("job.connector_jar", "", _text(allow_empty=True), "path of flink-sql-connector-kafka.jar"),
         Setting(
             "job.batch_keys",
+            32,
+            _int(1, 32_768),
+            "batch keys customers are grouped under: one Python call per batch key with records per release, so "
+            "fewer keys mean fewer calls (part of the state layout: keep it across savepoints, a restore with "
+            "another value stops the job at start; at least job.parallelism, a multiple of it balances best)",
+        ),
+        Setting(
+            "job.batch_key_layout",
+            "balanced",
+            _choice("balanced", "identity"),
+            "balanced: batch keys are spread evenly over the key groups, so every parallel task gets the same "
+            "number (give or take one); identity: the layout of versions before it, for their savepoints (part "
+            "of the state layout, like job.batch_keys)",
+        ),
+        Setting(
+            "job.max_parallelism",
             128,
             _int(1, 32_768),
-            "batch keys customers are grouped under (part of the state layout: keep it across savepoints, a "
-            "restore with another value stops the job at start; at least a few per parallel task)",
+            "Flink's max parallelism: the highest job.parallelism a savepoint can be rescaled to (part of the state "
+            "layout; 128 is Flink's own default below parallelism 86)",
         ),
         Setting(
             "job.batch_max_records",
@@ -685,6 +703,17 @@ def _check_consistency(config: Config, origin: Mapping[str, str]) -> None:
             "job.delivery_guarantee",
             "exactly-once needs checkpoints (Kafka transactions commit on checkpoint); "
             "set job.checkpoint_interval, e.g. 10s, or use at-least-once",
+        )
+    if job.max_parallelism < job.parallelism:
+        fail(
+            "job.max_parallelism",
+            f"must be at least job.parallelism ({job.parallelism}); it is fixed for a savepoint's life, so leave room to scale",
+        )
+    if job.batch_keys < job.parallelism:
+        fail(
+            "job.batch_keys",
+            f"must be at least job.parallelism ({job.parallelism}): each parallel task works on whole batch keys, "
+            "so a task without one would stay idle",
         )
     if events.dedup_horizon < events.allowed_lateness:
         fail(

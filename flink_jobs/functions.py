@@ -19,7 +19,7 @@ import random
 import time
 from collections import OrderedDict
 from itertools import chain, takewhile
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from pyflink.common import Row, Types
 from pyflink.common.watermark_strategy import TimestampAssigner
@@ -135,6 +135,7 @@ class _BatchEngine:
         limits: ParseLimits,
         redis: RedisConfig,
         batch_keys: int,
+        placed_keys: Sequence[int] | None = None,
         source_topic: str,
         metrics_config: MetricsConfig,
         models: bool = False,
@@ -149,6 +150,9 @@ class _BatchEngine:
         self._limits = limits
         self._redis_config = redis
         self._batch_keys = batch_keys
+        # The Flink key of each batch key (sources.placed_keys): a timer knows only the former.
+        placed = range(batch_keys) if placed_keys is None else placed_keys
+        self._batch_key_of = {value: key for key, value in enumerate(placed)}
         self._source_topic = source_topic
         self._cache_size = cache_size
         self._dirty_limit = dirty_limit
@@ -284,7 +288,7 @@ class _BatchEngine:
             self._hold_timer = False
             yield from self._flush()
             return
-        key: int = ctx.get_current_key()
+        key: int = self._batch_key_of[ctx.get_current_key()]
         self._gc.tick()
         timers = ctx.timer_service()
         watermark = timers.current_watermark()

@@ -46,7 +46,7 @@ from ..jvm import JarBuildError, ensure_jar, on_local_jvm_classpath
 from ..observability import flink_metrics_configuration, reporter_on_local_classpath
 from ..serde import ParseLimits
 from ..sinks.kafka import KEY_VALUE_TYPE, build_kafka_sink
-from ..sources import build_batches, build_event_source, build_rules_source
+from ..sources import build_batches, build_event_source, build_rules_source, placed_keys
 
 log = logging.getLogger("segmentation_job")
 
@@ -109,6 +109,9 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
     # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
     env.add_jars(*(jar.as_uri() for jar in jars))
     env.set_parallelism(config.job.parallelism)
+    # Explicit, so the batch keys' placement (computed from it, see sources.placed_keys) and the
+    # state's key groups stay the same whatever parallelism a savepoint is restored with.
+    env.set_max_parallelism(config.job.max_parallelism)
     # Each hop between tasks (source -> engine, engine -> sinks) holds records and watermarks up to
     # this long; Flink's 100 ms default was most of the latency left after the watermark wait.
     env.set_buffer_timeout(config.job.buffer_timeout)
@@ -151,6 +154,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         limits=limits,
         redis=config.redis,
         batch_keys=config.job.batch_keys,
+        placed_keys=placed_keys(config.job)[0],
         source_topic=config.kafka.events_topic,
         cache_size=config.job.state_cache_customers,
         full_gc_interval=config.job.python_full_gc_interval,

@@ -5,6 +5,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Base64;
+import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -16,6 +17,7 @@ import java.util.zip.CRC32;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
+import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
@@ -37,7 +39,10 @@ import org.apache.flink.types.Row;
  * <p>Keyed by batch key ({@code crc32(utf8(customer_id)) mod batchKeys}, Python computes the same
  * function), right before the segment function, whose input this operator's output is
  * (reinterpreted as keyed by the same key, no shuffle): so the watermark it sees is the one the
- * segment function will see, and a batch can carry it.
+ * segment function will see, and a batch can carry it. The Flink key of batch key {@code i} is
+ * the row {@code (placed[i])} ({@link #placedKeys}): in the balanced layout, a value chosen so
+ * that the batch keys fall evenly over the key groups, and so over the parallel tasks (with
+ * {@code (i)} itself, 16 batch keys split 11/5 over 2 tasks).
  *
  * <p>Input rows, from {@link EventKeys}: (batch key INT, event time BIGINT or null, record BYTES),
  * keyed by {@code KeyByKeySelector}; the record is in {@link EventKeys#record}'s binary layout.
@@ -86,7 +91,7 @@ import org.apache.flink.types.Row;
 public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         implements OneInputStreamOperator<Row, Row>, BoundedOneInput {
 
-    private static final long serialVersionUID = 4L;
+    private static final long serialVersionUID = 5L;
     // Held records in a checkpoint: their 8-byte event time, then the record (EventKeys.record).
     // Checkpoints of earlier versions hold the record as text (the batches' text format of those
     // versions): as an 8-byte time and UTF-8 under HELD_TEXT_STATE, or as a string
@@ -98,9 +103,16 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     // Customers are stored under their batch key, here and in the segment function's state:
     // restored with another number, they would be looked for under other keys and start afresh.
     private static final String BATCH_KEYS_STATE = "batch-keys";
+    // The layout ("balanced:<batch keys>:<max parallelism>:<crc of the placement>", or
+    // "identity:<batch keys>"), one entry per subtask. Versions before it wrote only the number,
+    // under BATCH_KEYS_STATE, and used the identity layout; the balanced layout writes minus the
+    // number there, so that those versions refuse its state instead of reading it under other keys.
+    private static final String LAYOUT_STATE = "batch-key-layout";
     private static final byte[] EMPTY = new byte[0];
 
     private final int batchKeys;
+    private final int[] placed; // the Flink key of each batch key
+    private final String layout;
     private final int maxRecords;
     private final long maxDelayMs;
     private final int maxHeld;
@@ -124,6 +136,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient long watermark;
     private transient long released; // every held record up to this watermark has been sent
     private transient int[] owned;
+    private transient HashMap<Integer, Integer> batchKeyOf; // placed -> batch key
     private transient ListState<byte[]> heldState;
     private transient boolean restored;
     private transient long lastApplied; // processing time of the last watermark applied
@@ -168,8 +181,11 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
      * live traffic (the segment function's write-behind passes its own bound, so the two agree);
      * {@code catchUpReleaseMs}: while catching up, the shortest time between two watermarks
      * applied (0: every watermark at once). */
-    public KeyGroupBatcher(int batchKeys, int maxRecords, long maxDelayMs, int maxHeld, long catchUpLagMs,
-            long catchUpReleaseMs) {
+    public KeyGroupBatcher(int batchKeys, int[] placed, String layout, int maxRecords, long maxDelayMs, int maxHeld,
+            long catchUpLagMs, long catchUpReleaseMs) {
+        if (placed.length != batchKeys) {
+            throw new IllegalArgumentException("placed must hold one Flink key per batch key");
+        }
         if (batchKeys < 1 || maxRecords < 1 || maxDelayMs < 1 || maxHeld < 1) {
             throw new IllegalArgumentException("batchKeys, maxRecords, maxDelayMs and maxHeld must be positive");
         }
@@ -178,6 +194,8 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         }
         this.catchUpLagMs = catchUpLagMs;
         this.batchKeys = batchKeys;
+        this.placed = placed.clone();
+        this.layout = layout;
         this.maxRecords = maxRecords;
         this.maxDelayMs = maxDelayMs;
         this.maxHeld = maxHeld;
@@ -200,26 +218,137 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         return row;
     }
 
+    /**
+     * The Flink key (the value in the key row) of each batch key. Identity: the batch key itself.
+     * Balanced: batch key {@code i} goes to key group {@code i * maxParallelism / batchKeys}, as
+     * the smallest value not taken whose row hashes there; key groups go to parallel tasks in
+     * contiguous ranges, so every task gets {@code batchKeys / parallelism} batch keys, give or take
+     * one. Deterministic (Flink's row hash and key-group assignment), and checked on restore by
+     * {@link #layoutOf}: a Flink whose hash differed would find the state under other keys.
+     */
+    public static int[] placedKeys(int batchKeys, int maxParallelism, boolean balanced) {
+        int[] placed = new int[batchKeys];
+        if (!balanced) {
+            for (int i = 0; i < batchKeys; i++) {
+                placed[i] = i;
+            }
+            return placed;
+        }
+        // Per key group, the batch keys waiting for a value that hashes there, lowest first.
+        int[][] waiting = new int[maxParallelism][];
+        int[] next = new int[maxParallelism];
+        int[] count = new int[maxParallelism];
+        for (int i = 0; i < batchKeys; i++) {
+            count[(int) ((long) i * maxParallelism / batchKeys)]++;
+        }
+        for (int g = 0; g < maxParallelism; g++) {
+            waiting[g] = new int[count[g]];
+            count[g] = 0;
+        }
+        for (int i = 0; i < batchKeys; i++) {
+            int g = (int) ((long) i * maxParallelism / batchKeys);
+            waiting[g][count[g]++] = i;
+        }
+        int left = batchKeys;
+        for (int value = 0; left > 0; value++) {
+            int g = KeyGroupRangeAssignment.assignToKeyGroup(keyRow(value), maxParallelism);
+            if (next[g] < waiting[g].length) {
+                placed[waiting[g][next[g]++]] = value;
+                left--;
+            }
+        }
+        return placed;
+    }
+
+    /** The layout string stored with the state (see LAYOUT_STATE). */
+    public static String layoutOf(int[] placed, int maxParallelism, boolean balanced) {
+        if (!balanced) {
+            return "identity:" + placed.length;
+        }
+        CRC32 crc = new CRC32();
+        ByteBuffer buffer = ByteBuffer.allocate(4 * placed.length);
+        for (int value : placed) {
+            buffer.putInt(value);
+        }
+        crc.update(buffer.array());
+        return "balanced:" + placed.length + ":" + maxParallelism + ":" + Long.toHexString(crc.getValue());
+    }
+
+    /** Keys the rows of {@link EventKeys} (batch key first) by their batch key's Flink key. */
+    public static final class PlacedKey implements KeySelector<Row, Row> {
+        private static final long serialVersionUID = 1L;
+        private final int[] placed;
+
+        public PlacedKey(int[] placed) {
+            this.placed = placed.clone();
+        }
+
+        @Override
+        public Row getKey(Row value) {
+            return keyRow(placed[(Integer) value.getField(0)]);
+        }
+    }
+
     @Override
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         heldState = bytesState(HELD_STATE);
         restored = context.isRestored();
-        ListState<Integer> layout = context.getOperatorStateStore().getUnionListState(
+        ListState<Integer> numbers = context.getOperatorStateStore().getUnionListState(
                 new ListStateDescriptor<>(BATCH_KEYS_STATE, BasicTypeInfo.INT_TYPE_INFO));
+        ListState<String> layouts = context.getOperatorStateStore().getUnionListState(
+                new ListStateDescriptor<>(LAYOUT_STATE, BasicTypeInfo.STRING_TYPE_INFO));
         if (restored) {
-            // Checkpoints of versions before this state have no entry: nothing to compare.
-            for (Integer stored : layout.get()) {
-                if (stored != batchKeys) {
-                    throw new IllegalStateException("job.batch_keys is " + batchKeys
-                            + ", but the state being restored was written with job.batch_keys=" + stored
-                            + ": customers are stored under their batch key, so the number is part of the "
-                            + "state layout. Restore with --set job.batch_keys=" + stored
-                            + ", or start without job.restore_from (the job's state starts empty).");
+            String stored = null;
+            for (String entry : layouts.get()) {
+                stored = entry;
+            }
+            if (stored == null) {
+                // Versions before the layout state used the identity layout; those before the
+                // number too, but their number is unknown ("?"): nothing to compare it with.
+                stored = "identity:?";
+                for (Integer number : numbers.get()) {
+                    stored = "identity:" + number;
                 }
             }
+            boolean unknown = stored.equals("identity:?") && layout.startsWith("identity:");
+            if (!unknown && !stored.equals(layout)) {
+                throw new IllegalStateException(layoutMismatch(stored));
+            }
         }
-        layout.update(List.of(batchKeys));
+        layouts.update(List.of(layout));
+        numbers.update(List.of(layout.startsWith("identity:") ? batchKeys : -batchKeys));
+    }
+
+    /** Why a restore with another layout stops, and how to restore instead. */
+    private String layoutMismatch(String stored) {
+        String[] was = stored.split(":");
+        String[] is = layout.split(":");
+        if ("?".equals(was[1])) {
+            return "job.batch_key_layout is " + is[0] + ", but the state being restored was written by a version "
+                    + "before 2026-11-25, which stored no layout and placed batch keys in the identity layout: "
+                    + "customers would be looked for under other keys. Restore with --set job.batch_key_layout=identity "
+                    + "--set job.batch_keys=128 (or the job.batch_keys it ran with, if not its default 128), or start "
+                    + "without job.restore_from (the job's state starts empty).";
+        }
+        String hint = "Restore with " + ("identity".equals(was[0])
+                ? "--set job.batch_key_layout=identity --set job.batch_keys=" + was[1]
+                : "--set job.batch_key_layout=balanced --set job.batch_keys=" + was[1] + " --set job.max_parallelism=" + was[2])
+                + ", or start without job.restore_from (the job's state starts empty).";
+        String what;
+        if (!was[1].equals(is[1])) {
+            what = "job.batch_keys is " + is[1] + ", but the state being restored was written with job.batch_keys=" + was[1];
+        } else if (!was[0].equals(is[0])) {
+            what = "job.batch_key_layout is " + is[0] + ", but the state being restored was written with the "
+                    + was[0] + " layout" + ("identity".equals(was[0]) ? " (versions before job.batch_key_layout)" : "");
+        } else if (!was[2].equals(is[2])) {
+            what = "job.max_parallelism is " + is[2] + ", but the state being restored was written with job.max_parallelism=" + was[2];
+        } else {
+            what = "this Flink places batch keys differently from the one that wrote the state being restored ("
+                    + stored + " against " + layout + ")";
+        }
+        return what + ": customers are stored under their batch key's Flink key, so these settings are part of the "
+                + "state layout. " + hint;
     }
 
     @Override
@@ -238,8 +367,10 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         int parallelism = getRuntimeContext().getTaskInfo().getNumberOfParallelSubtasks();
         int index = getRuntimeContext().getTaskInfo().getIndexOfThisSubtask();
         List<Integer> mine = new ArrayList<>();
+        batchKeyOf = new HashMap<>();
         for (int key = 0; key < batchKeys; key++) {
-            if (KeyGroupRangeAssignment.assignKeyToParallelOperator(keyRow(key), maxParallelism, parallelism) == index) {
+            batchKeyOf.put(placed[key], key);
+            if (KeyGroupRangeAssignment.assignKeyToParallelOperator(keyRow(placed[key]), maxParallelism, parallelism) == index) {
                 mine.add(key);
             }
         }
@@ -284,7 +415,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
             Iterable<T> entries = state.get();
             if (entries != null) {
                 for (T entry : entries) {
-                    hold(time.applyAsLong(entry), (Integer) k.getField(0), record.apply(entry));
+                    hold(time.applyAsLong(entry), batchKeyOf.get((Integer) k.getField(0)), record.apply(entry));
                 }
             }
             state.clear();
@@ -433,8 +564,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         for (int key = 0; key < batchKeys; key++) {
             Batch batch = batches[key];
             if (batch != null && batch.size > 0) {
-                Integer k = key;
-                output.collect(reuse.replace(Row.of(k, Row.of(k, Arrays.copyOf(batch.bytes, batch.size), mark))));
+                output.collect(reuse.replace(Row.of(placed[key], Row.of(key, Arrays.copyOf(batch.bytes, batch.size), mark))));
                 batch.size = 0;
             }
         }
@@ -449,16 +579,15 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
      */
     private void endMarker() {
         if (owned.length > 0) {
-            Integer k = owned[0];
-            output.collect(reuse.replace(Row.of(k, Row.of(k, null, released))));
+            int k = owned[0];
+            output.collect(reuse.replace(Row.of(placed[k], Row.of(k, null, released))));
         }
     }
 
     private void syncMarkers() {
         Long mark = released;
         for (int key : owned) {
-            Integer k = key;
-            output.collect(reuse.replace(Row.of(k, Row.of(k, EMPTY, mark))));
+            output.collect(reuse.replace(Row.of(placed[key], Row.of(key, EMPTY, mark))));
         }
     }
 
@@ -526,7 +655,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
             }
         }
         for (int key : owned) {
-            setCurrentKey(keyRow(key));
+            setCurrentKey(keyRow(placed[key]));
             List<byte[]> list = byKey.get(key);
             if (list == null) {
                 heldState.clear();

@@ -35,6 +35,8 @@ def test_defaults(jar):
     assert config.events.watermark_interval == 50
     assert config.job.batch_max_delay == 50
     assert config.job.catch_up_release_interval == 1_000
+    # One Python call per batch key per release: 32, placed evenly over Flink's 128 key groups.
+    assert (config.job.batch_keys, config.job.batch_key_layout, config.job.max_parallelism) == (32, "balanced", 128)
     assert config.job.rules_path == ("rules",)
     assert config.job.connector_jar == jar
 
@@ -144,6 +146,24 @@ def test_typed_values(jar):
             {},
             "job.catch_up_release_interval: '2m' is out of range; allowed: 0 ms to 60000 ms "
             "(from --set job.catch_up_release_interval)",
+        ),
+        (
+            ["--parallelism", "200"],
+            {},
+            "job.max_parallelism: must be at least job.parallelism (200); it is fixed for a savepoint's life, so "
+            "leave room to scale (from default)",
+        ),
+        (
+            ["--parallelism", "48"],
+            {},
+            "job.batch_keys: must be at least job.parallelism (48): each parallel task works on whole batch keys, "
+            "so a task without one would stay idle (from default)",
+        ),
+        (
+            ["--set", "job.batch_key_layout=random"],
+            {},
+            "job.batch_key_layout: 'random' is not allowed; allowed values: balanced, identity "
+            "(from --set job.batch_key_layout)",
         ),
         (
             ["--set", "kafka.bounded=maybe"],
