@@ -142,7 +142,7 @@ class _BatchEngine:
         model_artifacts: str = "",
         cache_size: int = 50_000,
         write_behind: int = 1_000,
-        dirty_limit: int = 2_000,
+        dirty_limit: int = 256_000,
         full_gc_interval: int = 3_600_000,
     ) -> None:
         self._rules = rules
@@ -155,7 +155,12 @@ class _BatchEngine:
         self._batch_key_of = {value: key for key, value in enumerate(placed)}
         self._source_topic = source_topic
         self._cache_size = cache_size
-        self._dirty_limit = dirty_limit
+        # Changed states held in memory for all batch keys, spread evenly: a key writes its own
+        # when it holds its share. A bound per key of its own (2,000 when 128 keys were the
+        # default) would write ever more often with fewer, bigger keys: with 32 keys, catching
+        # up over 100k customers, each wrote its 2,000 every few seconds instead of once per
+        # checkpoint (12,115 events/s against 16,309 with 128).
+        self._dirty_limit = max(1, dirty_limit // batch_keys)
         self._write_behind = write_behind / 1000
         self._metrics_config = metrics_config
         self._models = models
@@ -180,7 +185,7 @@ class _BatchEngine:
         # Per batch key: states changed since they were last written to Flink state, and when to
         # write them. Encoding one costs 20-30 µs, so a state is written once for all its changes
         # within job.state_write_behind of its key's first change, or when a key holds
-        # more than dirty_limit, or when the batcher's sync marker arrives (before every
+        # its share of dirty_limit, or when the batcher's sync marker arrives (before every
         # checkpoint barrier and at end of input: see KeyGroupBatcher.java). What is left for the
         # marker, which every event in flight waits for, is what changed in the last
         # write_behind: measured at 1,200 events/s, 30 s checkpoints, thread mode, writing only
