@@ -16,8 +16,10 @@ of input, nor beyond the size and time limits. After each release of batches (an
 watermark it forwards) the batcher sends an end marker, so the segment function writes the
 membership changes of all those calls to Redis at once.
 
-``job.batch_keys`` is part of the state layout, like Flink's max parallelism: a savepoint can
-only be restored with the same value.
+Batch key ``i`` is a Flink key of its own, placed (``job.batch_key_layout=balanced``) in key
+group ``i * job.max_parallelism / job.batch_keys``, so the parallel tasks get equal shares
+(``KeyGroupBatcher.placedKeys``). ``job.batch_keys``, the layout and ``job.max_parallelism`` are
+part of the state layout: a savepoint can only be restored with the same values.
 """
 
 from __future__ import annotations
