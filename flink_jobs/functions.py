@@ -150,7 +150,7 @@ class _BatchEngine:
         self._limits = limits
         self._redis_config = redis
         self._batch_keys = batch_keys
-        # The Flink key of each batch key (sources.placed_keys): a timer knows only the former.
+        # The Flink key of each batch key (sources.placed_keys): a timer knows only the Flink key.
         placed = range(batch_keys) if placed_keys is None else placed_keys
         self._batch_key_of = {value: key for key, value in enumerate(placed)}
         self._source_topic = source_topic

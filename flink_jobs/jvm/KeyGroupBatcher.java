@@ -17,8 +17,8 @@ import java.util.zip.CRC32;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
-import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
+import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.KeyGroupRangeAssignment;
 import org.apache.flink.runtime.state.StateInitializationContext;
@@ -45,8 +45,8 @@ import org.apache.flink.types.Row;
  * {@code (i)} itself, 16 batch keys split 11/5 over 2 tasks).
  *
  * <p>Input rows, from {@link EventKeys}: (batch key INT, event time BIGINT or null, record BYTES),
- * keyed by {@code KeyByKeySelector}; the record is in {@link EventKeys#record}'s binary layout.
- * Output rows: (batch_key INT, (batch_key INT, records BYTES, watermark BIGINT)): the shape
+ * keyed by {@link PlacedKey}; the record is in {@link EventKeys#record}'s binary layout.
+ * Output rows: (placed[batch_key] INT, (batch_key INT, records BYTES, watermark BIGINT)): the shape
  * PyFlink's keyed functions take after {@code KeyByKeySelector}. {@code records} is the
  * concatenation of the batch's records (they are self-delimiting). {@code watermark} is one this
  * operator has forwarded or forwards right after the batch, and every held record up to it has
