@@ -135,7 +135,7 @@ class _BatchEngine:
         limits: ParseLimits,
         redis: RedisConfig,
         batch_keys: int,
-        placed_keys: Sequence[int] | None = None,
+        placed_keys: Sequence[int],
         source_topic: str,
         metrics_config: MetricsConfig,
         models: bool = False,
@@ -151,8 +151,7 @@ class _BatchEngine:
         self._redis_config = redis
         self._batch_keys = batch_keys
         # The Flink key of each batch key (sources.placed_keys): a timer knows only the Flink key.
-        placed = range(batch_keys) if placed_keys is None else placed_keys
-        self._batch_key_of = {value: key for key, value in enumerate(placed)}
+        self._batch_key_of = {value: key for key, value in enumerate(placed_keys)}
         self._source_topic = source_topic
         self._cache_size = cache_size
         # Changed states held in memory for all batch keys, spread evenly: a key writes its own

@@ -156,16 +156,17 @@ def build_rules_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
     return t_env.to_data_stream(t_env.from_path(RULES_TABLE))
 
 
-def placed_keys(job: JobConfig) -> tuple[list[int], str]:
-    """The Flink key of each batch key (``KeyGroupBatcher.placedKeys``: with job.batch_key_layout
-    balanced, values spread evenly over the key groups) and the layout string the batcher stores
-    with its state and compares on restore. Computed in the JVM, with Flink's own key hash."""
+def placed_keys(job: JobConfig):
+    """The Flink key of each batch key, as a Java ``int[]`` (``KeyGroupBatcher.placedKeys``: with
+    job.batch_key_layout balanced, values spread evenly over the key groups), and the layout string
+    the batcher stores with its state and compares on restore. Computed in the JVM, with Flink's
+    own key hash."""
     from pyflink.java_gateway import get_gateway
 
     batcher = get_gateway().jvm.dev.segments.flink.KeyGroupBatcher
     balanced = job.batch_key_layout == "balanced"
     j_placed = batcher.placedKeys(job.batch_keys, job.max_parallelism, balanced)
-    return list(j_placed), batcher.layoutOf(j_placed, job.max_parallelism, balanced)
+    return j_placed, batcher.layoutOf(j_placed, job.max_parallelism, balanced)
 
 
 def build_batches(records: DataStream, config: Config) -> KeyedStream:
@@ -193,10 +194,7 @@ def build_batches(records: DataStream, config: Config) -> KeyedStream:
         jvm.dev.segments.flink.EventKeys(job.batch_keys, config.events.max_future), keys_type.get_java_type_info()
     )
     keyed_records = DataStream(j_keys).uid("event-keys").name("read customer and event time")
-    placed, layout = placed_keys(job)
-    j_placed = get_gateway().new_array(jvm.int, len(placed))
-    for i, value in enumerate(placed):
-        j_placed[i] = value
+    j_placed, layout = placed_keys(job)
     j_by_key = keyed_records._j_data_stream.keyBy(jvm.dev.segments.flink.KeyGroupBatcher.PlacedKey(j_placed), key_type)
     operator = jvm.dev.segments.flink.KeyGroupBatcher(
         job.batch_keys,

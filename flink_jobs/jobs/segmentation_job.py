@@ -154,7 +154,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         limits=limits,
         redis=config.redis,
         batch_keys=config.job.batch_keys,
-        placed_keys=placed_keys(config.job)[0],
+        placed_keys=list(placed_keys(config.job)[0]),
         source_topic=config.kafka.events_topic,
         cache_size=config.job.state_cache_customers,
         full_gc_interval=config.job.python_full_gc_interval,

@@ -234,26 +234,22 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
             }
             return placed;
         }
-        // Per key group, the batch keys waiting for a value that hashes there, lowest first.
-        int[][] waiting = new int[maxParallelism][];
+        // Batch key i's key group rises with i, so the batch keys waiting for group g are a run,
+        // next[g] up to end[g] (both 0 where none is).
         int[] next = new int[maxParallelism];
-        int[] count = new int[maxParallelism];
-        for (int i = 0; i < batchKeys; i++) {
-            count[(int) ((long) i * maxParallelism / batchKeys)]++;
-        }
-        for (int g = 0; g < maxParallelism; g++) {
-            waiting[g] = new int[count[g]];
-            count[g] = 0;
-        }
-        for (int i = 0; i < batchKeys; i++) {
+        int[] end = new int[maxParallelism];
+        for (int i = batchKeys - 1; i >= 0; i--) {
             int g = (int) ((long) i * maxParallelism / batchKeys);
-            waiting[g][count[g]++] = i;
+            if (end[g] == 0) {
+                end[g] = i + 1;
+            }
+            next[g] = i;
         }
         int left = batchKeys;
         for (int value = 0; left > 0; value++) {
             int g = KeyGroupRangeAssignment.assignToKeyGroup(keyRow(value), maxParallelism);
-            if (next[g] < waiting[g].length) {
-                placed[waiting[g][next[g]++]] = value;
+            if (next[g] < end[g]) {
+                placed[next[g]++] = value;
                 left--;
             }
         }

@@ -95,15 +95,8 @@ def test_a_checkpoint_restored_with_other_batch_keys_stops_the_job_naming_the_se
         _kill(job)
     checkpoint = _latest_checkpoint(checkpoints, seen_at)
     assert checkpoint is not None
-    log = tmp_path / "second.log"
-    job = _start_job(scenario, log, **settings, **{"job.restore_from": str(checkpoint), "job.batch_keys": "64"})
-    try:
-        job.wait(timeout=180)
-    finally:
-        _kill(job)
-    assert job.returncode != 0, f"the job restored with other batch keys ran:\n{_tail(log)}"
-    text = log.read_text(errors="replace")
-    assert "job.batch_keys is 64, but the state being restored was written with job.batch_keys=32" in text, _tail(log)
+    text = _refused_restore(scenario, tmp_path / "second.log", settings, checkpoint, **{"job.batch_keys": "64"})
+    assert "job.batch_keys is 64, but the state being restored was written with job.batch_keys=32" in text, _tail(tmp_path / "second.log")
     assert "--set job.batch_key_layout=balanced --set job.batch_keys=32 --set job.max_parallelism=128" in text
 
 
@@ -150,20 +143,25 @@ def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
 
     # That version placed batch key i under Flink key i, 128 of them: restored with this version's
     # defaults, the customers would be looked for under other keys. The job refuses, saying how.
-    log = tmp_path / "refused.log"
-    job = _start_job(scenario, log, **settings, **{"job.restore_from": str(checkpoint), "job.restart_attempts": "0"})
-    try:
-        job.wait(timeout=180)
-    finally:
-        _kill(job)
-    text = log.read_text(errors="replace")
-    assert job.returncode != 0, f"the job restored an identity-layout checkpoint into the balanced layout:\n{_tail(log)}"
-    assert "--set job.batch_key_layout=identity --set job.batch_keys=128" in text, _tail(log)
+    text = _refused_restore(scenario, tmp_path / "refused.log", settings, checkpoint, **{"job.restart_attempts": "0"})
+    assert "--set job.batch_key_layout=identity --set job.batch_keys=128" in text, _tail(tmp_path / "refused.log")
 
     runner = _reference(first + second)
     assert "c-held" in {change.customer_id for change in runner.changes}
     legacy = {**settings, "job.batch_key_layout": "identity", "job.batch_keys": "128"}
     _assert_restored_gives(scenario, tmp_path / "new.log", legacy, checkpoint, runner)
+
+
+def _refused_restore(scenario: Scenario, log: Path, settings: dict[str, str], checkpoint: Path, **more: str) -> str:
+    """Starts a job from ``checkpoint`` that must stop at start (its state layout differs);
+    returns its log."""
+    job = _start_job(scenario, log, **settings, **more, **{"job.restore_from": str(checkpoint)})
+    try:
+        job.wait(timeout=180)
+    finally:
+        _kill(job)
+    assert job.returncode != 0, f"the job restored a checkpoint of another state layout and ran:\n{_tail(log)}"
+    return log.read_text(errors="replace")
 
 
 def _settings(scenario: Scenario, checkpoints: Path) -> dict[str, str]:
