@@ -108,6 +108,7 @@ class JobConfig:
     batcher_jar: str  # the job's JVM operator; empty = compile it from the package on first use
     restore_from: str  # savepoint or retained checkpoint to start from; empty = fresh start
     models: bool  # score customers with the ONNX models (rules may then test scores)
+    generic_aggregates: bool  # keep per-event-type aggregates (new rules start full; the models' inputs)
     model_artifacts: str  # folder of model cards and ONNX files; empty = the repository's model_artifacts/
 
 
@@ -482,6 +483,15 @@ SETTINGS: dict[str, Setting] = {
             "score customers with the ONNX models in job.model_artifacts (needs job.python_execution_mode=process)",
         ),
         Setting(
+            "job.generic_aggregates",
+            True,
+            _bool,
+            "keep counts and sums of every event type at 1 min, 1 h and 1 day resolution (up to 2 days, 35 days, "
+            "400 days), so a rule published later over such a window starts with the history the state holds, and "
+            "the models have their inputs; off: about 40% less engine CPU and half the state per customer, but a new "
+            "rule's windows count from when it is published",
+        ),
+        Setting(
             "job.model_artifacts",
             "",
             _text(allow_empty=True),
@@ -697,6 +707,11 @@ def _check_consistency(config: Config, origin: Mapping[str, str]) -> None:
             "job.models",
             "the ONNX models need job.python_execution_mode=process: loading onnxruntime inside the "
             "TaskManager's JVM (thread mode) hangs the task; set job.python_execution_mode=process, or job.models=false",
+        )
+    if job.models and not job.generic_aggregates:
+        fail(
+            "job.generic_aggregates",
+            "the models read their inputs from the generic aggregates; set job.generic_aggregates=true, or job.models=false",
         )
     if job.delivery_guarantee == "exactly-once" and job.checkpoint_interval == 0:
         fail(

@@ -329,7 +329,7 @@ class _BatchEngine:
         call = _Call(index)
         self._current.add(key)
         engine = self._engine
-        version = engine.rule_version
+        version = engine.state_version
         cache = self._cache
         dirty = self._dirty.get(key, {})
         entries = ((c, d) for c, d in self._customers.items() if c not in dirty)

@@ -363,10 +363,18 @@ class CompiledRules:
     # positions of the segments that read each segment's membership (``segment:`` or ``exclude``)
     dependents: tuple[frozenset[int], ...]
     time_features: tuple[Feature, ...]  # features whose value can change with time alone
+    generic_aggregates: bool = True  # the per-event-type aggregates are among ``features``
 
     @property
     def version(self) -> str:
         return self.rules.version
+
+    @property
+    def state_version(self) -> str:
+        """What a customer state kept under these compiled rules records: the rule version, marked
+        when the generic aggregates are left out. A state that records another is reconciled, so
+        switching them off drops them from every state, and switching them on starts them."""
+        return self.version if self.generic_aggregates else f"{self.version}+no-generic"
 
 
 def _node_inputs(node: Node, keys: set[str], flags: set[str]) -> None:
@@ -558,6 +566,7 @@ def compile_rules(rules: RuleSet, *, horizon: int = DEFAULT_HORIZON, generic_agg
         score_readers=frozenset(score_readers),
         dependents=tuple(frozenset(d) for d in dependents),
         time_features=tuple(f for f in features.values() if f.time_driven and f.key in readers),
+        generic_aggregates=generic_aggregates,
     )
 
 

@@ -95,9 +95,15 @@ class SegmentEngine:
     def rule_version(self) -> str:
         return self.compiled.version
 
+    @property
+    def state_version(self) -> str:
+        """What this engine's states record as their rule version (``CompiledRules.state_version``):
+        a state that records another is reconciled before its next step."""
+        return self.compiled.state_version
+
     def new_state(self, customer_id: str) -> CustomerState:
         state = CustomerState(customer_id)
-        state.rule_version = self.rule_version
+        state.rule_version = self.state_version
         return state
 
     # ---- the step ----------------------------------------------------------------------------
@@ -110,7 +116,7 @@ class SegmentEngine:
         Mutates and returns ``state`` (in the result). ``watermark``: every event with
         ``event_time <= watermark`` has arrived, so instants up to it can be processed.
         """
-        if type(item) is Event and state.rule_version == self.rule_version:
+        if type(item) is Event and state.rule_version == self.state_version:
             quick = self._arrive(state, item, watermark)
             if quick is not None:
                 return quick
@@ -175,7 +181,7 @@ class SegmentEngine:
         a scorer) and expects the scores sent back; it returns the StepResult."""
         result = StepResult(state)
         book = TimerBook(state.timers, state.clock)
-        if state.rule_version != self.rule_version:
+        if state.rule_version != self.state_version:
             self._reconcile(state, book, result)
         if isinstance(item, Event):
             yield from self._accept(state, item, watermark, book, result)
@@ -439,7 +445,7 @@ class SegmentEngine:
             )
         for sid in [s for s in state.eligible_since if s not in self._segment_ids]:
             del state.eligible_since[sid]
-        state.rule_version = self.rule_version
+        state.rule_version = self.state_version
         if state.clock != NEVER:
             self._evaluate(state, state.clock, book, result)
 

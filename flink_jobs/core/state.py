@@ -19,6 +19,7 @@ class CustomerState:
     - ``features``: feature key -> that feature's own state (see features.py).
     - ``members``: segment id -> entered-at instant.
     - ``eligible_since``: for segments with a TTL, when the current eligible run began.
+    - ``rule_version``: the engine's ``state_version`` the state was last brought up to.
     """
 
     __slots__ = (

@@ -137,6 +137,7 @@ def engine_config(config: Config) -> EngineConfig:
     return EngineConfig(
         dedup_horizon=config.events.dedup_horizon,
         allowed_lateness=config.events.allowed_lateness,
+        generic_aggregates=config.job.generic_aggregates,
     )
 
 

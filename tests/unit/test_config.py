@@ -39,6 +39,8 @@ def test_defaults(jar):
     assert (config.job.batch_keys, config.job.batch_key_layout, config.job.max_parallelism) == (32, "balanced", 128)
     assert config.job.rules_path == ("rules",)
     assert config.job.connector_jar == jar
+    # New rules over long windows start from the history held; the models have their inputs.
+    assert config.job.generic_aggregates is True
 
 
 def test_config_is_frozen(jar):
@@ -148,6 +150,12 @@ def test_typed_values(jar):
             "(from --set job.catch_up_release_interval)",
         ),
         (
+            ["--set", "job.models=true", "--mode", "process", "--set", "job.generic_aggregates=false"],
+            {},
+            "job.generic_aggregates: the models read their inputs from the generic aggregates; set "
+            "job.generic_aggregates=true, or job.models=false (from --set job.generic_aggregates)",
+        ),
+        (
             ["--parallelism", "200"],
             {},
             "job.max_parallelism: must be at least job.parallelism (200); it is fixed for a savepoint's life, so "
@@ -234,3 +242,11 @@ def test_checkpoint_dir_must_be_a_uri(jar):
     assert _load(jar=jar).job.checkpoint_dir.startswith("file:///")
     with pytest.raises(ConfigError, match=r"^job.checkpoint_dir: '/tmp/cp' is not a URI; write e.g. file:///"):
         _load(["--set", "job.checkpoint_dir=/tmp/cp"], jar=jar)
+
+
+def test_the_engine_settings_follow_the_config(jar):
+    from flink_jobs.jobs.segmentation_job import engine_config
+
+    assert engine_config(_load(jar=jar)).generic_aggregates is True
+    off = engine_config(_load(["--set", "job.generic_aggregates=false", "--set", "events.allowed_lateness=1m"], jar=jar))
+    assert (off.generic_aggregates, off.allowed_lateness, off.dedup_horizon) == (False, 60_000, 24 * 3600 * 1000)

@@ -302,6 +302,35 @@ def test_new_rule_over_a_short_window_fills_from_live_events():
     assert [(c.segment_id, c.kind, c.event_time - T0) for c in result.changes] == [("product_viewed_repeatedly", "enter", 5 * SECOND)]
 
 
+def test_switching_generic_aggregates_off_drops_them_and_on_starts_them():
+    """The same rules without the generic aggregates: a state kept with them is reconciled on its
+    next step (they leave it; the rules' own features and the memberships stay), and with them
+    again it is reconciled once more and they count from there."""
+    with_generic = SegmentEngine(rules(ABANDONED))
+    state = with_generic.new_state("c1")
+    with_generic.step(state, ev(1, "cart_add", 0, cart_id="k1", cart_value=80), watermark=T0)
+    with_generic.step(state, ev(2, "page_view", 20 * MINUTE), watermark=T0 + 20 * MINUTE)
+    assert set(state.members) == {"abandoned_cart"}
+    generic_keys = {k for k in state.features if k.startswith("stats|")}
+    assert {k.split("|")[1] for k in generic_keys} == {"cart_add", "page_view"}
+
+    without = SegmentEngine(rules(ABANDONED), EngineConfig(generic_aggregates=False))
+    assert without.rule_version == with_generic.rule_version
+    assert without.state_version != with_generic.state_version
+    result = without.step(state, ev(3, "page_view", 21 * MINUTE), watermark=T0 + 21 * MINUTE)
+    assert result.changes == [] and set(state.members) == {"abandoned_cart"}
+    assert set(state.features) == {f.key for f in without.compiled.features} & set(state.features)
+    assert not generic_keys & set(state.features) and state.features, "only the rules' own features are left"
+    assert state.rule_version == without.state_version
+
+    again = SegmentEngine(rules(ABANDONED))
+    result = again.step(state, ev(4, "page_view", 22 * MINUTE), watermark=T0 + 22 * MINUTE)
+    assert result.changes == [] and state.rule_version == again.state_version
+    counts = {k: sum(r[0] for r in fs.values()) for k, fs in state.features.items() if k.startswith("stats|")}
+    assert set(counts) == {k for k in generic_keys if "|page_view|" in k}
+    assert set(counts.values()) == {1}, "they count from the switch on, not before"
+
+
 def test_removed_segment_members_exit():
     engine = SegmentEngine(rules(VIEWED_TWICE))
     state = engine.new_state("c1")
