@@ -46,7 +46,9 @@ def _by_customer(records):
     return out
 
 
-def test_product_viewed_more_than_twice_in_ten_minutes(scenario: Scenario):
+@pytest.mark.parametrize("generic", ["true", "false"])
+def test_product_viewed_more_than_twice_in_ten_minutes(scenario: Scenario, generic: str):
+    """With the generic aggregates (the default) or without: the same changes."""
     events = [
         event("v1", "c-views", "product_view", 0, product_id="p1"),
         event("w1", "c-two", "product_view", 0, product_id="p1"),
@@ -56,7 +58,7 @@ def test_product_viewed_more_than_twice_in_ten_minutes(scenario: Scenario):
         event("w2", "c-two", "product_view", 5 * MINUTE, product_id="p2"),
     ]
     scenario.produce(events)
-    scenario.run_bounded()
+    scenario.run_bounded(**{"job.generic_aggregates": generic})
 
     changes = scenario.read("changes")
     assert sorted(_changes(changes)) == [
