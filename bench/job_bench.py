@@ -26,7 +26,10 @@ same call, just before the record is emitted), p50 and p99, with the watermark b
 printed next to it. The first --latency-warmup seconds of the feed are not counted: until both
 partitions have sent an event the watermark does not move, and the JVM has not compiled its hot
 paths yet (a job that has run for a while no longer pays either). The latency run uses the
-job's settings (and --set).
+job's settings (and --set). Per 15 s of the counted feed it also prints p99 and the busiest
+TaskManager thread's share of a core (the segment task in thread mode): live, a customer's state
+grows as its events come in, and with it the cost of each event, so a rate the job keeps up for
+a minute may be one it cannot keep up for five.
 
 Figures are printed, never asserted.
 
@@ -408,6 +411,11 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
 
     start = time.time()
     sent = 0
+    busiest: list[float] = []
+    stop_sampling = threading.Event()
+    threading.Thread(
+        target=_sample_busiest, args=(_taskmanager_pids(proc.pid), start + warmup, stop_sampling, busiest), daemon=True
+    ).start()
     while sent < len(feed):
         now = time.time()
         stamp = int(now * 1000)
@@ -427,16 +435,22 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     if producer.flush(30):
         raise SystemExit("the live feed could not deliver all its records within 30 s")
     sending = time.time() - start
+    stop_sampling.set()
     time.sleep(BOUND_MS / 1000 + 5)
     consumer = KafkaConsumer(
         f"bench.{run}.changes", bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
     )
     lat = []
+    by_interval: dict[int, list[float]] = {}
     for m in consumer:
         change = json.loads(m.value)
         if change["event_time"] >= (start + warmup) * 1000:
             lat.append(m.timestamp - change["event_time"])
+            interval = int((change["event_time"] / 1000 - start - warmup) // INTERVAL_S)
+            by_interval.setdefault(interval, []).append(m.timestamp - change["event_time"] - BOUND_MS)
     consumer.close()
+    whole = [i for i in sorted(by_interval) if (i + 1) * INTERVAL_S <= seconds]  # not the last, partial one
+    p99_series = [_pct(by_interval[i], 0.99) for i in whole]
     if proc.poll() is not None:
         errors.seek(0)
         raise SystemExit(f"the live job ended early ({proc.returncode}):\n{errors.read()[-4000:]}")
@@ -448,7 +462,7 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     Path(errors.name).unlink()
     _cleanup(bootstrap, run)
     _admin(bootstrap).delete_topics([topic])
-    return LiveRun(lat, sent, sent / sending, feed_lag)
+    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest)
 
 
 class LiveRun(NamedTuple):
@@ -456,6 +470,40 @@ class LiveRun(NamedTuple):
     sent: int
     sent_rate: float  # events/s the feed achieved
     feed_lag: list[float]  # ms, event time -> broker ack, a sample of the feed's events
+    # per INTERVAL_S of the counted feed: p99 beyond the bound (ms) and the busiest TaskManager
+    # thread's share of a core (%); a job that cannot keep up shows both climbing
+    p99_series: list[float]
+    busiest_series: list[float]
+
+
+INTERVAL_S = 15
+
+
+def _thread_cpu_ns(pids: list[int]) -> dict[tuple[int, int], int]:
+    """CPU time (ns) of every thread of these processes, from /proc/<pid>/task/<tid>/schedstat."""
+    out = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                out[(pid, int(tid))] = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+    return out
+
+
+def _sample_busiest(pids: list[int], start: float, stop: threading.Event, into: list[float]) -> None:
+    """Every INTERVAL_S from ``start``: the busiest thread's CPU share over the interval (%). In
+    thread mode that is the segment task, which runs the Python function."""
+    time.sleep(max(0.0, start - time.time()))
+    before = _thread_cpu_ns(pids)
+    while not stop.wait(INTERVAL_S):
+        now = _thread_cpu_ns(pids)
+        into.append(max((now[t] - before.get(t, now[t]) for t in now), default=0) / (INTERVAL_S * 1e7))
+        before = now
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -554,6 +602,12 @@ def main() -> int:
             f"event time -> change record p50 {_pct(lat, 0.5):,.0f} ms, p99 {_pct(lat, 0.99):,.0f} ms "
             f"(includes the {BOUND_MS} ms watermark bound: beyond it p50 {_pct(lat, 0.5) - BOUND_MS:,.0f} ms, "
             f"p99 {_pct(lat, 0.99) - BOUND_MS:,.0f} ms)",
+            flush=True,
+        )
+        print(
+            f"per {INTERVAL_S} s: p99 beyond the bound {', '.join(f'{v:,.0f}' for v in live.p99_series)} ms; "
+            f"busiest TaskManager thread {', '.join(f'{v:.0f}' for v in live.busiest_series)}% of a core "
+            "(if both climb, the job cannot keep this rate up: run longer with --latency-seconds to see)",
             flush=True,
         )
     return 0
