@@ -363,7 +363,7 @@ class CompiledRules:
     # positions of the segments that read each segment's membership (``segment:`` or ``exclude``)
     dependents: tuple[frozenset[int], ...]
     time_features: tuple[Feature, ...]  # features whose value can change with time alone
-    generic_aggregates: bool = True  # the per-event-type aggregates are among ``features``
+    generic_aggregates: bool  # the per-event-type aggregates are among ``features``
 
     @property
     def version(self) -> str:
