@@ -461,8 +461,8 @@ SETTINGS: dict[str, Setting] = {
             _duration_between(1, 3_600_000),
             "while live (watermark within 60 s of the clock), a changed customer state is written to Flink state "
             "at its batch key's first call after half to all of this long (at random, so that keys do not come "
-            "due together) when the next checkpoint is near, and of up to half the time left until it when not; "
-            "else at the next checkpoint: longer means fewer encodes, and a longer pause at each checkpoint",
+            "due together), else at the next checkpoint: longer means fewer encodes, and a longer pause at each "
+            "checkpoint",
         ),
         Setting(
             "job.buffer_timeout",

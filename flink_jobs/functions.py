@@ -116,44 +116,6 @@ class _DueIndex:
         return heap[0][0] if heap else None
 
 
-class _WriteSchedule:
-    """How long, live, a batch key's changed states wait before they are written to Flink state.
-
-    Every state changed since the last checkpoint must be in Flink state when the checkpoint's
-    barrier passes: what is still waiting then is written at the batcher's sync marker, and every
-    event in flight waits for that. A state that changes again before it is written is encoded
-    once for all its changes. So states wait ``write_behind`` (job.state_write_behind) when the
-    next checkpoint is near, and up to half the time left until it when it is not: the waits
-    shrink as the checkpoint nears, and what is left for the marker stays what changed in about
-    the last ``write_behind``. The next checkpoint is expected one ``checkpoint_interval`` after
-    the last sync marker (Flink triggers them at that period); until the first marker, and with
-    checkpoints off, states wait ``write_behind``.
-
-    Writes the live feed of ``bench/job_bench.py`` (8,000 events/s, 100k customers) needs per
-    event, simulated against a fixed 1 s: 0.90 with 10 s checkpoints, 0.73 with 30 s, 0.57 with
-    60 s; the states left for each marker stayed at 2,800-3,100.
-    """
-
-    __slots__ = ("write_behind", "checkpoint_interval", "next_checkpoint")
-
-    def __init__(self, write_behind: float, checkpoint_interval: float) -> None:
-        self.write_behind = write_behind
-        self.checkpoint_interval = checkpoint_interval
-        self.next_checkpoint: float | None = None
-
-    def marker(self, now: float) -> None:
-        """A sync marker came (a checkpoint is being taken) at ``now`` (time.monotonic)."""
-        if self.checkpoint_interval > 0:
-            self.next_checkpoint = now + self.checkpoint_interval
-
-    def delay(self, now: float) -> float:
-        """Seconds the states a key changes first at ``now`` may wait (before the random spread)."""
-        next_checkpoint = self.next_checkpoint
-        if next_checkpoint is None:
-            return self.write_behind
-        return max(self.write_behind, (next_checkpoint - now) / 2)
-
-
 def _next_instant(state: CustomerState) -> int | None:
     return min(state.timers) if state.timers else None
 
@@ -179,7 +141,6 @@ class _BatchEngine:
         model_artifacts: str = "",
         cache_size: int = 50_000,
         write_behind: int = 1_000,
-        checkpoint_interval: int = 0,
         dirty_limit: int = 256_000,
         full_gc_interval: int = 3_600_000,
     ) -> None:
@@ -198,7 +159,7 @@ class _BatchEngine:
         # up over 100k customers, each wrote its 2,000 every few seconds instead of once per
         # checkpoint (12,115 events/s against 16,309 with 128).
         self._dirty_limit = max(1, dirty_limit // batch_keys)
-        self._schedule = _WriteSchedule(write_behind / 1000, checkpoint_interval / 1000)
+        self._write_behind = write_behind / 1000
         self._metrics_config = metrics_config
         self._models = models
         self._model_artifacts = model_artifacts
@@ -221,8 +182,7 @@ class _BatchEngine:
         self._cache: OrderedDict[str, CustomerState] = OrderedDict()
         # Per batch key: states changed since they were last written to Flink state, and when to
         # write them. Encoding one costs 20-30 µs, so a state is written once for all its changes
-        # within a while of its key's first change (job.state_write_behind near a checkpoint,
-        # longer far from one: see _WriteSchedule), or when a key holds
+        # within job.state_write_behind of its key's first change, or when a key holds
         # its share of dirty_limit, or when the batcher's sync marker arrives (before every
         # checkpoint barrier and at end of input: see KeyGroupBatcher.java). What is left for the
         # marker, which every event in flight waits for, is what changed in the last
@@ -278,7 +238,6 @@ class _BatchEngine:
                 yield from self._flush()
             return
         if not value[1]:
-            self._schedule.marker(time.monotonic())
             self._sync(key)
             yield from self._flush()
             return
@@ -399,7 +358,7 @@ class _BatchEngine:
             now = time.monotonic()
             due = self._sync_at.get(key)
             if due is None:
-                due = self._sync_at[key] = now + self._schedule.delay(now) * random.uniform(0.5, 1.0)
+                due = self._sync_at[key] = now + self._write_behind * random.uniform(0.5, 1.0)
             if len(dirty) > self._dirty_limit:
                 self._sync(key)
             elif now >= due and live:

@@ -160,7 +160,6 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         cache_size=config.job.state_cache_customers,
         full_gc_interval=config.job.python_full_gc_interval,
         write_behind=config.job.state_write_behind,
-        checkpoint_interval=config.job.checkpoint_interval,
         metrics_config=config.metrics,
         models=config.job.models,
         model_artifacts=config.job.model_artifacts,
