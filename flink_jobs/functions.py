@@ -492,18 +492,13 @@ class _Call:
     def note_ingest(self, state: CustomerState, watermark: int, events: list[Event] = ()) -> None:
         """Before a step: remember when the events it will apply (buffered, or given) were ingested."""
         ingest = self.ingest
-        # Live, the JVM holds events for the watermark: the buffer is nearly always empty.
-        for batch in (state.buffer, events) if state.buffer else (events,):
-            for event in batch:
-                t = event.event_time
-                if t > watermark:
-                    if batch is state.buffer:
-                        break  # sorted by time
-                    continue
-                k = (event.customer_id, t)
-                ingested = event.ingest_time
-                if ingested is not None and ingested > ingest.get(k, 0):
-                    ingest[k] = ingested
+        for event in state.buffer:  # sorted by time; live nearly always empty (the JVM holds events)
+            if event.event_time > watermark:
+                break
+            _note_ingest(ingest, event)
+        for event in events:
+            if event.event_time <= watermark:
+                _note_ingest(ingest, event)
 
     def take(self, state: CustomerState, result) -> None:
         self.states[state.customer_id] = state
@@ -515,6 +510,14 @@ class _Call:
         self.duplicates += result.duplicates
         self.late_applied += result.late_applied
         self.forced += result.forced
+
+
+def _note_ingest(ingest: dict[tuple[str, int], int], event: Event) -> None:
+    """Keep the latest ingestion time of the events of a (customer, instant)."""
+    k = (event.customer_id, event.event_time)
+    ingested = event.ingest_time
+    if ingested is not None and ingested > ingest.get(k, 0):
+        ingest[k] = ingested
 
 
 class _Held:
