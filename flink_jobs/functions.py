@@ -180,6 +180,10 @@ class _BatchEngine:
         # instance is the only writer of its keys, and a restore or rescale creates new instances
         # (with empty caches).
         self._cache: OrderedDict[str, CustomerState] = OrderedDict()
+        # Lookups since the last call's end, for the state cache metrics (one update per call):
+        # hits, misses (read and decoded), new customers, evictions, and the size last reported.
+        self._lookups = [0, 0, 0, 0]
+        self._cache_reported = 0
         # Per batch key: states changed since they were last written to Flink state, and when to
         # write them. Encoding one costs 20-30 µs, so a state is written once for all its changes
         # within job.state_write_behind of its key's first change, or when a key holds
@@ -216,6 +220,11 @@ class _BatchEngine:
         self._hold_timer = False
 
     def close(self) -> None:
+        cache = getattr(self, "_cache", None)
+        if cache is not None:
+            self._report_cache()
+            self._m.state_cache(0, 0, 0, 0, -self._cache_reported)  # the process may host a next instance
+            self._cache_reported = 0
         redis = getattr(self, "_redis", None)
         if redis is not None:
             redis.close()
@@ -370,6 +379,7 @@ class _BatchEngine:
             # Earlier timers are not deleted: one firing with nobody due costs less than a delete.
             timers.register_event_time_timer(earliest)
             self._armed[key] = earliest
+        self._report_cache()
         m = self._m
         if call.late:
             m.events_late(len(call.late))
@@ -450,26 +460,40 @@ class _BatchEngine:
             self._stored[key].update(dirty)
 
     def _load(self, customer_id: str, key: int) -> CustomerState:
-        cache = self._cache
+        cache, lookups = self._cache, self._lookups
         state = cache.get(customer_id)
         if state is not None:
             cache.move_to_end(customer_id)
+            lookups[0] += 1
             return state
         dirty = self._dirty.get(key)
         state = dirty.get(customer_id) if dirty else None
-        if state is not None:
+        if state is not None:  # evicted, but not written yet: still decoded
+            lookups[0] += 1
             return state
         data = self._customers.get(customer_id) if customer_id in self._stored[key] else None
         if data is None:
             state = self._engine.new_state(customer_id)
+            lookups[2] += 1
         else:
             state = decode_state(data)
             self._gc.long_lived()  # a cached state, or soon dirty: not for the young collections
+            lookups[1] += 1
         if self._cache_size:
             cache[customer_id] = state
             if len(cache) > self._cache_size:
                 cache.popitem(last=False)
+                lookups[3] += 1
         return state
+
+    def _report_cache(self) -> None:
+        """The state cache metrics: the lookups since the last report, and the size change."""
+        lookups = self._lookups
+        size = len(self._cache)
+        if lookups[0] or lookups[1] or lookups[2] or size != self._cache_reported:
+            self._m.state_cache(*lookups, size - self._cache_reported)
+            self._lookups = [0, 0, 0, 0]
+            self._cache_reported = size
 
 
 class _Call:

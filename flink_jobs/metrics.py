@@ -74,6 +74,7 @@ SCORE_BUCKETS = tuple(round(-1.0 + 0.1 * i, 1) for i in range(21))
 INVALID_REASONS = ("oversized", "encoding", "not_json", "not_object", "schema", "event_time", "property", "other")
 CHANGE_KINDS = ("enter", "exit")
 REDIS_ERROR_KINDS = ("connection", "timeout", "response", "other")
+CACHE_RESULTS = ("hit", "miss", "new")
 MAX_LABEL_VALUES = 500
 OVERFLOW_LABEL = "_other"
 _NAME_VALUE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
@@ -174,6 +175,21 @@ class JobMetrics:
             ["model", "feature"],
         )
 
+        # ---- the state cache (job.state_cache_customers)
+        self._cache_lookups = counter(
+            "state_cache_lookups",
+            "Customer states the segment function looked up, by result: hit (decoded state kept in memory), "
+            "miss (read from Flink state and decoded), new (a customer with no state yet).",
+            ["result"],
+        )
+        self._cache_evictions = counter(
+            "state_cache_evictions", "Decoded customer states dropped from the cache to make room for another."
+        )
+        self._cache_customers = gauge(
+            "state_cache_customers",
+            "Decoded customer states held in this process's caches (all its segment function instances).",
+        )
+
         # ---- the Python process
         self._gc_pause = histogram(
             "python_gc_pause_seconds",
@@ -208,6 +224,8 @@ class JobMetrics:
             self._redis_errors.labels(kind)
         for result in ("applied", "stale"):
             self._redis_changes.labels(result)
+        for result in CACHE_RESULTS:
+            self._cache_lookups.labels(result)
         for generation in GC_GENERATIONS:
             self._gc_pause.labels(generation)
             self._gc_collected.labels(generation)
@@ -327,6 +345,19 @@ class JobMetrics:
         m = self._model(model)
         for feature, value in psi.items():
             self._child(self._psi, m, self._feature(feature)).set(value)
+
+    # ---- the state cache ---------------------------------------------------------------------
+
+    def state_cache(self, hits: int, misses: int, new: int, evicted: int, size_change: int) -> None:
+        """One call's lookups of customer states, the states it evicted, and how the number of
+        cached states changed (the gauge sums the changes of every instance in the process)."""
+        for result, n in (("hit", hits), ("miss", misses), ("new", new)):
+            if n:
+                self._child(self._cache_lookups, result).inc(n)
+        if evicted:
+            self._cache_evictions.inc(evicted)
+        if size_change:
+            self._cache_customers.inc(size_change)
 
     # ---- the Python process -----------------------------------------------------------------
 

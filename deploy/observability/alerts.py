@@ -28,6 +28,11 @@ INVALID_RATIO = 0.05
 LATE_RATIO = 0.01
 PSI_DRIFT = 0.2
 NO_EVENTS_MINUTES = 10
+# A miss reads and decodes a customer's state and evicts another's: at about 14 KB of memory per
+# cached state that is the trade, but a quarter of the lookups missing for half an hour means
+# the cache holds fewer customers than are active (bench/job_bench.py live over 84k customers
+# with 50k cached: the segment task's CPU per event rose with the misses).
+CACHE_MISS_RATIO = 0.25
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,23 @@ ALERTS: tuple[Alert, ...] = (
 2. Errors by kind: connection/timeout -> network or an overloaded server; response -> a script
    or memory error (maxmemory reached? evictions?).
 3. After Redis recovers, the writes converge by themselves (idempotent, event-time ordered).
+""",
+    ),
+    _alert(
+        "SegmentsStateCacheMisses",
+        f"{{state_cache_miss_ratio}} > {CACHE_MISS_RATIO}",
+        "30m",
+        "ticket",
+        "The state cache holds fewer customers than are active",
+        f"Over {CACHE_MISS_RATIO:.0%} of the lookups of existing customers' states have read and decoded them from "
+        "Flink state for 30 minutes (and evicted another from the cache): each such event costs the segment task "
+        "several times the CPU of a hit.",
+        """
+1. Right after a start, restore or rescale the cache is empty and misses are expected: wait.
+2. Panel "State cache size": is each parallel task at job.state_cache_customers? Then raise it
+   to the customers active within a few minutes (per task), checking TaskManager memory: about
+   14 KB of Python memory per cached state, outside the JVM heap in thread mode.
+3. No memory to spare: more parallelism spreads the customers over more caches.
 """,
     ),
     _alert(
@@ -419,6 +441,26 @@ ALERT_TESTS: tuple[AlertCase, ...] = (
         "no errors: quiet",
         {f'segments_redis_errors_total{{{C}, kind="connection"}}': "0x20"},
         "15m",
+    ),
+    AlertCase(
+        "SegmentsStateCacheMisses",
+        "a third of the lookups miss for 40 min: fires",
+        {
+            f'segments_state_cache_lookups_total{{{C}, result="hit"}}': "0+2000x45",
+            f'segments_state_cache_lookups_total{{{C}, result="miss"}}': "0+1000x45",
+            f'segments_state_cache_lookups_total{{{C}, result="new"}}': "0+5000x45",
+        },
+        "40m",
+        ({"severity": "ticket", "service": "segments"},),
+    ),
+    AlertCase(
+        "SegmentsStateCacheMisses",
+        "misses while the cache fills after a start, then hits: quiet",
+        {
+            f'segments_state_cache_lookups_total{{{C}, result="hit"}}': "0+100x10 1100+3000x35",
+            f'segments_state_cache_lookups_total{{{C}, result="miss"}}': "0+1000x10 10000+50x35",
+        },
+        "40m",
     ),
     AlertCase(
         "SegmentsJobRestarting",

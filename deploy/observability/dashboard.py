@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from alerts import LATENCY_SLO_SECONDS, PSI_DRIFT
+from alerts import CACHE_MISS_RATIO, LATENCY_SLO_SECONDS, PSI_DRIFT
 from grafanalib.core import (
     Dashboard,
     GridPos,
@@ -168,6 +168,21 @@ def build_dashboard() -> Dashboard:
             (8, 7, lambda gp: _series("Checkpoint failures and restarts", ["checkpoint_failures_10m", "restarts_15m"], gp)),
             (8, 7, lambda gp: _series("Redis flush p99", ["redis_write_p99"], gp)),
             (8, 7, lambda gp: _series("Redis errors", ["redis_error_rate"], gp)),
+            (8, 7, lambda gp: _series(
+                "State cache lookups", ["state_cache_lookups"], gp, stacking={"mode": "normal"},
+                description="Customer states the segment function looked up: hit = still decoded in memory, "
+                "miss = read from Flink state and decoded (and another evicted), new = first event of a customer.",
+            )),
+            (8, 7, lambda gp: _series(
+                "State cache misses", ["state_cache_miss_ratio"], gp,
+                description=f"Of the lookups of existing customers. Above {CACHE_MISS_RATIO:.0%} for 30 min opens a "
+                "ticket (SegmentsStateCacheMisses): the cache holds fewer customers than are active.",
+            )),
+            (8, 7, lambda gp: _series(
+                "State cache size", ["state_cache_customers"], gp,
+                description="Decoded customer states held, all processes (job.state_cache_customers per parallel "
+                "task; about 14 KB of Python memory each, outside the JVM heap in thread mode).",
+            )),
             (8, 7, lambda gp: _series(
                 "Python GC pauses (share of time)", ["python_gc_share"], gp,
                 description="Generation 2 should stay near 0 (long-lived objects are frozen, see "

@@ -177,6 +177,31 @@ QUERIES: dict[str, Query] = _q(
         "gen {{generation}}",
     ),
     Query(
+        "state_cache_lookups",
+        f"sum by (result) (rate(segments_state_cache_lookups_total[{RATE}]))",
+        "customer state lookups by result (hit: in memory; miss: read and decoded; new: no state yet)",
+        "ops",
+        "python",
+        "{{result}}",
+    ),
+    Query(
+        "state_cache_miss_ratio",
+        f'sum(rate(segments_state_cache_lookups_total{{result="miss"}}[{RATE}])) '
+        f'/ sum(rate(segments_state_cache_lookups_total{{result=~"hit|miss"}}[{RATE}]))',
+        "share of lookups of existing customers that read and decoded their state",
+        "percentunit",
+        "python",
+        "misses",
+    ),
+    Query(
+        "state_cache_customers",
+        "sum(segments_state_cache_customers)",
+        "decoded customer states held in memory",
+        "short",
+        "python",
+        "cached",
+    ),
+    Query(
         "redis_error_rate",
         f"sum(rate(segments_redis_errors_total[{RATE}]))",
         "Redis flush errors",

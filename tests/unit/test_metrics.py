@@ -91,6 +91,9 @@ def test_metric_names_and_types():
         "segments_model_inference_seconds": "histogram",
         "segments_model_score": "histogram",
         "segments_model_feature_psi": "gauge",
+        "segments_state_cache_lookups_total": "counter",
+        "segments_state_cache_evictions_total": "counter",
+        "segments_state_cache_customers": "gauge",
         "segments_python_gc_pause_seconds": "histogram",
         "segments_python_gc_collected_objects_total": "counter",
     }
@@ -165,6 +168,20 @@ def test_rules_info_marks_only_the_version_in_use():
     assert value("segments_rules_segments") == 12
     assert value("segments_rules_loaded_total") == 2
     assert value("segments_rules_rejected_total") == 1
+
+
+def test_state_cache_counts_lookups_and_sums_instances():
+    jm = JobMetrics()
+    value = jm.registry.get_sample_value
+    assert value("segments_state_cache_lookups_total", {"result": "miss"}) == 0  # present from the start
+    jm.state_cache(hits=7, misses=2, new=3, evicted=0, size_change=5)  # one instance fills its cache
+    jm.state_cache(hits=1, misses=0, new=4, evicted=0, size_change=4)  # another, same process
+    jm.state_cache(hits=0, misses=1, new=0, evicted=1, size_change=0)  # a full cache: one in, one out
+    assert value("segments_state_cache_lookups_total", {"result": "hit"}) == 8
+    assert value("segments_state_cache_lookups_total", {"result": "miss"}) == 3
+    assert value("segments_state_cache_lookups_total", {"result": "new"}) == 7
+    assert value("segments_state_cache_evictions_total") == 1
+    assert value("segments_state_cache_customers") == 9
 
 
 def test_label_values_are_bounded():
