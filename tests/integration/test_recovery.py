@@ -31,14 +31,17 @@ from .test_segmentation_job import _by_customer
 pytestmark = pytest.mark.integration
 
 
-def _events(first: int, last: int) -> list[dict]:
-    """Per customer: product views a minute apart and a cart that is never checked out."""
+def _events(first: int, last: int, start: int = T0) -> list[dict]:
+    """Per customer: product views a minute apart and a cart that is never checked out, from
+    ``start`` (epoch ms)."""
     out = []
+    offset = start - T0
     for minute in range(first, last):
         for c in range(6):
-            out.append(event(f"v-{c}-{minute}", f"c-{c}", "product_view", minute * MINUTE + c, product_id=f"p{minute % 3}"))
+            at = offset + minute * MINUTE + c
+            out.append(event(f"v-{c}-{minute}", f"c-{c}", "product_view", at, product_id=f"p{minute % 3}"))
             if minute % 7 == c:
-                out.append(event(f"a-{c}-{minute}", f"c-{c}", "cart_add", minute * MINUTE + c + 1, cart_id=f"k{c}", cart_value=60))
+                out.append(event(f"a-{c}-{minute}", f"c-{c}", "cart_add", at + 1, cart_id=f"k{c}", cart_value=60))
     return out
 
 
@@ -57,9 +60,14 @@ def _latest_checkpoint(root: Path, after: float) -> Path | None:
     return max(done)[2] if done else None
 
 
-def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_result(scenario: Scenario, tmp_path):
-    """Two unbounded runs of the same program, the second restored from the first's checkpoint."""
-    first, second = _events(0, 40), _events(40, 80)
+@pytest.mark.parametrize("clock", ["catching-up", "live"])
+def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_result(scenario: Scenario, tmp_path, clock: str):
+    """Two unbounded runs of the same program, the second restored from the first's checkpoint.
+    Event times of January 2026 make the job catch up (changed states wait for the checkpoint);
+    from the wall clock on, it is live (states are encoded at the end of the call that changed
+    them, and written within job.state_write_behind)."""
+    start = T0 if clock == "catching-up" else int(time.time() * 1000)
+    first, second = _events(0, 40, start), _events(40, 80, start)
     checkpoints = tmp_path / "checkpoints"
     settings = _settings(scenario, checkpoints)
     scenario.produce(first)
