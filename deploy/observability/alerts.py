@@ -30,8 +30,9 @@ PSI_DRIFT = 0.2
 NO_EVENTS_MINUTES = 10
 # A miss reads and decodes a customer's state and evicts another's: at about 14 KB of memory per
 # cached state that is the trade, but a quarter of the lookups missing for half an hour means
-# the cache holds fewer customers than are active (bench/job_bench.py live over 84k customers
-# with 50k cached: the segment task's CPU per event rose with the misses).
+# the cache holds fewer customers than are active. A ticket, not a page: in bench/job_bench.py
+# live at 3,000 events/s, a cache missing most loads cost the segment task about 3 points of a
+# core more than one holding every customer (83 against 80%).
 CACHE_MISS_RATIO = 0.25
 
 
@@ -193,8 +194,8 @@ ALERTS: tuple[Alert, ...] = (
         "ticket",
         "The state cache holds fewer customers than are active",
         f"Over {CACHE_MISS_RATIO:.0%} of the lookups of existing customers' states have read and decoded them from "
-        "Flink state for 30 minutes (and evicted another from the cache): each such event costs the segment task "
-        "several times the CPU of a hit.",
+        "Flink state for 30 minutes (and evicted another from the cache), work a hit does not do: the segment task "
+        "spends more CPU per event, and has less headroom for peaks.",
         """
 1. Right after a start, restore or rescale the cache is empty and misses are expected: wait.
 2. Panel "State cache size": is each parallel task at job.state_cache_customers? Then raise it
