@@ -220,11 +220,11 @@ class _BatchEngine:
         self._hold_timer = False
 
     def close(self) -> None:
-        cache = getattr(self, "_cache", None)
-        if cache is not None:
-            self._report_cache()
-            self._m.state_cache(0, 0, 0, 0, -self._cache_reported)  # the process may host a next instance
-            self._cache_reported = 0
+        if hasattr(self, "_cache"):
+            # The lookups not reported yet, and this instance's states off the process's gauge
+            # (the process may host a next instance).
+            self._m.state_cache(*self._lookups, -self._cache_reported)
+            self._lookups, self._cache_reported = [0, 0, 0, 0], 0
         redis = getattr(self, "_redis", None)
         if redis is not None:
             redis.close()

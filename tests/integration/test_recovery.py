@@ -64,8 +64,7 @@ def _latest_checkpoint(root: Path, after: float) -> Path | None:
 def test_a_killed_job_restarted_from_its_checkpoint_gives_the_uninterrupted_result(scenario: Scenario, tmp_path, clock: str):
     """Two unbounded runs of the same program, the second restored from the first's checkpoint.
     Event times of January 2026 make the job catch up (changed states wait for the checkpoint);
-    from the wall clock on, it is live (states are encoded at the end of the call that changed
-    them, and written within job.state_write_behind)."""
+    from the wall clock on, it is live (changed states are written within job.state_write_behind)."""
     start = T0 if clock == "catching-up" else int(time.time() * 1000)
     first, second = _events(0, 40, start), _events(40, 80, start)
     checkpoints = tmp_path / "checkpoints"
