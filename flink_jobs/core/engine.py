@@ -430,8 +430,13 @@ class SegmentEngine:
 
     def _reconcile(self, state: CustomerState, book: TimerBook, result: StepResult) -> None:
         """Bring a state written under another rule version up to this one, without a replay:
-        features still in use keep their data (and re-announce their timers for the new windows),
-        segments that no longer exist are left, and everything is re-evaluated at the clock."""
+        features still in use keep their data (and re-announce their timers for the new windows;
+        an aggregate whose rules now read other properties of its events keeps its counts and the
+        properties it still has: ``Feature.adopt``), segments that no longer exist are left, and
+        everything is re-evaluated at the clock."""
+        for feature in self.compiled.features:
+            if feature.key not in state.features:
+                feature.adopt(state.features)
         for key in [k for k in state.features if k not in self._feature_keys]:
             del state.features[key]
         for feature in self.compiled.features:

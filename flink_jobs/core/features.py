@@ -10,9 +10,10 @@ at the instants where a condition can flip.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from bisect import insort
+from array import array
+from bisect import bisect_left, insort
 from itertools import permutations
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .model import Event, EventSelector, PropertyValue
 from .windows import exit_time, first_bucket
@@ -82,6 +83,10 @@ class Feature(ABC):
     def empty(self, fs: object) -> bool:
         return not fs
 
+    def adopt(self, features: dict[str, object]) -> None:
+        """Take over this feature's data from a state kept under an earlier layout (another key,
+        still in ``features``); called when a state is reconciled and lacks ``self.key``."""
+
     def flips_at(self, fs: object, now: int) -> bool:
         """Does a time-driven change (a timer this feature asked for) fall on ``now``?"""
         return False
@@ -130,9 +135,18 @@ class _BucketedFeature(Feature):
 
 
 class StatsFeature(_BucketedFeature):
-    """Sparse time buckets of (count, and per number property: n, sum, min, max).
+    """Time buckets of (count, and per number property: n, sum, min, max), kept in one flat array
+    of doubles, sorted by bucket: ``[bucket, count, n0, sum0, min0, max0, n1, sum1, ...]`` per
+    bucket, for ``props``.
 
-    Bucket record layout: ``[count, n0, sum0, min0, max0, n1, sum1, ...]`` for ``props``.
+    One array instead of a dict of lists: a state holds about fourteen of these, and as dicts they
+    were half of its Python objects, its memory and the time to encode it (every change of a live
+    customer is encoded again; ``state.encode_state`` writes an array as its bytes). Counts are
+    exact as doubles (below 2**53); sums were floats before.
+
+    The layout depends on ``props``, so the key names them: a rule change that adds or drops a
+    property of the same events and resolution makes a new key, and ``adopt`` carries the counts
+    and the properties both layouts have over to it.
     """
 
     def __init__(
@@ -148,16 +162,18 @@ class StatsFeature(_BucketedFeature):
         self.resolution = resolution
         self.retention = retention
         self.windows = windows
-        self.key = stats_key(selector, resolution)
+        self.base = stats_key(selector, resolution)
+        self.key = f"{self.base}|{','.join(props)}"
         self.event_types = frozenset(selector.event_types)
-        self._blank = [0] + [0, 0.0, INF, -INF] * len(props)
-        self._slots = tuple((prop, 1 + 4 * i) for i, prop in enumerate(props))
+        self.width = 2 + 4 * len(props)
+        self._blank = array("d", [0] + [0, 0.0, INF, -INF] * len(props))  # a new bucket, after its index
+        self._slots = tuple((prop, 2 + 4 * i) for i, prop in enumerate(props))
         self._retained = retention // resolution  # buckets a window of `retention` spans
 
-    def init(self) -> dict[int, list]:
-        return {}
+    def init(self) -> array:
+        return array("d")
 
-    def apply(self, fs: dict, events: list[Event], now: int, book: TimerBook) -> dict:
+    def apply(self, fs: array, events: list[Event], now: int, book: TimerBook) -> array:
         # The engine only hands over events of this feature's types: only `where` is left to check.
         where = self.selector.where
         for event in events:
@@ -165,65 +181,136 @@ class StatsFeature(_BucketedFeature):
                 self._add(fs, event, now, book)
         return fs
 
-    def apply_late(self, fs: dict, event: Event, now: int, book: TimerBook) -> dict:
+    def apply_late(self, fs: array, event: Event, now: int, book: TimerBook) -> array:
         if self.selector.matches(event):
             self._add(fs, event, now, book)
         return fs
 
-    def _add(self, fs: dict, event: Event, now: int, book: TimerBook) -> None:
-        r = self.resolution
+    def _add(self, fs: array, event: Event, now: int, book: TimerBook) -> None:
+        r, w = self.resolution, self.width
         bucket = event.event_time // r
-        record = fs.get(bucket)
-        if record is None:
+        last = len(fs) - w
+        if last >= 0 and fs[last] == bucket:  # the usual case: the newest bucket again
+            at = last
+        else:
             oldest = now // r - self._retained + 1
             if bucket < oldest:
                 return  # older than anything a window can look at
-            record = fs[bucket] = self._blank.copy()
-            if len(fs) & 7 == 0:  # amortised: at most 8 expired buckets linger
-                for old in [b for b in fs if b < oldest]:
-                    del fs[old]
-        record[0] += 1
+            if last < 0 or fs[last] < bucket:
+                if last >= 0 and fs[0] < oldest:
+                    del fs[: bisect_left(fs[::w], oldest) * w]
+                at = len(fs)
+                fs.append(bucket)
+                fs.extend(self._blank)
+            else:  # a late event: an older bucket, held or not
+                i = bisect_left(fs[::w], bucket)
+                at = i * w
+                if fs[at] != bucket:
+                    fs[at:at] = array("d", [bucket]) + self._blank
+        fs[at + 1] += 1
         if self._slots:
             props = event.properties
             for prop, base in self._slots:
                 value = props.get(prop)
                 if value is None or type(value) is bool or not isinstance(value, (int, float)):
                     continue
-                record[base] += 1
-                record[base + 1] += value
-                if value < record[base + 2]:
-                    record[base + 2] = value
-                if value > record[base + 3]:
-                    record[base + 3] = value
+                i = at + base
+                fs[i] += 1
+                fs[i + 1] += value
+                if value < fs[i + 2]:
+                    fs[i + 2] = value
+                if value > fs[i + 3]:
+                    fs[i + 3] = value
 
-    def value(self, fs: dict, now: int, window: int, kind: str, prop: str | None) -> float | int | None:
+    def _start(self, fs: array, oldest: int) -> int:
+        """Offset of the first record whose bucket is >= oldest (len(fs) if none)."""
+        if not fs or fs[0] >= oldest:
+            return 0
+        return bisect_left(fs[:: self.width], oldest) * self.width
+
+    def value(self, fs: array, now: int, window: int, kind: str, prop: str | None) -> float | int | None:
         """count / sum / avg / min / max over the window ending at ``now``; None when undefined."""
-        oldest = first_bucket(now, window, self.resolution)
+        w = self.width
+        start = self._start(fs, first_bucket(now, window, self.resolution))
         if kind == "count":
-            return sum(rec[0] for b, rec in fs.items() if b >= oldest)
-        base = 1 + 4 * self.props.index(prop)  # type: ignore[arg-type]
-        n = 0
+            return int(sum(fs[start + 1 :: w]))
+        base = start + 2 + 4 * self.props.index(prop)  # type: ignore[arg-type]
+        n = sum(fs[base::w])
         if kind == "sum" or kind == "avg":
-            total = 0.0
-            for b, rec in fs.items():
-                if b >= oldest:
-                    n += rec[base]
-                    total += rec[base + 1]
+            total = sum(fs[base + 1 :: w], 0.0)
             if kind == "sum":
                 return total
             return total / n if n else None
-        best = INF if kind == "min" else -INF
-        for b, rec in fs.items():
-            if b >= oldest and rec[base]:
-                n += rec[base]
-                if kind == "min":
-                    best = min(best, rec[base + 2])
+        if not n:
+            return None
+        return min(fs[base + 2 :: w]) if kind == "min" else max(fs[base + 3 :: w])
+
+    def flips_at(self, fs: array, now: int) -> bool:
+        r = self.resolution
+        if now % r:
+            return False
+        current = now // r
+        buckets = fs[:: self.width]
+        for window in self.windows:
+            leaving = current - window // r
+            i = bisect_left(buckets, leaving)
+            if i < len(buckets) and buckets[i] == leaving:
+                return True
+        return False
+
+    def next_exit(self, fs: array, now: int, window: int) -> int | None:
+        r = self.resolution
+        start = self._start(fs, now // r - window // r + 1)
+        return exit_time(int(fs[start]), window, r) if start < len(fs) else None
+
+    def buckets(self, fs: array, oldest: int, newest: int) -> Iterator[tuple[int, int]]:
+        """(bucket, offset of its record) for the buckets held in ``oldest..newest``."""
+        w = self.width
+        for at in range(self._start(fs, oldest), len(fs), w):
+            bucket = int(fs[at])
+            if bucket > newest:
+                return
+            yield bucket, at
+
+    def adopt(self, features: dict[str, object]) -> None:
+        """Carry the data of this feature under an earlier layout over to ``self.key``: the state
+        of a rule set whose rules summed other properties of the same events at the same
+        resolution (key ``base|props``), or of state format 1 (key ``base``, a dict of
+        ``bucket -> [count, n0, sum0, min0, max0, ...]``, taken as written for these properties
+        when it has as many, else its counts only). Properties new to this layout start empty."""
+        for key in features:
+            if key == self.base or (key.startswith(self.base) and key.rpartition("|")[0] == self.base):
+                break
+        else:
+            return
+        old = features.pop(key)
+        blank = list(self._blank)
+        out = array("d")
+        if isinstance(old, dict):  # state format 1
+            records = sorted(old.items())  # type: ignore[union-attr]
+            for bucket, record in records:
+                if len(record) == len(blank):
+                    out.append(bucket)
+                    out.extend(record)
                 else:
-                    best = max(best, rec[base + 3])
-        return best if n else None
+                    out.append(bucket)
+                    out.extend([record[0], *blank[1:]])
+        else:
+            old_props = [p for p in key.rpartition("|")[2].split(",") if p]
+            old_w = 2 + 4 * len(old_props)
+            moves = [(2 + 4 * old_props.index(p), base) for p, base in self._slots if p in old_props]
+            for at in range(0, len(old), old_w):  # type: ignore[arg-type]
+                record = [old[at], *blank]  # type: ignore[index]
+                record[1] = old[at + 1]  # type: ignore[index]
+                for src, dst in moves:
+                    record[dst : dst + 4] = old[at + src : at + src + 4]  # type: ignore[index]
+                out.extend(record)
+        if out:
+            features[self.key] = out
 
 
 def stats_key(selector: EventSelector, resolution: int) -> str:
+    """What identifies a StatsFeature's events and buckets (its key adds the properties)."""
     return f"stats|{selector.key()}|{resolution}"
 
 

@@ -77,11 +77,12 @@ class ModelInputReader:
     """Computes the available model inputs from a customer's feature state.
 
     Built once per compiled rule set (``resolve``); ``read`` is called per scored instant, so it
-    makes one pass over the buckets it needs and probes at most 60 minute buckets per event type.
+    reads only the buckets it needs (found by bisection in each feature's sorted records).
     """
 
     def __init__(self, purchases: StatsFeature | None, activity: tuple[tuple[str, StatsFeature], ...]) -> None:
         self._purchases = purchases
+        # Offset of the revenue's (n, sum) in a purchase bucket's record (StatsFeature's layout).
         self._revenue = 2 + 4 * purchases.props.index(catalog.REVENUE_PROPERTY) if purchases else 0
         self._activity = activity
         self.names: tuple[str, ...] = (_VALUE_NAMES if purchases else ()) + (_BEHAVIOUR_NAMES if activity else ())
@@ -89,8 +90,8 @@ class ModelInputReader:
     @classmethod
     def resolve(cls, features: Iterable[Feature]) -> ModelInputReader:
         """Find the aggregates the inputs read; a group whose aggregates are missing is left out."""
-        by_key = {f.key: f for f in features}
-        purchases = by_key.get(stats_key(EventSelector((catalog.PURCHASE_EVENT,)), DAY))
+        by_base = {f.base: f for f in features if isinstance(f, StatsFeature)}
+        purchases = by_base.get(stats_key(EventSelector((catalog.PURCHASE_EVENT,)), DAY))
         if not (
             isinstance(purchases, StatsFeature)
             and catalog.REVENUE_PROPERTY in purchases.props
@@ -99,7 +100,7 @@ class ModelInputReader:
             purchases = None
         activity = []
         for event_type in catalog.EVENT_TYPES:
-            feature = by_key.get(stats_key(EventSelector((event_type,)), MINUTE))
+            feature = by_base.get(stats_key(EventSelector((event_type,)), MINUTE))
             if not (isinstance(feature, StatsFeature) and feature.retention >= HOUR):
                 activity = []
                 break
@@ -120,28 +121,26 @@ class ModelInputReader:
 
     def _read_value(self, fs: object, now: int, out: dict[str, float]) -> None:
         today = now // DAY
-        oldest = today - VALUE_WINDOW_DAYS + 1
         d30, d90 = today - 29, today - 89
         last = first = None
-        n365 = n90 = n30 = priced = 0
+        n365 = n90 = n30 = priced = 0.0
         revenue = 0.0
         base = self._revenue
         if fs:
-            for day, rec in fs.items():  # type: ignore[attr-defined]
-                if day < oldest or day > today or not rec[0]:
+            for day, at in self._purchases.buckets(fs, today - VALUE_WINDOW_DAYS + 1, today):  # type: ignore[union-attr,arg-type]
+                count = fs[at + 1]  # type: ignore[index]
+                if not count:
                     continue
-                count = rec[0]
                 n365 += count
                 if day >= d90:
                     n90 += count
                     if day >= d30:
                         n30 += count
-                priced += rec[base - 1]
-                revenue += rec[base]
-                if last is None or day > last:
-                    last = day
-                if first is None or day < first:
+                priced += fs[at + base]  # type: ignore[index]
+                revenue += fs[at + base + 1]  # type: ignore[index]
+                if last is None:
                     first = day
+                last = day
         out["recency_days"] = float(RECENCY_CAP_DAYS if last is None else today - last)
         out["tenure_days"] = float(0 if first is None else today - first)
         out["purchases_30d"] = float(n30)
@@ -160,15 +159,12 @@ class ModelInputReader:
             fs = features.get(feature.key)
             if not fs:
                 continue
-            if len(fs) <= _MINUTES_1H:  # type: ignore[arg-type]
-                buckets = [(b, rec) for b, rec in fs.items() if oldest <= b <= minute]  # type: ignore[attr-defined]
-            else:  # a busy customer: probe the 60 minutes instead of scanning two days of buckets
-                buckets = [(b, fs[b]) for b in range(oldest, minute + 1) if b in fs]  # type: ignore[index,operator]
-            n = 0
-            for b, rec in buckets:
-                n += rec[0]
+            n = 0.0
+            for b, at in feature.buckets(fs, oldest, minute):  # type: ignore[arg-type]
+                count = fs[at + 1]  # type: ignore[index]
+                n += count
                 if b >= recent:
-                    events_5m += rec[0]
+                    events_5m += count
                 active.add(b)
             events_1h += n
             if event_type == "page_view":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import marshal
+from array import array
 
 from .model import Event, PropertyValue
 
@@ -58,30 +59,44 @@ class CustomerState:
         )
 
 
-_FORMAT = 1  # bump when the slots change; decode_state must keep reading old formats
+# Bump when the slots or the layout of a feature's state change; decode_state keeps reading the
+# old formats. 2: the StatsFeature buckets became one flat array (written as its bytes) under a
+# key that names their properties; a format-1 state is reconciled on its next step
+# (``SegmentEngine``), where ``StatsFeature.adopt`` converts its buckets.
+_FORMAT = 2
 
 
 _BUFFER = CustomerState.__slots__.index("buffer")
+_FEATURES = CustomerState.__slots__.index("features")
 
 
 def encode_state(state: CustomerState) -> bytes:
     """Bytes as stored in Flink keyed state: the slots in order, after a format number.
 
-    Everything in the state is a plain container of ints, floats, strings, bools and None, so
-    ``marshal`` applies: several times faster than pickling the object, and smaller. Buffered
-    events become tuples.
+    Everything in the state is a plain container of ints, floats, strings, bools and None, or an
+    ``array('d')`` (a feature's buckets), so ``marshal`` applies: several times faster than
+    pickling the object, and smaller. Buffered events become tuples, arrays their bytes (no
+    feature keeps bytes otherwise).
     """
     values = [getattr(state, name) for name in CustomerState.__slots__]
     values[_BUFFER] = [
         (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
     ]
+    values[_FEATURES] = {k: (v.tobytes() if type(v) is array else v) for k, v in state.features.items()}
     return marshal.dumps((_FORMAT, *values))
 
 
 def decode_state(data: bytes) -> CustomerState:
     format_, *values = marshal.loads(data)
-    if format_ != _FORMAT:
-        raise ValueError(f"customer state format {format_} is not readable by this version (expects {_FORMAT})")
+    if format_ == _FORMAT:
+        features = values[_FEATURES]
+        for key, value in features.items():
+            if type(value) is bytes:
+                features[key] = array("d", value)
+    elif format_ == 1:
+        values[CustomerState.__slots__.index("rule_version")] = ""  # reconcile: converts the buckets
+    else:
+        raise ValueError(f"customer state format {format_} is not readable by this version (expects {_FORMAT} or 1)")
     values[_BUFFER] = [Event(*fields) for fields in values[_BUFFER]]
     state = CustomerState.__new__(CustomerState)
     for name, value in zip(CustomerState.__slots__, values):

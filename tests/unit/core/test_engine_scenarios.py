@@ -6,6 +6,7 @@ import pytest
 
 from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
+from flink_jobs.core.features import StatsFeature
 from flink_jobs.core.model import (
     Absence,
     Aggregate,
@@ -302,6 +303,55 @@ def test_new_rule_over_a_short_window_fills_from_live_events():
     assert [(c.segment_id, c.kind, c.event_time - T0) for c in result.changes] == [("product_viewed_repeatedly", "enter", 5 * SECOND)]
 
 
+CART_K = sel("cart_add", cart_id="k")
+COUNTED = seg("counted", Aggregate("count", CART_K, None, HOUR, Comparison("at_least", 3)))
+SUMMED = seg("summed", Aggregate("sum", CART_K, "cart_value", HOUR, Comparison("greater_than", 25)))
+PRICED = seg("priced", Aggregate("max", CART_K, "price", HOUR, Comparison("at_least", 7)))
+
+
+def _cart_adds(engine: SegmentEngine, state, first: int, last: int) -> list:
+    out = []
+    for i in range(first, last + 1):
+        result = engine.step(state, ev(i, "cart_add", i * MINUTE, cart_id="k", cart_value=10, price=i), watermark=T0 + i * MINUTE)
+        out += [(c.segment_id, c.kind, (c.event_time - T0) // MINUTE) for c in result.changes]
+    return out
+
+
+def test_a_rule_summing_a_new_property_of_counted_events_keeps_the_counts_and_sums_from_then():
+    """The aggregates of the same events at the same resolution are one feature; a rule that
+    sums another property changes its layout. The counts held go on, the new sum starts empty
+    (no replay), and a property the new rules no longer read leaves while the others stay."""
+    cfg = EngineConfig(generic_aggregates=False)
+    first = SegmentEngine(RuleSet((COUNTED, PRICED), "rs-1"), cfg)
+    state = first.new_state("c1")
+    assert _cart_adds(first, state, 0, 1) == []
+
+    second = SegmentEngine(RuleSet((COUNTED, PRICED, SUMMED), "rs-2"), cfg)
+    # 3 cart adds: counted enters with the two held; 10 + 10 + 10 of cart_value are summed from
+    # the change on, so summed enters only at the third add after it (30 > 25), not at the second
+    assert _cart_adds(second, state, 2, 4) == [("counted", "enter", 2), ("summed", "enter", 4)]
+    assert second.explain(state)[1:] == [
+        ("priced", False, "max(price of cart_add where cart_id = k, 1h) = 4, needs >= 7"),
+        ("summed", True, "sum(cart_value of cart_add where cart_id = k, 1h) = 30 > 25"),
+    ]
+
+    # counted leaves the rules (its members exit at the clock); its counts stay, read by the others
+    third = SegmentEngine(RuleSet((PRICED, SUMMED), "rs-3"), cfg)
+    assert _cart_adds(third, state, 5, 7) == [("counted", "exit", 4), ("priced", "enter", 7)]
+    assert [k.rpartition("|")[2] for k in state.features] == ["cart_value,price"]
+    assert [why for _, _, why in third.explain(state)] == [
+        "max(price of cart_add where cart_id = k, 1h) = 7 >= 7",
+        "sum(cart_value of cart_add where cart_id = k, 1h) = 60 > 25",
+    ]
+
+    fourth = SegmentEngine(RuleSet((PRICED,), "rs-4"), cfg)  # cart_value is no longer read
+    assert _cart_adds(fourth, state, 8, 8) == [("summed", "exit", 7)]
+    assert [k.rpartition("|")[2] for k in state.features] == ["price"]
+    assert fourth.explain(state) == [("priced", True, "max(price of cart_add where cart_id = k, 1h) = 8 >= 7")]
+    stats = fourth.compiled.features[0]
+    assert stats.value(state.features[stats.key], T0 + 8 * MINUTE, HOUR, "count", None) == 9
+
+
 def test_switching_generic_aggregates_off_drops_them_and_on_starts_them():
     """The same rules without the generic aggregates: a state kept with them is reconciled on its
     next step (they leave it; the rules' own features and the memberships stay), and with them
@@ -326,7 +376,9 @@ def test_switching_generic_aggregates_off_drops_them_and_on_starts_them():
     again = SegmentEngine(rules(ABANDONED))
     result = again.step(state, ev(4, "page_view", 22 * MINUTE), watermark=T0 + 22 * MINUTE)
     assert result.changes == [] and state.rule_version == again.state_version
-    counts = {k: sum(r[0] for r in fs.values()) for k, fs in state.features.items() if k.startswith("stats|")}
+    stats = {f.key: f for f in again.compiled.features if isinstance(f, StatsFeature)}
+    now = T0 + 22 * MINUTE
+    counts = {k: stats[k].value(fs, now, stats[k].retention, "count", None) for k, fs in state.features.items() if k in stats}
     assert set(counts) == {k for k in generic_keys if "|page_view|" in k}
     assert set(counts.values()) == {1}, "they count from the switch on, not before"
 
