@@ -352,6 +352,21 @@ def test_a_rule_summing_a_new_property_of_counted_events_keeps_the_counts_and_su
     assert stats.value(state.features[stats.key], T0 + 8 * MINUTE, HOUR, "count", None) == 9
 
 
+def test_switching_generic_aggregates_keeps_the_sum_a_rule_reads_from_a_shared_aggregate():
+    """A rule's aggregate at a generic resolution is the generic one, with all the event type's
+    number properties; without the generic aggregates it has only the rule's. The sum the rule
+    reads is carried over both ways (as format 1 did not: it read another property's slots)."""
+    units = seg("units", Aggregate("sum", sel("cart_add"), "quantity", DAY, Comparison("at_least", 4)))
+    on, off = EngineConfig(generic_aggregates=True), EngineConfig(generic_aggregates=False)
+    state = SegmentEngine(rules(units), on).new_state("c1")
+    for i, config in enumerate((on, off, on)):
+        engine = SegmentEngine(rules(units), config)
+        engine.step(state, ev(i, "cart_add", i * MINUTE, cart_id="k", cart_value=100, quantity=2), watermark=T0 + i * MINUTE)
+        assert engine.explain(state) == [
+            ("units", i > 0, f"sum(quantity of cart_add, 1d) = {2 * (i + 1)}" + (" >= 4" if i else ", needs >= 4"))
+        ]
+
+
 def test_switching_generic_aggregates_off_drops_them_and_on_starts_them():
     """The same rules without the generic aggregates: a state kept with them is reconciled on its
     next step (they leave it; the rules' own features and the memberships stay), and with them
