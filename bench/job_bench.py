@@ -35,7 +35,7 @@ Figures are printed, never asserted.
 
     .venv/bin/python bench/job_bench.py [--events 1000000] [--customers 100000]
         [--only job,models,floor,batched,python,latency] [--latency-seconds 60] [--latency-warmup 20]
-        [--latency-rate EVENTS_PER_S] [--parallelism 2]
+        [--latency-rate EVENTS_PER_S] [--latency-dump latency.csv] [--parallelism 2]
         [--set job.python_execution_mode=process]
 """
 
@@ -45,6 +45,7 @@ import argparse
 import functools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,6 +156,9 @@ def _job_settings(topic: str, run: str) -> list[str]:
         "events.out_of_orderness": f"{BOUND_MS}ms",
         "events.idleness": "0",
         "job.checkpoint_interval": "30s",
+        # Retained on cancel, as in production: the run's own directory, removed by _cleanup
+        # (in the job's default one, every bench run left 50-150 MB behind).
+        "job.checkpoint_dir": _checkpoints(run).as_uri(),
         "job.restart_attempts": "0",
         "job.hot_reload": "false",
     }
@@ -284,6 +288,10 @@ def run_child(mode: str, topic: str, parallelism: int, settings: str | None = No
     return seconds, peak
 
 
+def _checkpoints(run: str) -> Path:
+    return ROOT / ".cache" / "bench-checkpoints" / run
+
+
 def _cleanup(bootstrap: str, run: str) -> None:
     import redis
 
@@ -298,6 +306,7 @@ def _cleanup(bootstrap: str, run: str) -> None:
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     for key in client.scan_iter(f"bench:{run}:*", count=10_000):
         client.delete(key)
+    shutil.rmtree(_checkpoints(run), ignore_errors=True)
 
 
 class _Discard(list):
@@ -441,11 +450,13 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
         f"bench.{run}.changes", bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=5000
     )
     lat = []
+    points = []
     by_interval: dict[int, list[float]] = {}
     for m in consumer:
         change = json.loads(m.value)
         if change["event_time"] >= (start + warmup) * 1000:
             lat.append(m.timestamp - change["event_time"])
+            points.append((change["event_time"] / 1000 - start - warmup, m.timestamp - change["event_time"] - BOUND_MS))
             interval = int((change["event_time"] / 1000 - start - warmup) // INTERVAL_S)
             by_interval.setdefault(interval, []).append(m.timestamp - change["event_time"] - BOUND_MS)
     consumer.close()
@@ -462,7 +473,7 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     Path(errors.name).unlink()
     _cleanup(bootstrap, run)
     _admin(bootstrap).delete_topics([topic])
-    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest)
+    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest, sorted(points))
 
 
 class LiveRun(NamedTuple):
@@ -474,6 +485,7 @@ class LiveRun(NamedTuple):
     # thread's share of a core (%); a job that cannot keep up shows both climbing
     p99_series: list[float]
     busiest_series: list[float]
+    points: list[tuple[float, float]]  # (s since the counted feed began, ms beyond the bound) per change
 
 
 INTERVAL_S = 15
@@ -521,6 +533,12 @@ def main() -> int:
     parser.add_argument("--job-rate", type=float, help="events/s of the job from an earlier run, for --only latency")
     parser.add_argument(
         "--latency-rate", type=float, help="feed the latency run at this many events/s instead of half the job's rate"
+    )
+    parser.add_argument(
+        "--latency-dump",
+        type=Path,
+        help="write every counted change's latency as CSV (seconds into the counted feed, ms beyond the bound), "
+        "to find what a tail lines up with (checkpoints, collections)",
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting for every Flink run"
@@ -593,6 +611,10 @@ def main() -> int:
         rate = args.latency_rate or rates["job"] / 2
         what = "as asked" if args.latency_rate else "half the job's rate"
         live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
+        if args.latency_dump:
+            args.latency_dump.write_text(
+                "seconds,ms_beyond_bound\n" + "".join(f"{t:.3f},{ms:.0f}\n" for t, ms in live.points)
+            )
         lat = live.latencies
         print()
         print(
