@@ -456,7 +456,7 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
         change = json.loads(m.value)
         if change["event_time"] >= (start + warmup) * 1000:
             lat.append(m.timestamp - change["event_time"])
-            points.append((change["event_time"] / 1000 - start - warmup, m.timestamp - change["event_time"] - BOUND_MS))
+            points.append((change["event_time"], m.timestamp - change["event_time"] - BOUND_MS))
             interval = int((change["event_time"] / 1000 - start - warmup) // INTERVAL_S)
             by_interval.setdefault(interval, []).append(m.timestamp - change["event_time"] - BOUND_MS)
     consumer.close()
@@ -485,7 +485,7 @@ class LiveRun(NamedTuple):
     # thread's share of a core (%); a job that cannot keep up shows both climbing
     p99_series: list[float]
     busiest_series: list[float]
-    points: list[tuple[float, float]]  # (s since the counted feed began, ms beyond the bound) per change
+    points: list[tuple[float, float]]  # (event time in epoch ms, ms beyond the bound) per change
 
 
 INTERVAL_S = 15
@@ -537,8 +537,8 @@ def main() -> int:
     parser.add_argument(
         "--latency-dump",
         type=Path,
-        help="write every counted change's latency as CSV (seconds into the counted feed, ms beyond the bound), "
-        "to find what a tail lines up with (checkpoints, collections)",
+        help="write every counted change's latency as CSV (its event time in epoch ms, which live is the wall "
+        "clock it was sent at; ms beyond the bound), to line a tail up with the job's logs (checkpoints, collections)",
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting for every Flink run"
@@ -613,7 +613,7 @@ def main() -> int:
         live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
         if args.latency_dump:
             args.latency_dump.write_text(
-                "seconds,ms_beyond_bound\n" + "".join(f"{t:.3f},{ms:.0f}\n" for t, ms in live.points)
+                "event_time_ms,ms_beyond_bound\n" + "".join(f"{t:.0f},{ms:.0f}\n" for t, ms in live.points)
             )
         lat = live.latencies
         print()
