@@ -38,7 +38,7 @@ from .core.diagnostics import RuleLoadError
 from .core.engine import EngineConfig, SegmentEngine
 from .core.loader import load_rules_from_texts
 from .core.model import Event, RuleSet
-from .core.state import CustomerState, decode_state, encode_state
+from .core.state import NEVER, CustomerState, decode_state, encode_state
 from .serde import Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
 from .sinks.kafka import KEY_VALUE_TYPE
 from .sinks.redis import RedisMembershipWriter
@@ -350,11 +350,24 @@ class _BatchEngine:
                 behind.append((state, None))
             elif fresh:
                 index.set(customer_id, _next_instant(state))
-        for (state, _), result in zip(behind, engine.step_many(behind, watermark)):
+        # Brought up to the rules at their own clock, not advanced: this call's records (event
+        # times up to the watermark) must find them before those instants, or they would be
+        # taken as late (a cart add then starts no deadline). _finish advances them.
+        for (state, _), result in zip(behind, engine.step_many(behind, NEVER)):
             call.take(state, result)
+        call.behind = [state for state, _ in behind]
         return call
 
     def _finish(self, key: int, call: "_Call", timers, watermark: int, end_follows: bool = False) -> Iterator:
+        if call.behind:
+            # The call's records are in: every event of this batch key up to the watermark has
+            # arrived, so the customers reconciled in _prepare advance to it (those with records
+            # in this call are there already; for them this step does nothing).
+            work = [(state, None) for state in call.behind]
+            for state in call.behind:
+                call.note_ingest(state, watermark)
+            for (state, _), result in zip(work, self._engine.step_many(work, watermark)):
+                call.take(state, result)
         index = call.index
         dirty = self._dirty.setdefault(key, {})
         for customer_id in call.dirty:
@@ -499,7 +512,7 @@ class _BatchEngine:
 class _Call:
     """What one call collects: the customers it changed and their outputs, in order."""
 
-    __slots__ = ("index", "states", "dirty", "changes", "late", "duplicates", "late_applied", "forced", "ingest")
+    __slots__ = ("index", "states", "dirty", "changes", "late", "duplicates", "late_applied", "forced", "ingest", "behind")
 
     def __init__(self, index: _DueIndex) -> None:
         self.index = index
@@ -512,6 +525,8 @@ class _Call:
         self.forced = 0
         # (customer, instant) -> latest ingestion time of the events applied at that instant
         self.ingest: dict[tuple[str, int], int] = {}
+        # customers brought up to new rules at their own clock (_prepare), to advance in _finish
+        self.behind: list[CustomerState] = []
 
     def note_ingest(self, state: CustomerState, watermark: int, events: list[Event] = ()) -> None:
         """Before a step: remember when the events it will apply (buffered, or given) were ingested."""
