@@ -198,13 +198,12 @@ class StatsFeature(_BucketedFeature):
                 return  # older than anything a window can look at
             if last < 0 or fs[last] < bucket:
                 if last >= 0 and fs[0] < oldest:
-                    del fs[: bisect_left(fs[::w], oldest) * w]
+                    del fs[: self._start(fs, oldest)]
                 at = len(fs)
                 fs.append(bucket)
                 fs.extend(self._blank)
             else:  # a late event: an older bucket, held or not
-                i = bisect_left(fs[::w], bucket)
-                at = i * w
+                at = self._start(fs, bucket)
                 if fs[at] != bucket:
                     fs[at:at] = array("d", [bucket]) + self._blank
         fs[at + 1] += 1
@@ -289,12 +288,8 @@ class StatsFeature(_BucketedFeature):
         if isinstance(old, dict):  # state format 1
             records = sorted(old.items())  # type: ignore[union-attr]
             for bucket, record in records:
-                if len(record) == len(blank):
-                    out.append(bucket)
-                    out.extend(record)
-                else:
-                    out.append(bucket)
-                    out.extend([record[0], *blank[1:]])
+                out.append(bucket)
+                out.extend(record if len(record) == len(blank) else [record[0], *blank[1:]])
         else:
             old_props = [p for p in key.rpartition("|")[2].split(",") if p]
             old_w = 2 + 4 * len(old_props)
