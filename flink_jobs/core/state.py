@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshal
 from array import array
+from operator import attrgetter
 
 from .model import Event, PropertyValue
 
@@ -68,6 +69,7 @@ _FORMAT = 2
 
 _BUFFER = CustomerState.__slots__.index("buffer")
 _FEATURES = CustomerState.__slots__.index("features")
+_slots = attrgetter(*CustomerState.__slots__)
 
 
 def encode_state(state: CustomerState) -> bytes:
@@ -75,14 +77,19 @@ def encode_state(state: CustomerState) -> bytes:
 
     Everything in the state is a plain container of ints, floats, strings, bools and None, or an
     ``array('d')`` (a feature's buckets), so ``marshal`` applies: several times faster than
-    pickling the object, and smaller. Buffered events become tuples, arrays their bytes (no
-    feature keeps bytes otherwise).
+    pickling the object, and smaller. marshal writes an array as the bytes object of its buffer
+    (``decode_state`` turns those back into arrays: no feature keeps bytes otherwise), and
+    buffered events (live nearly always none) become tuples. Live, nearly every event's state is
+    encoded again within ``job.state_write_behind``, so this is on the hot path: the slots are
+    read in one ``attrgetter`` call and the features dict is not copied.
     """
-    values = [getattr(state, name) for name in CustomerState.__slots__]
-    values[_BUFFER] = [
-        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
-    ]
-    values[_FEATURES] = {k: (v.tobytes() if type(v) is array else v) for k, v in state.features.items()}
+    values = _slots(state)
+    if state.buffer:
+        values = list(values)
+        values[_BUFFER] = [
+            (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time)
+            for e in state.buffer
+        ]
     return marshal.dumps((_FORMAT, *values))
 
 
