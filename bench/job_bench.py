@@ -29,7 +29,12 @@ paths yet (a job that has run for a while no longer pays either). The latency ru
 job's settings (and --set). Per 15 s of the counted feed it also prints p99 and the busiest
 TaskManager thread's share of a core (the segment task in thread mode): live, a customer's state
 grows as its events come in, and with it the cost of each event, so a rate the job keeps up for
-a minute may be one it cannot keep up for five.
+a minute may be one it cannot keep up for five. Last it prints the share of the job's state cache
+lookups that missed (read from the job's own metrics): the live feed keeps more customers active
+than the default cache holds, and each miss reads, decodes and evicts a state.
+
+Job settings come from --set only: SEGMENTS_* variables of the shell are not passed to the runs
+(a note says so), so that two runs of a comparison cannot differ unseen.
 
 Figures are printed, never asserted.
 
@@ -161,11 +166,37 @@ def _job_settings(topic: str, run: str) -> list[str]:
         "job.checkpoint_dir": _checkpoints(run).as_uri(),
         "job.restart_attempts": "0",
         "job.hot_reload": "false",
+        # The run's own folder: the live run reads the job's state cache counts from there.
+        "metrics.targets_dir": str(_metrics_targets(run)),
     }
     argv = []
     for k, v in values.items():
         argv += ["--set", f"{k}={v}"]
     return argv
+
+
+def _metrics_targets(run: str) -> Path:
+    return ROOT / ".cache" / "bench-metrics" / run
+
+
+def _cache_lookups(run: str) -> dict[str, float]:
+    """``segments_state_cache_lookups_total`` by result (hit, miss, new), read from the running
+    job's Python exporter(s) registered in the run's metrics folder."""
+    import urllib.request
+
+    out: dict[str, float] = {}
+    for registration in _metrics_targets(run).glob("*.json"):
+        for group in json.loads(registration.read_text()):
+            for target in group["targets"]:
+                try:
+                    text = urllib.request.urlopen(f"http://{target}/metrics", timeout=10).read().decode()
+                except OSError:
+                    continue
+                for line in text.splitlines():
+                    if line.startswith("segments_state_cache_lookups_total{"):
+                        result = line.split('result="', 1)[1].split('"', 1)[0]
+                        out[result] = out.get(result, 0.0) + float(line.split()[-1])
+    return out
 
 
 def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> None:
@@ -307,6 +338,7 @@ def _cleanup(bootstrap: str, run: str) -> None:
     for key in client.scan_iter(f"bench:{run}:*", count=10_000):
         client.delete(key)
     shutil.rmtree(_checkpoints(run), ignore_errors=True)
+    shutil.rmtree(_metrics_targets(run), ignore_errors=True)
 
 
 class _Discard(list):
@@ -465,6 +497,7 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     if proc.poll() is not None:
         errors.seek(0)
         raise SystemExit(f"the live job ended early ({proc.returncode}):\n{errors.read()[-4000:]}")
+    lookups = _cache_lookups(run)
     proc.stdin.close()
     proc.terminate()
     proc.wait(timeout=60)
@@ -473,7 +506,7 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     Path(errors.name).unlink()
     _cleanup(bootstrap, run)
     _admin(bootstrap).delete_topics([topic])
-    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest, sorted(points))
+    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest, sorted(points), lookups)
 
 
 class LiveRun(NamedTuple):
@@ -486,6 +519,9 @@ class LiveRun(NamedTuple):
     p99_series: list[float]
     busiest_series: list[float]
     points: list[tuple[float, float]]  # (event time in epoch ms, ms beyond the bound) per change
+    # the job's state cache lookups over the whole run by result (hit, miss, new); a miss reads
+    # and decodes a state and evicts another, which live at a high rate costs a tenth of a core
+    cache_lookups: dict[str, float]
 
 
 INTERVAL_S = 15
@@ -558,6 +594,11 @@ def main() -> int:
         child(args.child, args.topic, args.run, args.parallelism, bounded=not args.live)
         return 0
 
+    ignored = sorted(k for k in os.environ if k.startswith("SEGMENTS_"))
+    if ignored:
+        # The Flink runs read their settings from --set only, so that a shell's variables cannot
+        # make two runs of a comparison differ unseen.
+        print(f"note: {', '.join(ignored)} not passed to the jobs: give job settings with --set", flush=True)
     os.environ["BENCH_SETTINGS"] = " ".join(args.set)
     env = _stack_env()
     os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP", "REDIS_URL", "FLINK_KAFKA_CONNECTOR_JAR")})
@@ -632,6 +673,16 @@ def main() -> int:
             "(if both climb, the job cannot keep this rate up: run longer with --latency-seconds to see)",
             flush=True,
         )
+        hits, misses, new = (live.cache_lookups.get(k, 0.0) for k in ("hit", "miss", "new"))
+        if hits + misses:
+            print(
+                f"state cache: {misses / (hits + misses):.0%} of the lookups of known customers missed ({hits:,.0f} hits, "
+                f"{misses:,.0f} misses, {new:,.0f} new customers); size it with --set job.state_cache_customers=N "
+                "(the SegmentsStateCacheMisses alert tickets above 25% for 30 min)",
+                flush=True,
+            )
+        else:
+            print("state cache: no lookups read from the job's metrics (metrics.enabled off?)", flush=True)
     return 0
 
 
