@@ -46,9 +46,29 @@ def encode_format_1(state: CustomerState) -> bytes:
             w = 2 + 4 * len([p for p in props.split(",") if p])
             fs = {int(fs[at]): [int(fs[at + 1]), *fs[at + 2 : at + w]] for at in range(0, len(fs), w)}
             key = base
-        features[key] = fs
+        features[key] = _distinct_as_sets(key, fs)
     values[CustomerState.__slots__.index("features")] = features
     return marshal.dumps((1, *values))
+
+
+def _distinct_as_sets(key: str, fs: object) -> object:
+    """A DistinctFeature's buckets as formats 1 and 2 held them: sets of values."""
+    if key.startswith("distinct|"):
+        return {bucket: set(values) for bucket, values in fs.items()}
+    return fs
+
+
+def encode_format_2(state: CustomerState) -> bytes:
+    """A state as state format 2 wrote it (until 2026-12-05): as format 3, but with each
+    DistinctFeature bucket's values a set, in marshal's default version."""
+    values = [getattr(state, name) for name in CustomerState.__slots__]
+    values[CustomerState.__slots__.index("buffer")] = [
+        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
+    ]
+    values[CustomerState.__slots__.index("features")] = {
+        key: _distinct_as_sets(key, fs) for key, fs in state.features.items()
+    }
+    return marshal.dumps((2, *values))
 
 
 class _Format1StateEngine(_StoredStateEngine):
@@ -57,7 +77,18 @@ class _Format1StateEngine(_StoredStateEngine):
     encode = staticmethod(encode_format_1)
 
 
-_ENGINES = {"in memory": SegmentEngine, "stored": _StoredStateEngine, "stored in format 1": _Format1StateEngine}
+class _Format2StateEngine(_StoredStateEngine):
+    """Every step reads a state of format 2: its distinct buckets become lists again."""
+
+    encode = staticmethod(encode_format_2)
+
+
+_ENGINES = {
+    "in memory": SegmentEngine,
+    "stored": _StoredStateEngine,
+    "stored in format 1": _Format1StateEngine,
+    "stored in format 2": _Format2StateEngine,
+}
 
 
 def _engine_changes(rules, arrived, until, generic, stored="in memory"):
