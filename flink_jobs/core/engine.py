@@ -22,7 +22,7 @@ from .features import Feature, TimerBook
 from .model import Change, Event, RuleSet
 from .model_inputs import ModelInputReader
 from .scoring import Scorer
-from .state import NEVER, CustomerState
+from .state import NEVER, CustomerState, seen_add, seen_contains, seen_since
 from .windows import DEFAULT_HORIZON
 
 
@@ -168,7 +168,7 @@ class SegmentEngine:
             return None
         result = StepResult(state)
         key = event_id_hash(event.event_id)
-        if key in state.seen:
+        if seen_contains(state.seen, key):
             result.duplicates = 1
             return result
         book = TimerBook(timers, state.clock)
@@ -203,7 +203,7 @@ class SegmentEngine:
 
     def _accept(self, state: CustomerState, event: Event, watermark: int, book: TimerBook, result: StepResult) -> Steps:
         key = event_id_hash(event.event_id)
-        if key in state.seen:
+        if seen_contains(state.seen, key):
             result.duplicates += 1
             return result
         t = event.event_time
@@ -211,7 +211,7 @@ class SegmentEngine:
             if state.clock - t > self.config.allowed_lateness:
                 result.late.append(event)
                 return result
-            state.seen[key] = t
+            seen_add(state.seen, key, t)
             self._apply_late(state, event, book, result)
             return result
         self._buffer(state, event, key, watermark, book)
@@ -227,8 +227,8 @@ class SegmentEngine:
         """Remember an event ahead of the customer's clock (for dedup) and buffer it for its
         instant, with a timer unless the watermark already passed it."""
         t = event.event_time
-        state.seen[key] = t
-        if len(state.seen) > state.seen_limit:
+        seen_add(state.seen, key, t)
+        if len(state.seen[0]) > state.seen_limit:
             self._prune_seen(state)
         insort(state.buffer, event, key=Event.sort_key)
         if t > watermark:
@@ -237,8 +237,8 @@ class SegmentEngine:
     def _prune_seen(self, state: CustomerState) -> None:
         oldest = state.clock - self.config.dedup_horizon
         if state.clock != NEVER:
-            state.seen = {k: t for k, t in state.seen.items() if t >= oldest}
-        state.seen_limit = max(64, 2 * len(state.seen))
+            state.seen = seen_since(state.seen, oldest)
+        state.seen_limit = max(64, 2 * len(state.seen[0]))
 
     def _advance(self, state: CustomerState, watermark: int, book: TimerBook, result: StepResult) -> Steps:
         buffer = state.buffer

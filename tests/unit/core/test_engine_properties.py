@@ -32,10 +32,18 @@ class _StoredStateEngine(SegmentEngine):
         return result
 
 
+def _seen_as_dict(values: list) -> None:
+    """``seen`` as formats 1-3 held it: a dict of event id hash -> event time."""
+    at = CustomerState.__slots__.index("seen")
+    ids, times = values[at]
+    values[at] = dict(zip(ids, times))
+
+
 def encode_format_1(state: CustomerState) -> bytes:
     """A state as state format 1 wrote it (until 2026-11-25): each StatsFeature's buckets as a
     dict ``bucket -> [count, n0, sum0, min0, max0, ...]`` under a key without its properties."""
     values = [getattr(state, name) for name in CustomerState.__slots__]
+    _seen_as_dict(values)
     values[CustomerState.__slots__.index("buffer")] = [
         (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
     ]
@@ -59,9 +67,10 @@ def _distinct_as_sets(key: str, fs: object) -> object:
 
 
 def encode_format_2(state: CustomerState) -> bytes:
-    """A state as state format 2 wrote it (until 2026-12-05): as format 3, but with each
-    DistinctFeature bucket's values a set, in marshal's default version."""
+    """A state as state format 2 wrote it (until 2026-12-05): as format 4, but with each
+    DistinctFeature bucket's values a set and ``seen`` a dict, in marshal's default version."""
     values = [getattr(state, name) for name in CustomerState.__slots__]
+    _seen_as_dict(values)
     values[CustomerState.__slots__.index("buffer")] = [
         (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
     ]
@@ -83,11 +92,29 @@ class _Format2StateEngine(_StoredStateEngine):
     encode = staticmethod(encode_format_2)
 
 
+def encode_format_3(state: CustomerState) -> bytes:
+    """A state as state format 3 wrote it (2026-12-05, one session): as format 4, but with
+    ``seen`` a dict."""
+    values = [getattr(state, name) for name in CustomerState.__slots__]
+    _seen_as_dict(values)
+    values[CustomerState.__slots__.index("buffer")] = [
+        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
+    ]
+    return marshal.dumps((3, *values), 2)
+
+
+class _Format3StateEngine(_StoredStateEngine):
+    """Every step reads a state of format 3: its dedup dict becomes two arrays again."""
+
+    encode = staticmethod(encode_format_3)
+
+
 _ENGINES = {
     "in memory": SegmentEngine,
     "stored": _StoredStateEngine,
     "stored in format 1": _Format1StateEngine,
     "stored in format 2": _Format2StateEngine,
+    "stored in format 3": _Format3StateEngine,
 }
 
 

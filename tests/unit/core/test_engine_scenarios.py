@@ -461,9 +461,10 @@ def test_a_state_of_a_newer_format_is_refused_by_name():
 
 
 def test_distinct_buckets_are_lists_in_memory_and_in_the_bytes():
-    """Format 3 keeps a distinct bucket's values as a list (marshal sorts each set's encoded
-    elements, a quarter of a state's encoding time) and reads format 2's sets back as lists."""
+    """Formats 3 and later keep a distinct bucket's values as a list (marshal sorts each set's
+    encoded elements, a quarter of a state's encoding time) and read format 2's sets back as lists."""
     import marshal
+    from array import array
 
     from flink_jobs.core.state import decode_state, encode_state
 
@@ -480,12 +481,43 @@ def test_distinct_buckets_are_lists_in_memory_and_in_the_bytes():
     assert [sorted(v) for v in state.features[key].values()] == [["bags", "shoes"]]
     assert all(type(v) is list for v in state.features[key].values())
     data = encode_state(state)
-    assert marshal.loads(data)[0] == 3
     assert decode_state(data).features[key] == state.features[key]
     old = list(marshal.loads(data))
     old[0] = 2
+    ids, times = old[1 + state.__slots__.index("seen")]
+    old[1 + state.__slots__.index("seen")] = dict(zip(array("Q", ids), array("q", times)))
     features = old[1 + state.__slots__.index("features")]
     features[key] = {b: set(v) for b, v in features[key].items()}
     restored = decode_state(marshal.dumps(tuple(old)))
     assert {b: sorted(v) for b, v in restored.features[key].items()} == {b: sorted(v) for b, v in state.features[key].items()}
     assert all(type(v) is list for v in restored.features[key].values())
+
+
+def test_seen_event_ids_are_two_sorted_arrays_pruned_to_the_dedup_horizon():
+    """Dedup memory is two arrays (hashes sorted, event times aligned): a duplicate is found
+    whatever the order the ids came in, pruning keeps what is within the horizon, and older
+    formats' dicts are read into the same arrays."""
+    import marshal
+
+    from flink_jobs.core.engine import event_id_hash
+    from flink_jobs.core.state import decode_state, encode_state, seen_contains
+
+    config = EngineConfig(dedup_horizon=HOUR)
+    engine = SegmentEngine(rules(VIEWED_TWICE), config)
+    state = engine.new_state("c1")
+    events = [ev(n, "page_view", n * MINUTE) for n in range(100)]  # 100 minutes: beyond the horizon
+    for e in events:
+        engine.step(state, e, watermark=e.event_time - 1)
+    engine.step(state, None, watermark=T0 + 100 * MINUTE)
+    ids, times = state.seen
+    assert list(ids) == sorted(ids) and len(ids) == len(times) <= 100
+    assert all(seen_contains(state.seen, event_id_hash(e.event_id)) for e in events[-60:])
+    assert not seen_contains(state.seen, event_id_hash(events[0].event_id))  # pruned: over an hour old
+    again = engine.step(state, events[-1], watermark=T0 + 100 * MINUTE)
+    assert again.duplicates == 1
+    restored = decode_state(encode_state(state))
+    assert [list(a) for a in restored.seen] == [list(a) for a in state.seen]
+    old = list(marshal.loads(encode_state(state)))
+    old[0] = 3
+    old[1 + state.__slots__.index("seen")] = dict(zip(reversed(ids), reversed(times)))
+    assert [list(a) for a in decode_state(marshal.dumps(tuple(old), 2)).seen] == [list(a) for a in state.seen]
