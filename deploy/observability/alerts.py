@@ -28,11 +28,11 @@ INVALID_RATIO = 0.05
 LATE_RATIO = 0.01
 PSI_DRIFT = 0.2
 NO_EVENTS_MINUTES = 10
-# A miss reads and decodes a customer's state and evicts another's: at about 11 KB of memory per
+# A miss reads and decodes a customer's state and evicts another's: at about 9 KB of memory per
 # cached state that is the trade, but a quarter of the lookups missing for half an hour means
 # the cache holds fewer customers than are active. A ticket, not a page: in bench/job_bench.py
-# live at 3,000 events/s, a cache missing most loads cost the segment task about 3 points of a
-# core more than one holding every customer (83 against 80%).
+# live at 7,535 events/s, 27% of the lookups missing cost the segment task 10-20 points of a core
+# (bench/HISTORY.md, "The state cache, live"); it slows the job, it does not stop it.
 CACHE_MISS_RATIO = 0.25
 
 
@@ -201,7 +201,7 @@ ALERTS: tuple[Alert, ...] = (
 1. Right after a start, restore or rescale the cache is empty and misses are expected: wait.
 2. Panel "State cache size": is each parallel task at job.state_cache_customers? Then raise it
    to the customers active within a few minutes (per task), checking TaskManager memory: about
-   11 KB of Python memory per cached state, outside the JVM heap in thread mode.
+   9 KB of Python memory per cached state, outside the JVM heap in thread mode.
 3. No memory to spare: more parallelism spreads the customers over more caches.
 """,
     ),
