@@ -184,6 +184,8 @@ def _cache_lookups(run: str) -> dict[str, float]:
     job's Python exporter(s) registered in the run's metrics folder."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     out: dict[str, float] = {}
     for registration in _metrics_targets(run).glob("*.json"):
         for group in json.loads(registration.read_text()):
@@ -192,10 +194,11 @@ def _cache_lookups(run: str) -> dict[str, float]:
                     text = urllib.request.urlopen(f"http://{target}/metrics", timeout=10).read().decode()
                 except OSError:
                     continue
-                for line in text.splitlines():
-                    if line.startswith("segments_state_cache_lookups_total{"):
-                        result = line.split('result="', 1)[1].split('"', 1)[0]
-                        out[result] = out.get(result, 0.0) + float(line.split()[-1])
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        if sample.name == "segments_state_cache_lookups_total":
+                            result = sample.labels["result"]
+                            out[result] = out.get(result, 0.0) + sample.value
     return out
 
 
