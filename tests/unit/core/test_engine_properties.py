@@ -32,21 +32,22 @@ class _StoredStateEngine(SegmentEngine):
         return result
 
 
-def _seen_as_dict(values: list) -> None:
-    """``seen`` as formats 1-3 held it: a dict of event id hash -> event time."""
-    at = CustomerState.__slots__.index("seen")
-    ids, times = values[at]
-    values[at] = dict(zip(ids, times))
+def _values_before_format_4(state: CustomerState) -> list:
+    """The slots as formats 1-3 wrote them: buffered events as tuples, and ``seen`` a dict of
+    event id hash -> event time."""
+    values = [getattr(state, name) for name in CustomerState.__slots__]
+    values[CustomerState.__slots__.index("buffer")] = [
+        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
+    ]
+    ids, times = state.seen
+    values[CustomerState.__slots__.index("seen")] = dict(zip(ids, times))
+    return values
 
 
 def encode_format_1(state: CustomerState) -> bytes:
     """A state as state format 1 wrote it (until 2026-11-25): each StatsFeature's buckets as a
     dict ``bucket -> [count, n0, sum0, min0, max0, ...]`` under a key without its properties."""
-    values = [getattr(state, name) for name in CustomerState.__slots__]
-    _seen_as_dict(values)
-    values[CustomerState.__slots__.index("buffer")] = [
-        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
-    ]
+    values = _values_before_format_4(state)
     features = {}
     for key, fs in state.features.items():
         if key.startswith("stats|") and not isinstance(fs, dict):  # (a dict: still format 1)
@@ -69,11 +70,7 @@ def _distinct_as_sets(key: str, fs: object) -> object:
 def encode_format_2(state: CustomerState) -> bytes:
     """A state as state format 2 wrote it (until 2026-12-05): as format 4, but with each
     DistinctFeature bucket's values a set and ``seen`` a dict, in marshal's default version."""
-    values = [getattr(state, name) for name in CustomerState.__slots__]
-    _seen_as_dict(values)
-    values[CustomerState.__slots__.index("buffer")] = [
-        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
-    ]
+    values = _values_before_format_4(state)
     values[CustomerState.__slots__.index("features")] = {
         key: _distinct_as_sets(key, fs) for key, fs in state.features.items()
     }
@@ -95,12 +92,7 @@ class _Format2StateEngine(_StoredStateEngine):
 def encode_format_3(state: CustomerState) -> bytes:
     """A state as state format 3 wrote it (2026-12-05, one session): as format 4, but with
     ``seen`` a dict."""
-    values = [getattr(state, name) for name in CustomerState.__slots__]
-    _seen_as_dict(values)
-    values[CustomerState.__slots__.index("buffer")] = [
-        (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
-    ]
-    return marshal.dumps((3, *values), 2)
+    return marshal.dumps((3, *_values_before_format_4(state)), 2)
 
 
 class _Format3StateEngine(_StoredStateEngine):
