@@ -21,6 +21,7 @@ from .features import (
     SequenceFeature,
     SessionsFeature,
     StatsFeature,
+    distinct_key,
     stats_key,
 )
 from .model import (
@@ -430,7 +431,7 @@ class _Builder:
 
     def distinct(self, selector: EventSelector, prop: str, window: int) -> str:
         resolution = resolution_for(window)
-        key = f"distinct|{selector.key()}|{prop}|{resolution}"
+        key = distinct_key(selector, prop, resolution)
         spec = self._distinct.setdefault(key, [selector, prop, resolution, window, set()])
         spec[3] = max(spec[3], window)
         spec[4].add(window)

@@ -309,6 +309,13 @@ def stats_key(selector: EventSelector, resolution: int) -> str:
     return f"stats|{selector.key()}|{resolution}"
 
 
+DISTINCT_PREFIX = "distinct|"  # how every DistinctFeature's key starts (state.decode_state converts them)
+
+
+def distinct_key(selector: EventSelector, prop: str, resolution: int) -> str:
+    return f"{DISTINCT_PREFIX}{selector.key()}|{prop}|{resolution}"
+
+
 class DistinctFeature(_BucketedFeature):
     """Sparse time buckets of the distinct values of one property.
 
@@ -327,7 +334,7 @@ class DistinctFeature(_BucketedFeature):
         self.resolution = resolution
         self.retention = retention
         self.windows = windows
-        self.key = f"distinct|{selector.key()}|{prop}|{resolution}"
+        self.key = distinct_key(selector, prop, resolution)
         self.event_types = frozenset(selector.event_types)
 
     def init(self) -> dict[int, list]:

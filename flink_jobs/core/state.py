@@ -7,6 +7,7 @@ from array import array
 from bisect import bisect_left
 from operator import attrgetter
 
+from .features import DISTINCT_PREFIX
 from .model import Event, PropertyValue
 
 NEVER = -(2**62)  # the clock of a customer no instant has been processed for
@@ -104,7 +105,6 @@ def _seen_from_dict(seen: dict[int, int]) -> list[array]:
 # (decode_state converts the dict of older formats).
 _FORMAT = 4
 _MARSHAL_VERSION = 2
-_DISTINCT = "distinct|"  # the keys of DistinctFeature states
 
 
 _BUFFER = CustomerState.__slots__.index("buffer")
@@ -157,7 +157,7 @@ def decode_state(data: bytes) -> CustomerState:
                 features[key] = array("d", value)
     if format_ < 3:
         for key, value in features.items():
-            if key.startswith(_DISTINCT):
+            if key.startswith(DISTINCT_PREFIX):
                 features[key] = {bucket: list(values_) for bucket, values_ in value.items()}
     values[_BUFFER] = [Event(*fields) for fields in values[_BUFFER]]
     state = CustomerState.__new__(CustomerState)
