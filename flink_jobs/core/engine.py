@@ -380,7 +380,7 @@ class SegmentEngine:
                 continue
             compiled = segments[position]
             segment = compiled.segment
-            sid = segment.id
+            sid = compiled.id  # interned (a key of every state's members)
             eligible = compiled.node.holds(state, now, book)
             if eligible and segment.exclude:
                 for other in segment.exclude:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshal
 from array import array
+from sys import intern
 from bisect import bisect_left
 from operator import attrgetter
 
@@ -110,6 +111,8 @@ _MARSHAL_VERSION = 2
 _BUFFER = CustomerState.__slots__.index("buffer")
 _FEATURES = CustomerState.__slots__.index("features")
 _SEEN = CustomerState.__slots__.index("seen")
+_RULE_VERSION = CustomerState.__slots__.index("rule_version")
+_BY_SEGMENT = tuple(CustomerState.__slots__.index(name) for name in ("members", "eligible_since", "scores"))
 _slots = attrgetter(*CustomerState.__slots__)
 
 
@@ -148,13 +151,20 @@ def decode_state(data: bytes) -> CustomerState:
         values[_SEEN] = [array("Q", ids), array("q", times)]
     else:
         values[_SEEN] = _seen_from_dict(values[_SEEN])
+    # The keys as one string object shared by every state (the rules' own, interned when they
+    # were compiled): not one copy each per decoded state. A state written with interned keys
+    # has them interned by marshal.loads already; interning again only finds them.
     features = values[_FEATURES]
     if format_ == 1:
-        values[CustomerState.__slots__.index("rule_version")] = ""  # reconcile: converts the buckets
+        features = {intern(key): value for key, value in features.items()}
+        values[_RULE_VERSION] = ""  # reconcile: converts the buckets
     else:
-        for key, value in features.items():
-            if type(value) is bytes:
-                features[key] = array("d", value)
+        features = {intern(key): array("d", value) if type(value) is bytes else value for key, value in features.items()}
+        values[_RULE_VERSION] = intern(values[_RULE_VERSION])
+    values[_FEATURES] = features
+    for slot in _BY_SEGMENT:
+        if values[slot]:
+            values[slot] = {intern(key): value for key, value in values[slot].items()}
     if format_ < 3:
         for key, value in features.items():
             if key.startswith(DISTINCT_PREFIX):

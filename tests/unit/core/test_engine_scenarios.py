@@ -521,3 +521,37 @@ def test_seen_event_ids_are_two_sorted_arrays_pruned_to_the_dedup_horizon():
     old[0] = 3
     old[1 + state.__slots__.index("seen")] = dict(zip(reversed(ids), reversed(times)))
     assert [list(a) for a in decode_state(marshal.dumps(tuple(old), 2)).seen] == [list(a) for a in state.seen]
+
+
+def test_decoded_states_share_one_string_object_per_key():
+    """Feature keys and segment ids are interned when the rules are compiled (in a worker the rules
+    arrive unpickled, as fresh strings), and decoding interns a state's keys: every state in
+    memory refers to one string per key instead of holding its own copies, whether its bytes were
+    written with interned keys or not."""
+    import marshal
+    import pickle
+
+    from flink_jobs.core.state import decode_state, encode_state
+
+    engine = SegmentEngine(pickle.loads(pickle.dumps(rules(VIEWED_TWICE, ABANDONED))))
+    states = []
+    for customer in ("c1", "c2"):
+        state = engine.new_state(customer)
+        for n in range(3):
+            engine.step(state, ev(n, "product_view", n * SECOND, customer=customer), watermark=T0 + n * SECOND)
+        engine.step(state, ev(9, "cart_add", 4 * SECOND, customer=customer, cart_id="k", cart_value=60.0), watermark=T0 + 5 * SECOND)
+        assert state.members
+        states.append(state)
+    data = encode_state(states[0])
+    plain = list(marshal.loads(data))  # as older versions wrote them: keys not interned
+    features = plain[1 + states[0].__slots__.index("features")]
+    plain[1 + states[0].__slots__.index("features")] = {"".join(list(k)): v for k, v in features.items()}
+    members = plain[1 + states[0].__slots__.index("members")]
+    plain[1 + states[0].__slots__.index("members")] = {"".join(list(k)): v for k, v in members.items()}
+    decoded = [decode_state(data), decode_state(marshal.dumps(tuple(plain), 2)), decode_state(encode_state(states[1]))]
+    keys = {f.key: f.key for f in engine.compiled.features}
+    ids = {c.id: c.id for c in engine.compiled.segments}
+    for state in decoded:
+        assert state.features and all(k is keys[k] for k in state.features)
+        assert state.members and all(k is ids[k] for k in state.members)
+    assert decoded[0].features == states[0].features and decoded[0].members == states[0].members
