@@ -1,0 +1,202 @@
+"""The state cache's churn, offline: the engine with a full cache against one that holds everyone.
+
+Live, the segment task's CPU climbs as its state cache fills: from then on every new customer
+and every miss evicts a decoded state (dozens of Python objects to free) and every miss decodes
+one (as many to allocate), while every changed state is encoded again within
+``job.state_write_behind``. ``perf`` on the task thread put that churn at about 10% of a core
+early in a live run and 32% late (bench/HISTORY.md, "Interned keys, and where the live climb
+is"). This reproduces it in one process, without Kafka or Flink, so that a change to the state's
+layout can be measured quietly before a live run.
+
+The local runner (the job's watermark and timer semantics) drives the engine over the live
+bench's synthetic feed (all rules in rules/; many customers active at once), with its states kept the way the segment function keeps them: an
+LRU cache of decoded states (``job.state_cache_customers``) over a store of encoded bytes (a
+dict here, Flink's keyed state in the job), the changed states encoded into the store every
+``--write-every`` events (the write-behind), and the job's garbage collector policy installed.
+Printed, for a cache that holds every customer and for one that holds ``--cache`` of them, in
+the same run and each in a fresh process: microseconds per event, the share of the lookups of
+known customers that missed, and the time in encoding, decoding and evicting. Figures are
+printed, never asserted.
+
+    .venv/bin/python bench/cache_bench.py [--events 300000] [--customers 60000] [--cache 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import MutableMapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+class CachedStates(MutableMapping):
+    """``LocalRunner.states`` as the segment function keeps them (see the module doc)."""
+
+    def __init__(self, size: int, write_every: int, collector) -> None:
+        from flink_jobs.core.state import decode_state, encode_state
+
+        self._decode, self._encode = decode_state, encode_state
+        self.size, self.write_every, self.gc = size, write_every, collector
+        self.cache: OrderedDict = OrderedDict()
+        self.store: dict[str, bytes] = {}
+        self.dirty: dict = {}
+        self.sets = 0
+        self.hits = self.misses = self.new = 0
+        self.encode_s = self.decode_s = self.evict_s = 0.0
+
+    def __getitem__(self, customer_id):
+        state = self.get(customer_id)
+        if state is None:
+            raise KeyError(customer_id)
+        return state
+
+    def get(self, customer_id, default=None):
+        state = self.cache.get(customer_id)
+        if state is not None:
+            self.cache.move_to_end(customer_id)
+            self.hits += 1
+            return state
+        state = self.dirty.get(customer_id)
+        if state is None:
+            data = self.store.get(customer_id)
+            if data is None:
+                self.new += 1
+                return default
+            start = time.perf_counter()
+            state = self._decode(data)
+            self.decode_s += time.perf_counter() - start
+            self.gc.long_lived()
+            self.misses += 1
+        else:
+            self.hits += 1
+        self._keep(customer_id, state)
+        return state
+
+    def __setitem__(self, customer_id, state) -> None:
+        if customer_id not in self.cache:
+            self._keep(customer_id, state)
+        self.dirty[customer_id] = state
+        self.sets += 1
+        if self.sets % self.write_every == 0:
+            self.write()
+        if self.sets % 250 == 0:
+            self.gc.tick()  # the job ticks at the start of every call
+
+    def _keep(self, customer_id, state) -> None:
+        cache = self.cache
+        cache[customer_id] = state
+        if len(cache) > self.size:
+            start = time.perf_counter()
+            cache.popitem(last=False)  # freed here unless still dirty (then at the next write)
+            self.evict_s += time.perf_counter() - start
+
+    def write(self) -> None:
+        start = time.perf_counter()
+        store, encode = self.store, self._encode
+        for customer_id, state in self.dirty.items():
+            store[customer_id] = encode(state)
+        self.dirty = {}
+        self.encode_s += time.perf_counter() - start
+
+    def __delitem__(self, customer_id) -> None:
+        raise NotImplementedError
+
+    def __iter__(self):
+        return iter(self.store.keys() | self.cache.keys())
+
+    def __len__(self) -> int:
+        return len(self.store.keys() | self.cache.keys())
+
+
+def live_like_events(n: int, customers: int, journeys_per_second: float) -> list:
+    """The live bench's feed (``bench/job_bench.py``: journeys at a twentieth of the event rate,
+    in order, so that many customers are active at once), malformed records left out."""
+    from flink_jobs.core.model import Event
+    from flink_jobs.synthetic import FeedConfig, generate_feed
+
+    out = []
+    config = FeedConfig(customers=customers, events=n, journeys_per_second=journeys_per_second, seed=5,
+                        out_of_order_share=0.0, late_share=0.0)
+    for record in generate_feed(config):
+        if record.kind == "malformed":
+            continue
+        d = json.loads(record.value)
+        out.append(Event(d["event_id"], d["customer_id"], d["event_type"], d["event_time"], d["properties"]))
+    return out
+
+
+def child(events: int, customers: int, cache: int, write_every: int, journeys_per_second: float) -> dict:
+    from core_bench import BOUND
+
+    from flink_jobs import gc_policy
+    from flink_jobs.core.engine import EngineConfig, SegmentEngine
+    from flink_jobs.core.loader import load_rules
+    from flink_jobs.core.runner import LocalRunner
+    from flink_jobs.core.scoring import FixedScorer
+
+    stream = live_like_events(events, customers, journeys_per_second)
+    scorer = FixedScorer(default={"purchase_propensity": 0.5, "anomaly_score": 0.1})
+    engine = SegmentEngine(load_rules([str(ROOT / "rules")]), EngineConfig(), scorer=scorer)
+    collector = gc_policy.install(3600)
+    states = CachedStates(cache or len(stream) + 1, write_every, collector)
+    runner = LocalRunner(engine, out_of_orderness=BOUND, states=states)  # type: ignore[arg-type]
+    start = time.perf_counter()
+    runner.feed_all(stream)
+    runner.advance(max(e.event_time for e in stream) + BOUND)
+    states.write()
+    seconds = time.perf_counter() - start
+    known = states.hits + states.misses
+    return {
+        "events": len(stream),
+        "us_per_event": seconds / len(stream) * 1e6,
+        "miss_share": states.misses / known if known else 0.0,
+        "new": states.new,
+        "encode_us": states.encode_s / len(stream) * 1e6,
+        "decode_us": states.decode_s / len(stream) * 1e6,
+        "evict_us": states.evict_s / len(stream) * 1e6,
+        "cached": len(states.cache),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--customers", type=int, default=60_000)
+    parser.add_argument("--cache", type=int, default=30_000, help="the smaller cache's size (the other holds everyone)")
+    parser.add_argument("--write-every", type=int, default=5_000, help="events between writes of the changed states")
+    parser.add_argument(
+        "--journeys-per-second", type=float, default=240.0,
+        help="journeys started per second of event time (the live bench starts rate/20: 240 at 4,800 events/s)",
+    )
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.events, args.customers, args.child, args.write_every, args.journeys_per_second)))
+        return 0
+    print(f"{args.events:,} events asked for up to {args.customers:,} customers, {args.journeys_per_second:g} journeys "
+          f"starting per second, changed states written every {args.write_every:,} events; each cache in a fresh process")
+    print(f"{'cache':>18} {'µs/event':>9} {'misses':>7} {'encode':>7} {'decode':>7} {'evict':>7}  (µs per event)")
+    for size in (0, args.cache):
+        out = subprocess.run(
+            [sys.executable, __file__, "--events", str(args.events), "--customers", str(args.customers),
+             "--write-every", str(args.write_every), "--journeys-per-second", str(args.journeys_per_second),
+             "--child", str(size)],
+            capture_output=True, text=True, check=True,
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        label = "everyone" if size == 0 else f"{size:,}"
+        print(f"{label:>18} {r['us_per_event']:9.1f} {r['miss_share']:7.0%} {r['encode_us']:7.1f} "
+              f"{r['decode_us']:7.1f} {r['evict_us']:7.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
