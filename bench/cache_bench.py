@@ -109,32 +109,18 @@ class CachedStates(MutableMapping):
     def __delitem__(self, customer_id) -> None:
         raise NotImplementedError
 
+    def _known(self) -> set:
+        return self.store.keys() | self.cache.keys() | self.dirty.keys()
+
     def __iter__(self):
-        return iter(self.store.keys() | self.cache.keys())
+        return iter(self._known())
 
     def __len__(self) -> int:
-        return len(self.store.keys() | self.cache.keys())
-
-
-def live_like_events(n: int, customers: int, journeys_per_second: float) -> list:
-    """The live bench's feed (``bench/job_bench.py``: journeys at a twentieth of the event rate,
-    in order, so that many customers are active at once), malformed records left out."""
-    from flink_jobs.core.model import Event
-    from flink_jobs.synthetic import FeedConfig, generate_feed
-
-    out = []
-    config = FeedConfig(customers=customers, events=n, journeys_per_second=journeys_per_second, seed=5,
-                        out_of_order_share=0.0, late_share=0.0)
-    for record in generate_feed(config):
-        if record.kind == "malformed":
-            continue
-        d = json.loads(record.value)
-        out.append(Event(d["event_id"], d["customer_id"], d["event_type"], d["event_time"], d["properties"]))
-    return out
+        return len(self._known())
 
 
 def child(events: int, customers: int, cache: int, write_every: int, journeys_per_second: float) -> dict:
-    from core_bench import BOUND
+    from core_bench import BOUND, synthetic_events
 
     from flink_jobs import gc_policy
     from flink_jobs.core.engine import EngineConfig, SegmentEngine
@@ -142,7 +128,11 @@ def child(events: int, customers: int, cache: int, write_every: int, journeys_pe
     from flink_jobs.core.runner import LocalRunner
     from flink_jobs.core.scoring import FixedScorer
 
-    stream = live_like_events(events, customers, journeys_per_second)
+    # The live bench's feed (bench/job_bench.py: journeys at a twentieth of the event rate, in
+    # order, so that many customers are active at once).
+    stream = synthetic_events(
+        events, customers, journeys_per_second=journeys_per_second, seed=5, out_of_order_share=0.0, late_share=0.0
+    )
     scorer = FixedScorer(default={"purchase_propensity": 0.5, "anomaly_score": 0.1})
     engine = SegmentEngine(load_rules([str(ROOT / "rules")]), EngineConfig(), scorer=scorer)
     collector = gc_policy.install(3600)

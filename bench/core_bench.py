@@ -37,10 +37,11 @@ from flink_jobs.synthetic import FeedConfig, generate_feed  # noqa: E402
 BOUND = 5 * SECOND
 
 
-def synthetic_events(n: int, customers: int) -> list[Event]:
-    """Valid, duplicate, out-of-order and late events (malformed ones never reach the core)."""
+def synthetic_events(n: int, customers: int, **feed) -> list[Event]:
+    """Valid, duplicate, out-of-order and late events (malformed ones never reach the core);
+    ``feed``: other FeedConfig settings (10 journeys starting per second unless given)."""
     out = []
-    for record in generate_feed(FeedConfig(customers=customers, events=n, journeys_per_second=10)):
+    for record in generate_feed(FeedConfig(customers=customers, events=n, **{"journeys_per_second": 10, **feed})):
         if record.kind == "malformed":
             continue
         d = json.loads(record.value)

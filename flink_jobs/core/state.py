@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import marshal
 from array import array
-from sys import intern
 from bisect import bisect_left
 from operator import attrgetter
+from sys import intern
 
 from .features import DISTINCT_PREFIX
 from .model import Event, PropertyValue
@@ -112,7 +112,8 @@ _BUFFER = CustomerState.__slots__.index("buffer")
 _FEATURES = CustomerState.__slots__.index("features")
 _SEEN = CustomerState.__slots__.index("seen")
 _RULE_VERSION = CustomerState.__slots__.index("rule_version")
-_BY_SEGMENT = tuple(CustomerState.__slots__.index(name) for name in ("members", "eligible_since", "scores"))
+# The dicts keyed by segment id or model output name (interned on decode, like the feature keys).
+_NAME_KEYED = tuple(CustomerState.__slots__.index(name) for name in ("members", "eligible_since", "scores"))
 _slots = attrgetter(*CustomerState.__slots__)
 
 
@@ -154,15 +155,13 @@ def decode_state(data: bytes) -> CustomerState:
     # The keys as one string object shared by every state (the rules' own, interned when they
     # were compiled): not one copy each per decoded state. A state written with interned keys
     # has them interned by marshal.loads already; interning again only finds them.
-    features = values[_FEATURES]
-    if format_ == 1:
-        features = {intern(key): value for key, value in features.items()}
-        values[_RULE_VERSION] = ""  # reconcile: converts the buckets
-    else:
-        features = {intern(key): array("d", value) if type(value) is bytes else value for key, value in features.items()}
-        values[_RULE_VERSION] = intern(values[_RULE_VERSION])
-    values[_FEATURES] = features
-    for slot in _BY_SEGMENT:
+    # (Format 1 has no bytes among its features: its StatsFeature buckets were dicts.)
+    features = values[_FEATURES] = {
+        intern(key): array("d", value) if type(value) is bytes else value for key, value in values[_FEATURES].items()
+    }
+    # Format 1: reconciled on the next step, which converts its buckets.
+    values[_RULE_VERSION] = "" if format_ == 1 else intern(values[_RULE_VERSION])
+    for slot in _NAME_KEYED:
         if values[slot]:
             values[slot] = {intern(key): value for key, value in values[slot].items()}
     if format_ < 3:
