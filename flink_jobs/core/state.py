@@ -8,7 +8,7 @@ from bisect import bisect_left
 from operator import attrgetter
 from sys import intern
 
-from .features import DISTINCT_PREFIX
+from .features import DISTINCT_PREFIX, distinct_from_dict
 from .model import Event, PropertyValue
 
 NEVER = -(2**62)  # the clock of a customer no instant has been processed for
@@ -103,8 +103,9 @@ def _seen_from_dict(seen: dict[int, int]) -> list[array]:
 # bucket's values are a list instead of a set (decode_state converts older ones), and the bytes
 # are marshal's version 2 (marshal.loads reads every version; versions before 3 write no
 # references, which this state has no use for). 4: ``seen`` is two arrays, sorted by hash
-# (decode_state converts the dict of older formats).
-_FORMAT = 4
+# (decode_state converts the dict of older formats). 5: a DistinctFeature's buckets are one flat
+# array of value hashes, like a StatsFeature's (decode_state converts the dicts of older formats).
+_FORMAT = 5
 _MARSHAL_VERSION = 2
 
 
@@ -143,11 +144,11 @@ def encode_state(state: CustomerState) -> bytes:
 
 def decode_state(data: bytes) -> CustomerState:
     format_, *values = marshal.loads(data)
-    if format_ not in (_FORMAT, 3, 2, 1):
+    if format_ not in (_FORMAT, 4, 3, 2, 1):
         raise ValueError(
-            f"customer state format {format_} is not readable by this version (expects {_FORMAT}, 3, 2 or 1)"
+            f"customer state format {format_} is not readable by this version (expects {_FORMAT}, 4, 3, 2 or 1)"
         )
-    if format_ == _FORMAT:
+    if format_ >= 4:
         ids, times = values[_SEEN]
         values[_SEEN] = [array("Q", ids), array("q", times)]
     else:
@@ -164,10 +165,10 @@ def decode_state(data: bytes) -> CustomerState:
     for slot in _NAME_KEYED:
         if values[slot]:
             values[slot] = {intern(key): value for key, value in values[slot].items()}
-    if format_ < 3:
+    if format_ < 5:
         for key, value in features.items():
             if key.startswith(DISTINCT_PREFIX):
-                features[key] = {bucket: list(values_) for bucket, values_ in value.items()}
+                features[key] = distinct_from_dict(value)
     values[_BUFFER] = [Event(*fields) for fields in values[_BUFFER]]
     state = CustomerState.__new__(CustomerState)
     for name, value in zip(CustomerState.__slots__, values):

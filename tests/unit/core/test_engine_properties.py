@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 
 from flink_jobs.core.durations import DAY, SECOND
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
+from flink_jobs.core.features import distinct_hash
 from flink_jobs.core.reference import reference_changes
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import CustomerState, decode_state, encode_state
 
-from .strategies import T0, arrivals, histories, rule_sets
+from .strategies import PROPS, T0, arrivals, histories, rule_sets
 
 SCORER = FixedScorer({"alice": {"purchase_propensity": 0.9}}, default={"purchase_propensity": 0.3})
 BOUND = 5 * SECOND
@@ -55,15 +56,26 @@ def encode_format_1(state: CustomerState) -> bytes:
             w = 2 + 4 * len([p for p in props.split(",") if p])
             fs = {int(fs[at]): [int(fs[at + 1]), *fs[at + 2 : at + w]] for at in range(0, len(fs), w)}
             key = base
-        features[key] = _distinct_as_sets(key, fs)
+        features[key] = _distinct_as_dicts(key, fs)
     values[CustomerState.__slots__.index("features")] = features
     return marshal.dumps((1, *values))
 
 
-def _distinct_as_sets(key: str, fs: object) -> object:
-    """A DistinctFeature's buckets as formats 1 and 2 held them: sets of values."""
+# Format 5 keeps a distinct value as its hash; the older formats kept the values themselves. The
+# histories draw their values from PROPS, so each hash is one of theirs.
+_VALUES = {distinct_hash(v): v for props in PROPS.values() for values in props.values() for v in values}
+
+
+def _distinct_as_dicts(key: str, fs: object, kind: type = set) -> object:
+    """A DistinctFeature's buckets as formats 1-4 held them: ``bucket -> values``, the values a
+    set (formats 1 and 2) or a list (3 and 4)."""
     if key.startswith("distinct|"):
-        return {bucket: set(values) for bucket, values in fs.items()}
+        out, at = {}, 0
+        while at < len(fs):  # type: ignore[arg-type]
+            n = int(fs[at + 1])  # type: ignore[index]
+            out[int(fs[at])] = kind(_VALUES[h] for h in fs[at + 2 : at + 2 + n])  # type: ignore[index]
+            at += 2 + n
+        return out
     return fs
 
 
@@ -72,7 +84,7 @@ def encode_format_2(state: CustomerState) -> bytes:
     DistinctFeature bucket's values a set and ``seen`` a dict, in marshal's default version."""
     values = _values_before_format_4(state)
     values[CustomerState.__slots__.index("features")] = {
-        key: _distinct_as_sets(key, fs) for key, fs in state.features.items()
+        key: _distinct_as_dicts(key, fs) for key, fs in state.features.items()
     }
     return marshal.dumps((2, *values))
 
@@ -89,10 +101,35 @@ class _Format2StateEngine(_StoredStateEngine):
     encode = staticmethod(encode_format_2)
 
 
+def _values_before_format_5(state: CustomerState) -> list:
+    """The slots as format 4 wrote them: each DistinctFeature's buckets a dict of value lists."""
+    values = [getattr(state, name) for name in CustomerState.__slots__]
+    values[CustomerState.__slots__.index("features")] = {
+        key: _distinct_as_dicts(key, fs, list) for key, fs in state.features.items()
+    }
+    return values
+
+
 def encode_format_3(state: CustomerState) -> bytes:
     """A state as state format 3 wrote it (2026-12-05, one session): as format 4, but with
     ``seen`` a dict."""
-    return marshal.dumps((3, *_values_before_format_4(state)), 2)
+    values = _values_before_format_4(state)
+    values[CustomerState.__slots__.index("features")] = _values_before_format_5(state)[
+        CustomerState.__slots__.index("features")
+    ]
+    return marshal.dumps((3, *values), 2)
+
+
+def encode_format_4(state: CustomerState) -> bytes:
+    """A state as state format 4 wrote it (until 2026-12-06): as format 5, but with each
+    DistinctFeature's buckets a dict of value lists."""
+    values = _values_before_format_5(state)
+    if state.buffer:
+        values[CustomerState.__slots__.index("buffer")] = [
+            (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time)
+            for e in state.buffer
+        ]
+    return marshal.dumps((4, *values), 2)
 
 
 class _Format3StateEngine(_StoredStateEngine):
@@ -101,12 +138,19 @@ class _Format3StateEngine(_StoredStateEngine):
     encode = staticmethod(encode_format_3)
 
 
+class _Format4StateEngine(_StoredStateEngine):
+    """Every step reads a state of format 4: its distinct buckets become flat arrays again."""
+
+    encode = staticmethod(encode_format_4)
+
+
 _ENGINES = {
     "in memory": SegmentEngine,
     "stored": _StoredStateEngine,
     "stored in format 1": _Format1StateEngine,
     "stored in format 2": _Format2StateEngine,
     "stored in format 3": _Format3StateEngine,
+    "stored in format 4": _Format4StateEngine,
 }
 
 

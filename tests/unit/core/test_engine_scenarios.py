@@ -460,37 +460,53 @@ def test_a_state_of_a_newer_format_is_refused_by_name():
         decode_state(marshal.dumps((99, "c1")))
 
 
-def test_distinct_buckets_are_lists_in_memory_and_in_the_bytes():
-    """Formats 3 and later keep a distinct bucket's values as a list (marshal sorts each set's
-    encoded elements, a quarter of a state's encoding time) and read format 2's sets back as lists."""
+def test_distinct_buckets_are_one_flat_array_of_value_hashes():
+    """Format 5 keeps a distinct feature's buckets as one array ``[bucket, n, hashes...]`` (a
+    state's objects are allocated on every cache miss and freed on every eviction): equal values
+    count once whatever their type (1, 1.0), a late value joins its bucket, and the dicts of
+    formats 1-4 (a set or a list of values per bucket) are read into the same array."""
     import marshal
     from array import array
 
+    from flink_jobs.core.features import distinct_hash
     from flink_jobs.core.state import decode_state, encode_state
 
     explorer = seg(
         "category_explorer",
-        Aggregate("distinct", sel("product_view"), "category", 10 * MINUTE, Comparison("greater_than", 1)),
+        Aggregate("distinct", sel("product_view"), "category", 2 * HOUR, Comparison("greater_than", 2)),
     )
-    ruleset = rules(explorer)
-    engine = SegmentEngine(ruleset)
+    # A window of 2 hours: buckets of a minute.
+    engine = SegmentEngine(rules(explorer), EngineConfig(allowed_lateness=10 * MINUTE))
     state = engine.new_state("c1")
-    for i, category in enumerate(["shoes", "bags", "shoes"]):
-        engine.step(state, ev(i, "product_view", i, category=category), watermark=T0 + i * SECOND)
+    arrived = [("shoes", 0), ("bags", 1), ("shoes", 2), (7, 3), (7.0, 4), ("7", 5), ("belts", 4 * MINUTE // SECOND)]
+    for i, (category, second) in enumerate(arrived):
+        t = second * SECOND
+        engine.step(state, ev(i, "product_view", t, category=category), watermark=T0 + t)
     (key,) = [k for k in state.features if k.startswith("distinct|")]
-    assert [sorted(v) for v in state.features[key].values()] == [["bags", "shoes"]]
-    assert all(type(v) is list for v in state.features[key].values())
-    data = encode_state(state)
-    assert decode_state(data).features[key] == state.features[key]
-    old = list(marshal.loads(data))
+    fs = state.features[key]
+    assert type(fs) is array and fs.typecode == "d"
+    h = distinct_hash
+    first = [h("shoes"), h("bags"), h(7), h("7")]
+    assert list(fs) == [T0 // MINUTE, 4, *first, T0 // MINUTE + 4, 1, h("belts")]
+    assert h(7) == h(7.0) == h(True + 6) and h(7) != h("7")
+    assert state.members == {"category_explorer": T0 + 3 * SECOND}
+    engine.step(state, ev(99, "product_view", 3 * MINUTE, category="hats"), watermark=T0 + 5 * MINUTE)
+    assert list(state.features[key])[6:9] == [T0 // MINUTE + 3, 1, h("hats")]  # late: its own bucket, in order
+    assert decode_state(encode_state(state)).features[key] == state.features[key]
+    old = list(marshal.loads(encode_state(state)))
+    old[0] = 4
+    old[1 + state.__slots__.index("features")][key] = {
+        T0 // MINUTE + 4: ["belts"], T0 // MINUTE: ["shoes", "bags", 7, "7"], T0 // MINUTE + 3: ["hats"]
+    }
+    assert decode_state(marshal.dumps(tuple(old), 2)).features[key] == state.features[key]
     old[0] = 2
     ids, times = old[1 + state.__slots__.index("seen")]
     old[1 + state.__slots__.index("seen")] = dict(zip(array("Q", ids), array("q", times)))
-    features = old[1 + state.__slots__.index("features")]
-    features[key] = {b: set(v) for b, v in features[key].items()}
-    restored = decode_state(marshal.dumps(tuple(old)))
-    assert {b: sorted(v) for b, v in restored.features[key].items()} == {b: sorted(v) for b, v in state.features[key].items()}
-    assert all(type(v) is list for v in restored.features[key].values())
+    old[1 + state.__slots__.index("features")][key] = {
+        T0 // MINUTE + 4: {"belts"}, T0 // MINUTE: {"shoes", "bags", 7, "7"}, T0 // MINUTE + 3: {"hats"}
+    }
+    restored = decode_state(marshal.dumps(tuple(old))).features[key]  # a set's order is its own
+    assert restored[:2] == fs[:2] and sorted(restored[2:6]) == sorted(fs[2:6]) and restored[6:] == fs[6:]
 
 
 def test_seen_event_ids_are_two_sorted_arrays_pruned_to_the_dedup_horizon():
