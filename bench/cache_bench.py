@@ -1,12 +1,14 @@
 """The state cache's churn, offline: the engine with a full cache against one that holds everyone.
 
-Live, the segment task's CPU climbs as its state cache fills: from then on every new customer
-and every miss evicts a decoded state (dozens of Python objects to free) and every miss decodes
-one (as many to allocate), while every changed state is encoded again within
-``job.state_write_behind``. ``perf`` on the task thread put that churn at about 10% of a core
+Live, the segment task's CPU climbs through a run: customers' states grow with their events,
+every changed state is encoded again within ``job.state_write_behind``, and once the state cache
+is full every new customer and every miss evicts a decoded state (dozens of Python objects to
+free) and every miss decodes one (as many to allocate). ``perf`` on the task thread put that churn at about 10% of a core
 early in a live run and 32% late (bench/HISTORY.md, "Interned keys, and where the live climb
-is"). This reproduces it in one process, without Kafka or Flink, so that a change to the state's
-layout can be measured quietly before a live run.
+is"). This runs the same work in one process, without Kafka or Flink, so that a change to the
+state's layout can be measured quietly before a live run; it prints the cost per event by
+quarter of the feed, since it climbs offline too (bench/HISTORY.md, "Format 5, and the climb
+offline").
 
 The engine runs over the live bench's synthetic feed (all rules in rules/; many customers
 active at once) the way the job feeds it: each event held until the watermark (the highest
@@ -129,14 +131,18 @@ class CachedStates(MutableMapping):
         return len(self._known())
 
 
-def feed_held(runner, states: CachedStates, stream: list) -> None:
+def feed_held(runner, states: CachedStates, stream: list, marks: list | None = None) -> None:
     """The events as the job's batcher passes them (see the module doc): held until the watermark
-    passes them, then each customer's released events in one step, then the watermark's timers."""
+    passes them, then each customer's released events in one step, then the watermark's timers.
+    ``marks``: appends ``time.perf_counter()`` after each quarter of the stream."""
     from core_bench import BOUND
 
     held: list = []
     highest = None
+    quarter = max(1, len(stream) // 4)
     for seq, event in enumerate(stream):
+        if marks is not None and seq and seq % quarter == 0:
+            marks.append(time.perf_counter())
         heapq.heappush(held, (event.event_time, seq, event))
         if highest is None or event.event_time > highest:
             highest = event.event_time
@@ -184,9 +190,12 @@ def child(events: int, customers: int, cache: int, write_every: int, journeys_pe
     states = CachedStates(cache or len(stream) + 1, write_every, collector)
     runner = LocalRunner(engine, out_of_orderness=BOUND, states=states)  # type: ignore[arg-type]
     start = time.perf_counter()
-    feed_held(runner, states, stream)
+    marks = [start]
+    feed_held(runner, states, stream, marks)
     states.write()
     seconds = time.perf_counter() - start
+    marks = marks[:4] + [time.perf_counter()]
+    quarter = len(stream) // 4
     known = states.hits + states.misses
     return {
         "events": len(stream),
@@ -197,6 +206,7 @@ def child(events: int, customers: int, cache: int, write_every: int, journeys_pe
         "decode_us": states.decode_s / len(stream) * 1e6,
         "evict_us": states.evict_s / len(stream) * 1e6,
         "cached": len(states.cache),
+        "quarters_us": [(b - a) / quarter * 1e6 for a, b in zip(marks, marks[1:])],
     }
 
 
@@ -217,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.events:,} events asked for up to {args.customers:,} customers, {args.journeys_per_second:g} journeys "
           f"starting per second, changed states written every {args.write_every:,} events; each cache in a fresh process")
-    print(f"{'cache':>18} {'µs/event':>9} {'misses':>7} {'encode':>7} {'decode':>7} {'evict':>7}  (µs per event)")
+    print(f"{'cache':>18} {'µs/event':>9} {'misses':>7} {'encode':>7} {'decode':>7} {'evict':>7}  (µs per event)"
+          "  by quarter of the feed")
     for size in (0, args.cache):
         out = subprocess.run(
             [sys.executable, __file__, "--events", str(args.events), "--customers", str(args.customers),
@@ -228,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         label = "everyone" if size == 0 else f"{size:,}"
         print(f"{label:>18} {r['us_per_event']:9.1f} {r['miss_share']:7.0%} {r['encode_us']:7.1f} "
-              f"{r['decode_us']:7.1f} {r['evict_us']:7.1f}")
+              f"{r['decode_us']:7.1f} {r['evict_us']:7.1f}  {', '.join(f'{q:.0f}' for q in r['quarters_us'])}")
     return 0
 
 

@@ -397,7 +397,7 @@ SETTINGS: dict[str, Setting] = {
             50_000,
             _int(0, 10_000_000),
             "decoded customer states the engine function keeps between steps, per parallel task: a hit saves a "
-            "state read and a decode; about 7 KB of Python memory each (outside the JVM heap in thread mode); "
+            "state read and a decode; about 5 KB of Python memory each (outside the JVM heap in thread mode); "
             "size it to the customers active within a few minutes",
         ),
         Setting(

@@ -28,7 +28,7 @@ INVALID_RATIO = 0.05
 LATE_RATIO = 0.01
 PSI_DRIFT = 0.2
 NO_EVENTS_MINUTES = 10
-# A miss reads and decodes a customer's state and evicts another's: at about 7 KB of memory per
+# A miss reads and decodes a customer's state and evicts another's: at about 5 KB of memory per
 # cached state that is the trade, but a quarter of the lookups missing for half an hour means
 # the cache holds fewer customers than are active. A ticket, not a page: in bench/job_bench.py
 # live at 7,535 events/s, 27% of the lookups missing cost the segment task 10-20 points of a core
@@ -201,7 +201,7 @@ ALERTS: tuple[Alert, ...] = (
 1. Right after a start, restore or rescale the cache is empty and misses are expected: wait.
 2. Panel "State cache size": is each parallel task at job.state_cache_customers? Then raise it
    to the customers active within a few minutes (per task), checking TaskManager memory: about
-   7 KB of Python memory per cached state, outside the JVM heap in thread mode.
+   5 KB of Python memory per cached state, outside the JVM heap in thread mode.
 3. No memory to spare: more parallelism spreads the customers over more caches.
 """,
     ),

@@ -181,7 +181,7 @@ def build_dashboard() -> Dashboard:
             (8, 7, lambda gp: _series(
                 "State cache size", ["state_cache_customers"], gp,
                 description="Decoded customer states held, all processes (job.state_cache_customers per parallel "
-                "task; about 7 KB of Python memory each, outside the JVM heap in thread mode).",
+                "task; about 5 KB of Python memory each, outside the JVM heap in thread mode).",
             )),
             (8, 7, lambda gp: _series(
                 "Python GC pauses (share of time)", ["python_gc_share"], gp,
