@@ -165,9 +165,10 @@ def _release(runner, states: CachedStates, held: list, watermark: int) -> None:
         result = engine.step(state, events, watermark)
         states[customer_id] = result.state
         runner._collect(customer_id, result)
-    runner.stats.events += sum(map(len, by_customer.values()))
+    released = sum(map(len, by_customer.values()))
+    runner.stats.events += released
     runner.advance(watermark)  # then the timers it makes due
-    states.took(sum(map(len, by_customer.values())))
+    states.took(released)
 
 
 def child(events: int, customers: int, cache: int, write_every: int, journeys_per_second: float) -> dict:

@@ -14,7 +14,7 @@ from array import array
 from bisect import bisect_left, insort
 from hashlib import blake2b
 from itertools import permutations
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from .model import Event, EventSelector, PropertyValue
 from .windows import exit_time, first_bucket
@@ -106,8 +106,25 @@ class _BucketedFeature(Feature):
     windows: tuple[int, ...]
 
     @abstractmethod
+    def bucket_indexes(self, fs: array) -> Sequence[float]:
+        """The buckets held, in order."""
+
+    @abstractmethod
     def next_exit(self, fs: array, now: int, window: int) -> int | None:
         """When the oldest bucket still inside the window leaves it (None if the window is empty)."""
+
+    def flips_at(self, fs: array, now: int) -> bool:
+        r = self.resolution
+        if now % r:
+            return False
+        current = now // r
+        buckets = self.bucket_indexes(fs)
+        for window in self.windows:
+            leaving = current - window // r
+            i = bisect_left(buckets, leaving)
+            if i < len(buckets) and buckets[i] == leaving:
+                return True
+        return False
 
     @property
     def time_driven(self) -> bool:
@@ -227,18 +244,8 @@ class StatsFeature(_BucketedFeature):
             return None
         return min(fs[base + 2 :: w]) if kind == "min" else max(fs[base + 3 :: w])
 
-    def flips_at(self, fs: array, now: int) -> bool:
-        r = self.resolution
-        if now % r:
-            return False
-        current = now // r
-        buckets = fs[:: self.width]
-        for window in self.windows:
-            leaving = current - window // r
-            i = bisect_left(buckets, leaving)
-            if i < len(buckets) and buckets[i] == leaving:
-                return True
-        return False
+    def bucket_indexes(self, fs: array) -> array:
+        return fs[:: self.width]
 
     def next_exit(self, fs: array, now: int, window: int) -> int | None:
         r = self.resolution
@@ -388,24 +395,16 @@ class DistinctFeature(_BucketedFeature):
             del fs[:stale]
         return fs
 
-    def _buckets(self, fs: array) -> list[float]:
+    def bucket_indexes(self, fs: array) -> list[float]:
         out, at, end = [], 0, len(fs)
         while at < end:
             out.append(fs[at])
             at += 2 + int(fs[at + 1])
         return out
 
-    def flips_at(self, fs: array, now: int) -> bool:
-        r = self.resolution
-        if now % r:
-            return False
-        current = now // r
-        buckets = self._buckets(fs)
-        return any(current - window // r in buckets for window in self.windows)
-
     def next_exit(self, fs: array, now: int, window: int) -> int | None:
         oldest = first_bucket(now, window, self.resolution)
-        for b in self._buckets(fs):
+        for b in self.bucket_indexes(fs):
             if b >= oldest:
                 return exit_time(int(b), window, self.resolution)
         return None

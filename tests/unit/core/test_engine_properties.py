@@ -101,35 +101,27 @@ class _Format2StateEngine(_StoredStateEngine):
     encode = staticmethod(encode_format_2)
 
 
-def _values_before_format_5(state: CustomerState) -> list:
-    """The slots as format 4 wrote them: each DistinctFeature's buckets a dict of value lists."""
-    values = [getattr(state, name) for name in CustomerState.__slots__]
-    values[CustomerState.__slots__.index("features")] = {
-        key: _distinct_as_dicts(key, fs, list) for key, fs in state.features.items()
-    }
-    return values
+def _features_before_format_5(state: CustomerState) -> dict:
+    """The features as formats 3 and 4 wrote them: each DistinctFeature's buckets a dict of value
+    lists."""
+    return {key: _distinct_as_dicts(key, fs, list) for key, fs in state.features.items()}
 
 
 def encode_format_3(state: CustomerState) -> bytes:
     """A state as state format 3 wrote it (2026-12-05, one session): as format 4, but with
     ``seen`` a dict."""
     values = _values_before_format_4(state)
-    values[CustomerState.__slots__.index("features")] = _values_before_format_5(state)[
-        CustomerState.__slots__.index("features")
-    ]
+    values[CustomerState.__slots__.index("features")] = _features_before_format_5(state)
     return marshal.dumps((3, *values), 2)
 
 
 def encode_format_4(state: CustomerState) -> bytes:
     """A state as state format 4 wrote it (until 2026-12-06): as format 5, but with each
     DistinctFeature's buckets a dict of value lists."""
-    values = _values_before_format_5(state)
-    if state.buffer:
-        values[CustomerState.__slots__.index("buffer")] = [
-            (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time)
-            for e in state.buffer
-        ]
-    return marshal.dumps((4, *values), 2)
+    values = list(marshal.loads(encode_state(state)))
+    values[0] = 4
+    values[1 + CustomerState.__slots__.index("features")] = _features_before_format_5(state)
+    return marshal.dumps(tuple(values), 2)
 
 
 class _Format3StateEngine(_StoredStateEngine):
