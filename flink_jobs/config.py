@@ -92,7 +92,7 @@ class JobConfig:
     python_bundle_size: int
     python_bundle_time: int  # ms
     python_state_cache_size: int
-    state_cache_customers: int  # decoded customer states kept in the Python function (0 = off)
+    state_cache_memory: int  # bytes of decoded customer states kept per parallel task (0 = off)
     python_full_gc_interval: int  # ms between full cyclic GCs; long-lived objects frozen between (0 = Python's GC)
     connector_jar: str
     hot_reload: bool
@@ -217,6 +217,38 @@ def _int(minimum: int, maximum: int | None = None) -> Callable[[str, Any], int]:
         return value
 
     return parse
+
+
+_MIB = 1024 * 1024
+_MEMORY_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": _MIB, "mb": _MIB, "g": 1024 * _MIB, "gb": 1024 * _MIB}
+
+
+def _memory_size(minimum: int, maximum: int) -> Callable[[str, Any], int]:
+    """Bytes, written as Flink writes memory sizes: a number of bytes, or one with a unit of
+    k, m or g (kb, mb, gb too; powers of 1024), e.g. ``768m``."""
+
+    def parse(name: str, raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{name}: expected a memory size such as 768m or 2g, got {raw!r}")
+        match = re.fullmatch(r"(\d+)\s*([a-z]*)", str(raw).strip().lower().replace("_", ""))
+        if not match or match.group(2) not in _MEMORY_UNITS:
+            raise ConfigError(
+                f"{name}: expected a memory size such as 768m or 2g (units: k, m, g; or bytes), got {raw!r}"
+            )
+        value = int(match.group(1)) * _MEMORY_UNITS[match.group(2)]
+        if not minimum <= value <= maximum:
+            raise ConfigError(
+                f"{name}: {raw!r} is out of range; allowed: {minimum // _MIB}m to {maximum // _MIB}m"
+            )
+        return value
+
+    return parse
+
+
+def parse_memory_size(name: str, raw: Any) -> int:
+    """Bytes from a memory size such as ``768m`` (see ``_memory_size``); ConfigError naming
+    ``name`` when it is not one."""
+    return _memory_size(0, 2**62)(name, raw)
 
 
 def _duration(name: str, raw: Any) -> int:
@@ -392,13 +424,18 @@ SETTINGS: dict[str, Setting] = {
         # p99 1,272 -> 552 ms; catching up over 1M events 12,302 vs 12,840 events/s (no loss).
         Setting("job.python_bundle_time", 10, _duration, "python.fn-execution.bundle.time (process mode)"),
         Setting("job.python_state_cache_size", 10_000, _int(0, 10_000_000), "python.state.cache-size (process mode)"),
+        # 768 MiB: room for the ~100k customers of the live bench's feed, all active within
+        # minutes (5.1 KB each on average): at 7,660 events/s, p99 beyond the bound 109-114 ms with
+        # all of them cached against 161-406 ms with 50,000 (bench/HISTORY.md).
         Setting(
-            "job.state_cache_customers",
-            50_000,
-            _int(0, 10_000_000),
-            "decoded customer states the engine function keeps between steps, per parallel task: a hit saves a "
-            "state read and a decode; about 5 KB of Python memory each (outside the JVM heap in thread mode); "
-            "size it to the customers active within a few minutes",
+            "job.state_cache_memory",
+            768 * _MIB,
+            _memory_size(0, 64 * 1024 * _MIB),
+            "memory for decoded customer states the engine function keeps between steps, per parallel task, "
+            "such as 768m or 2g (0 = keep none): a hit saves a state read and a decode. The cache measures a "
+            "sample of its states (2-8 KB each with rules/) and holds as many as fit. Python memory: outside "
+            "the JVM heap in thread mode; reserve it in the TaskManager (deploy/local/cluster.sh adds it to "
+            "taskmanager.memory.task.off-heap.size). Size it to the customers active within a few minutes",
         ),
         Setting(
             "job.python_full_gc_interval",
@@ -609,7 +646,16 @@ def _suggest(word: str, choices) -> str:
     return f" (did you mean '{near[0]}'?)" if near else ""
 
 
+# Settings that were replaced: the message says what to write instead.
+_REPLACED = {
+    "job.state_cache_customers": "job.state_cache_memory, a memory budget per parallel task such as 768m "
+    "(about 5 KB per customer state with rules/; the cache holds as many states as fit)",
+}
+
+
 def _check_known(name: str, origin: str) -> None:
+    if name in _REPLACED:
+        raise ConfigError(f"setting {name!r} in {origin} was replaced by {_REPLACED[name]}")
     if name not in SETTINGS:
         raise ConfigError(
             f"unknown setting {name!r} in {origin}{_suggest(name, SETTINGS)}; "
@@ -663,6 +709,9 @@ def resolve_config(args: argparse.Namespace, *, environ: Mapping[str, str], stac
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
         if key not in by_env:
+            replaced = {env_name(n): n for n in _REPLACED}.get(key)
+            if replaced:
+                raise ConfigError(f"environment variable {key} ({replaced}) was replaced by {_REPLACED[replaced]}")
             raise ConfigError(f"unknown environment variable {key}{_suggest(key, by_env)}")
         raw[by_env[key]] = (value, f"environment variable {key}")
 

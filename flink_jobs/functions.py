@@ -17,7 +17,6 @@ import json
 import logging
 import random
 import time
-from collections import OrderedDict
 from typing import Iterator, Sequence
 
 from pyflink.common import Row, Types
@@ -42,6 +41,7 @@ from .core.state import NEVER, CustomerState, decode_state, encode_state
 from .serde import Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
 from .sinks.kafka import KEY_VALUE_TYPE
 from .sinks.redis import RedisMembershipWriter
+from .state_cache import StateCache
 
 _log = logging.getLogger("flink_jobs.functions")
 
@@ -139,7 +139,7 @@ class _BatchEngine:
         metrics_config: MetricsConfig,
         models: bool = False,
         model_artifacts: str = "",
-        cache_size: int = 50_000,
+        cache_memory: int = 768 * 1024 * 1024,
         write_behind: int = 1_000,
         dirty_limit: int = 256_000,
         full_gc_interval: int = 3_600_000,
@@ -152,7 +152,7 @@ class _BatchEngine:
         # The Flink key of each batch key (sources.placed_keys): a timer knows only the Flink key.
         self._batch_key_of = {value: key for key, value in enumerate(placed_keys)}
         self._source_topic = source_topic
-        self._cache_size = cache_size
+        self._cache_memory = cache_memory
         # Changed states held in memory for all batch keys, spread evenly: a key writes its own
         # when it holds its share. A bound per key of its own (2,000 when 128 keys were the
         # default) would write ever more often with fewer, bigger keys: with 32 keys, catching
@@ -176,14 +176,10 @@ class _BatchEngine:
         self._scorer = _ObservedScorer.load(self._model_artifacts, self._m) if self._models else None
         self._use_rules(self._rules)
         self._customers = runtime_context.get_map_state(CUSTOMERS)
-        # Decoded states of recently seen customers: saves reading and decoding. Valid because this
-        # instance is the only writer of its keys, and a restore or rescale creates new instances
-        # (with empty caches).
-        self._cache: OrderedDict[str, CustomerState] = OrderedDict()
-        # Lookups since the last call's end, for the state cache metrics (one update per call):
-        # hits, misses (read and decoded), new customers, evictions, and the size last reported.
-        self._lookups = [0, 0, 0, 0]
-        self._cache_reported = 0
+        # Decoded states of recently seen customers: saves reading and decoding (see state_cache).
+        self._cache = StateCache(self._cache_memory)
+        # The cache's size and memory last reported to the metrics (one update per call).
+        self._cache_reported = (0, 0)
         # Per batch key: states changed since they were last written to Flink state, and when to
         # write them. Encoding one costs 20-30 µs, so a state is written once for all its changes
         # within job.state_write_behind of its key's first change, or when a key holds
@@ -221,10 +217,10 @@ class _BatchEngine:
 
     def close(self) -> None:
         if hasattr(self, "_cache"):
-            # The lookups not reported yet, and this instance's states off the process's gauge
+            # The lookups not reported yet, and this instance's states off the process's gauges
             # (the process may host a next instance).
-            self._m.state_cache(*self._lookups, -self._cache_reported)
-            self._lookups, self._cache_reported = [0, 0, 0, 0], 0
+            self._cache.clear()
+            self._report_cache()
         redis = getattr(self, "_redis", None)
         if redis is not None:
             redis.close()
@@ -343,7 +339,7 @@ class _BatchEngine:
         entries = ((c, d) for c, d in self._customers.items() if c not in dirty)
         behind = []
         for customer_id, data in [*((c, None) for c in dirty), *entries]:
-            state = dirty.get(customer_id) or cache.get(customer_id) or decode_state(data)
+            state = dirty.get(customer_id) or cache.peek(customer_id) or decode_state(data)
             if fresh and data is not None:
                 stored.add(customer_id)
             if state.rule_version != version:
@@ -473,40 +469,33 @@ class _BatchEngine:
             self._stored[key].update(dirty)
 
     def _load(self, customer_id: str, key: int) -> CustomerState:
-        cache, lookups = self._cache, self._lookups
+        cache = self._cache
         state = cache.get(customer_id)
         if state is not None:
-            cache.move_to_end(customer_id)
-            lookups[0] += 1
             return state
         dirty = self._dirty.get(key)
         state = dirty.get(customer_id) if dirty else None
         if state is not None:  # evicted, but not written yet: still decoded
-            lookups[0] += 1
+            cache.hit()
             return state
         data = self._customers.get(customer_id) if customer_id in self._stored[key] else None
         if data is None:
             state = self._engine.new_state(customer_id)
-            lookups[2] += 1
         else:
             state = decode_state(data)
             self._gc.long_lived()  # a cached state, or soon dirty: not for the young collections
-            lookups[1] += 1
-        if self._cache_size:
-            cache[customer_id] = state
-            if len(cache) > self._cache_size:
-                cache.popitem(last=False)
-                lookups[3] += 1
+        cache.add(customer_id, state, new=data is None)
         return state
 
     def _report_cache(self) -> None:
-        """The state cache metrics: the lookups since the last report, and the size change."""
-        lookups = self._lookups
-        size = len(self._cache)
-        if lookups[0] or lookups[1] or lookups[2] or size != self._cache_reported:
-            self._m.state_cache(*lookups, size - self._cache_reported)
-            self._lookups = [0, 0, 0, 0]
-            self._cache_reported = size
+        """The state cache metrics: the lookups since the last report, and the size changes."""
+        cache = self._cache
+        size, memory = len(cache), cache.bytes
+        if cache.hits or cache.misses or cache.new or (size, memory) != self._cache_reported:
+            last_size, last_memory = self._cache_reported
+            self._m.state_cache(cache.hits, cache.misses, cache.new, cache.evictions, size - last_size, memory - last_memory)
+            cache.hits = cache.misses = cache.new = cache.evictions = 0
+            self._cache_reported = (size, memory)
 
 
 class _Call:

@@ -1,7 +1,7 @@
 """Python's cyclic garbage collector, kept from pausing the job for its cache.
 
 The segment function keeps tens of thousands of decoded customer states between calls
-(``job.state_cache_customers``): a million and more tracked containers. CPython's collection of
+(``job.state_cache_memory``): a million and more tracked containers. CPython's collection of
 its oldest generation scans every one of them, and it runs each time that generation has grown
 by a quarter. Measured in the job (thread mode, live feed at 1,200 events/s, 100k customers):
 six such collections in a minute, 180 to 510 ms each, growing with the cache; every event in

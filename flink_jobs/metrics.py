@@ -175,7 +175,7 @@ class JobMetrics:
             ["model", "feature"],
         )
 
-        # ---- the state cache (job.state_cache_customers)
+        # ---- the state cache (job.state_cache_memory)
         self._cache_lookups = counter(
             "state_cache_lookups",
             "Customer states the segment function looked up, by result: hit (decoded state kept in memory), "
@@ -188,6 +188,11 @@ class JobMetrics:
         self._cache_customers = gauge(
             "state_cache_customers",
             "Decoded customer states held in this process's caches (all its segment function instances).",
+        )
+        self._cache_bytes = gauge(
+            "state_cache_bytes",
+            "Python memory the cached customer states take in this process, estimated from a sample of them "
+            "(each segment function instance keeps within job.state_cache_memory).",
         )
 
         # ---- the Python process
@@ -348,9 +353,12 @@ class JobMetrics:
 
     # ---- the state cache ---------------------------------------------------------------------
 
-    def state_cache(self, hits: int, misses: int, new: int, evicted: int, size_change: int) -> None:
+    def state_cache(
+        self, hits: int, misses: int, new: int, evicted: int, size_change: int, bytes_change: int = 0
+    ) -> None:
         """One call's lookups of customer states, the states it evicted, and how the number of
-        cached states changed (the gauge sums the changes of every instance in the process)."""
+        cached states and their estimated memory changed (the gauges sum the changes of every
+        instance in the process)."""
         for result, n in (("hit", hits), ("miss", misses), ("new", new)):
             if n:
                 self._child(self._cache_lookups, result).inc(n)
@@ -358,6 +366,8 @@ class JobMetrics:
             self._cache_evictions.inc(evicted)
         if size_change:
             self._cache_customers.inc(size_change)
+        if bytes_change:
+            self._cache_bytes.inc(bytes_change)
 
     # ---- the Python process -----------------------------------------------------------------
 

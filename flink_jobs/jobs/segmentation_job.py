@@ -157,7 +157,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         batch_keys=config.job.batch_keys,
         placed_keys=list(placed_keys(config.job)[0]),
         source_topic=config.kafka.events_topic,
-        cache_size=config.job.state_cache_customers,
+        cache_memory=config.job.state_cache_memory,
         full_gc_interval=config.job.python_full_gc_interval,
         write_behind=config.job.state_write_behind,
         metrics_config=config.metrics,

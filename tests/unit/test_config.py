@@ -87,6 +87,11 @@ def test_typed_values(jar):
     assert config.job.rules_path == ("rules/a.yaml", "rules/b")
     assert config.kafka.properties == {"sasl.mechanism": "PLAIN", "sasl.jaas.config": "secret"}
     assert config.kafka.security_protocol == "SASL_SSL"
+
+    assert _load(["--set", "job.state_cache_memory=2g"], jar=jar).job.state_cache_memory == 2 * 1024**3
+    assert _load(["--set", "job.state_cache_memory=512 MB"], jar=jar).job.state_cache_memory == 512 * 1024**2
+    assert _load(["--set", "job.state_cache_memory=0"], jar=jar).job.state_cache_memory == 0
+    assert _load(jar=jar).job.state_cache_memory == 768 * 1024**2
     assert "sasl.jaas.config=***" in config.describe()
 
 
@@ -183,6 +188,26 @@ def test_typed_values(jar):
             {},
             "unknown setting 'kafka.boostrap' in --set (did you mean 'kafka.bootstrap'?); "
             "see flink_jobs/config.py SETTINGS for the list",
+        ),
+        (
+            ["--set", "job.state_cache_memory=1t"],
+            {},
+            "job.state_cache_memory: expected a memory size such as 768m or 2g (units: k, m, g; or bytes), "
+            "got '1t' (from --set job.state_cache_memory)",
+        ),
+        (
+            ["--set", "job.state_cache_customers=100000"],
+            {},
+            "setting 'job.state_cache_customers' in --set was replaced by job.state_cache_memory, a memory budget "
+            "per parallel task such as 768m (about 5 KB per customer state with rules/; the cache holds as many "
+            "states as fit)",
+        ),
+        (
+            [],
+            {"SEGMENTS_JOB_STATE_CACHE_CUSTOMERS": "100000"},
+            "environment variable SEGMENTS_JOB_STATE_CACHE_CUSTOMERS (job.state_cache_customers) was replaced by "
+            "job.state_cache_memory, a memory budget per parallel task such as 768m (about 5 KB per customer state "
+            "with rules/; the cache holds as many states as fit)",
         ),
         ([], {"SEGMENTS_KAFKA_BOOTSRAP": "x:1"}, "unknown environment variable SEGMENTS_KAFKA_BOOTSRAP (did you mean 'SEGMENTS_KAFKA_BOOTSTRAP'?)"),
         (

@@ -94,6 +94,7 @@ def test_metric_names_and_types():
         "segments_state_cache_lookups_total": "counter",
         "segments_state_cache_evictions_total": "counter",
         "segments_state_cache_customers": "gauge",
+        "segments_state_cache_bytes": "gauge",
         "segments_python_gc_pause_seconds": "histogram",
         "segments_python_gc_collected_objects_total": "counter",
     }
@@ -176,12 +177,14 @@ def test_state_cache_counts_lookups_and_sums_instances():
     assert value("segments_state_cache_lookups_total", {"result": "miss"}) == 0  # present from the start
     jm.state_cache(hits=7, misses=2, new=3, evicted=0, size_change=5)  # one instance fills its cache
     jm.state_cache(hits=1, misses=0, new=4, evicted=0, size_change=4)  # another, same process
-    jm.state_cache(hits=0, misses=1, new=0, evicted=1, size_change=0)  # a full cache: one in, one out
+    jm.state_cache(hits=0, misses=1, new=0, evicted=1, size_change=0, bytes_change=2048)  # one in, one out
+    jm.state_cache(hits=0, misses=0, new=0, evicted=0, size_change=-4, bytes_change=-1024)  # an instance closed
     assert value("segments_state_cache_lookups_total", {"result": "hit"}) == 8
     assert value("segments_state_cache_lookups_total", {"result": "miss"}) == 3
     assert value("segments_state_cache_lookups_total", {"result": "new"}) == 7
     assert value("segments_state_cache_evictions_total") == 1
-    assert value("segments_state_cache_customers") == 9
+    assert value("segments_state_cache_customers") == 5
+    assert value("segments_state_cache_bytes") == 1024
 
 
 def test_label_values_are_bounded():
