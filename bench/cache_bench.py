@@ -14,18 +14,19 @@ The engine runs over the live bench's synthetic feed (all rules in rules/; many 
 active at once) the way the job feeds it: each event held until the watermark (the highest
 event time less the bound) passes it, as the job's batcher holds it, then a customer's released
 events taken in one step, then the timers the watermark makes due (the local runner's timer
-service). Its states are kept the way the segment function keeps them: an LRU cache of decoded
-states (``job.state_cache_customers``) over a store of encoded bytes (a dict here, Flink's keyed
+service). Its states are kept the way the segment function keeps them: its cache of decoded
+states within a memory budget (``flink_jobs.state_cache``, ``job.state_cache_memory``) over a store of encoded bytes (a dict here, Flink's keyed
 state in the job), the changed states encoded into the store every ``--write-every`` events (the
 write-behind), and the job's garbage collector policy installed. (Fed event by event instead,
 as ``LocalRunner.feed`` does, every event would be stepped twice, once to buffer it and once at
 its timer, and 1.6 states encoded per event instead of about one.)
-Printed, for a cache that holds every customer and for one that holds ``--cache`` of them, in
+Printed, for a cache that holds every customer and for one within ``--cache-memory`` MiB, in
 the same run and each in a fresh process: microseconds per event, the share of the lookups of
-known customers that missed, and the time in encoding, decoding and evicting. Figures are
-printed, never asserted.
+known customers that missed, the time in encoding, decoding and adding to the cache (evicting
+and sampling the states' size), and the states cached at the end with their estimated size.
+Figures are printed, never asserted.
 
-    .venv/bin/python bench/cache_bench.py [--events 300000] [--customers 60000] [--cache 30000]
+    .venv/bin/python bench/cache_bench.py [--events 300000] [--customers 60000] [--cache-memory 150]
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ import json
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import MutableMapping
 from pathlib import Path
 
@@ -48,17 +48,21 @@ sys.path.insert(0, str(ROOT / "bench"))
 class CachedStates(MutableMapping):
     """``LocalRunner.states`` as the segment function keeps them (see the module doc)."""
 
-    def __init__(self, size: int, write_every: int, collector) -> None:
+    def __init__(self, budget: int, write_every: int, collector) -> None:
         from flink_jobs.core.state import decode_state, encode_state
+        from flink_jobs.state_cache import StateCache
 
         self._decode, self._encode = decode_state, encode_state
-        self.size, self.write_every, self.gc = size, write_every, collector
-        self.cache: OrderedDict = OrderedDict()
+        self.write_every, self.gc = write_every, collector
+        self.cache = StateCache(budget)  # the segment function's own
         self.store: dict[str, bytes] = {}
         self.dirty: dict = {}
         self.sets = self.events = 0
-        self.hits = self.misses = self.new = 0
         self.encode_s = self.decode_s = self.evict_s = 0.0
+
+    hits = property(lambda self: self.cache.hits)
+    misses = property(lambda self: self.cache.misses)
+    new = property(lambda self: self.cache.new)
 
     def __getitem__(self, customer_id):
         state = self.get(customer_id)
@@ -69,28 +73,24 @@ class CachedStates(MutableMapping):
     def get(self, customer_id, default=None):
         state = self.cache.get(customer_id)
         if state is not None:
-            self.cache.move_to_end(customer_id)
-            self.hits += 1
             return state
         state = self.dirty.get(customer_id)
-        if state is None:
-            data = self.store.get(customer_id)
-            if data is None:
-                self.new += 1
-                return default
-            start = time.perf_counter()
-            state = self._decode(data)
-            self.decode_s += time.perf_counter() - start
-            self.gc.long_lived()
-            self.misses += 1
-        else:
-            self.hits += 1
-        self._keep(customer_id, state)
+        if state is not None:  # evicted, not written yet (the job does not cache it again either)
+            self.cache.hit()
+            return state
+        data = self.store.get(customer_id)
+        if data is None:
+            return default  # the runner makes a new state and sets it
+        start = time.perf_counter()
+        state = self._decode(data)
+        self.decode_s += time.perf_counter() - start
+        self.gc.long_lived()
+        self._keep(customer_id, state, new=False)
         return state
 
     def __setitem__(self, customer_id, state) -> None:
-        if customer_id not in self.cache:
-            self._keep(customer_id, state)
+        if customer_id not in self.cache and customer_id not in self.dirty and customer_id not in self.store:
+            self._keep(customer_id, state, new=True)
         self.dirty[customer_id] = state
         self.sets += 1
         if self.sets % 250 == 0:
@@ -102,13 +102,10 @@ class CachedStates(MutableMapping):
         if before // self.write_every != self.events // self.write_every:
             self.write()
 
-    def _keep(self, customer_id, state) -> None:
-        cache = self.cache
-        cache[customer_id] = state
-        if len(cache) > self.size:
-            start = time.perf_counter()
-            cache.popitem(last=False)  # freed here unless still dirty (then at the next write)
-            self.evict_s += time.perf_counter() - start
+    def _keep(self, customer_id, state, new: bool) -> None:
+        start = time.perf_counter()
+        self.cache.add(customer_id, state, new=new)  # evicted states are freed here unless dirty
+        self.evict_s += time.perf_counter() - start
 
     def write(self) -> None:
         start = time.perf_counter()
@@ -122,7 +119,7 @@ class CachedStates(MutableMapping):
         raise NotImplementedError
 
     def _known(self) -> set:
-        return self.store.keys() | self.cache.keys() | self.dirty.keys()
+        return self.store.keys() | set(self.cache) | self.dirty.keys()
 
     def __iter__(self):
         return iter(self._known())
@@ -171,7 +168,7 @@ def _release(runner, states: CachedStates, held: list, watermark: int) -> None:
     states.took(released)
 
 
-def child(events: int, customers: int, cache: int, write_every: int, journeys_per_second: float) -> dict:
+def child(events: int, customers: int, budget: int, write_every: int, journeys_per_second: float) -> dict:
     from core_bench import BOUND, synthetic_events
 
     from flink_jobs import gc_policy
@@ -188,7 +185,7 @@ def child(events: int, customers: int, cache: int, write_every: int, journeys_pe
     scorer = FixedScorer(default={"purchase_propensity": 0.5, "anomaly_score": 0.1})
     engine = SegmentEngine(load_rules([str(ROOT / "rules")]), EngineConfig(), scorer=scorer)
     collector = gc_policy.install(3600)
-    states = CachedStates(cache or len(stream) + 1, write_every, collector)
+    states = CachedStates(budget or 64 * 1024**3, write_every, collector)  # 0: room for everyone
     runner = LocalRunner(engine, out_of_orderness=BOUND, states=states)  # type: ignore[arg-type]
     start = time.perf_counter()
     marks = [start]
@@ -207,6 +204,7 @@ def child(events: int, customers: int, cache: int, write_every: int, journeys_pe
         "decode_us": states.decode_s / len(stream) * 1e6,
         "evict_us": states.evict_s / len(stream) * 1e6,
         "cached": len(states.cache),
+        "state_kb": states.cache.state_bytes / 1024,
         "quarters_us": [(b - a) / quarter * 1e6 for a, b in zip(marks, marks[1:])],
     }
 
@@ -215,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--customers", type=int, default=60_000)
-    parser.add_argument("--cache", type=int, default=30_000, help="the smaller cache's size (the other holds everyone)")
+    parser.add_argument(
+        "--cache-memory", type=int, default=150,
+        help="MiB: the smaller cache's budget (job.state_cache_memory; the other holds everyone)",
+    )
     parser.add_argument("--write-every", type=int, default=5_000, help="events between writes of the changed states")
     parser.add_argument(
         "--journeys-per-second", type=float, default=240.0,
@@ -228,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.events:,} events asked for up to {args.customers:,} customers, {args.journeys_per_second:g} journeys "
           f"starting per second, changed states written every {args.write_every:,} events; each cache in a fresh process")
-    print(f"{'cache':>18} {'µs/event':>9} {'misses':>7} {'encode':>7} {'decode':>7} {'evict':>7}  (µs per event)"
-          "  by quarter of the feed")
-    for size in (0, args.cache):
+    print(f"{'cache':>18} {'µs/event':>9} {'misses':>7} {'encode':>7} {'decode':>7} {'add':>7}  (µs per event)"
+          "  by quarter of the feed; states cached at the end, KB each (estimated)")
+    for size in (0, args.cache_memory * 1024 * 1024):
         out = subprocess.run(
             [sys.executable, __file__, "--events", str(args.events), "--customers", str(args.customers),
              "--write-every", str(args.write_every), "--journeys-per-second", str(args.journeys_per_second),
@@ -238,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             capture_output=True, text=True, check=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        label = "everyone" if size == 0 else f"{size:,}"
+        label = "everyone" if size == 0 else f"{args.cache_memory:,} MiB"
         print(f"{label:>18} {r['us_per_event']:9.1f} {r['miss_share']:7.0%} {r['encode_us']:7.1f} "
-              f"{r['decode_us']:7.1f} {r['evict_us']:7.1f}  {', '.join(f'{q:.0f}' for q in r['quarters_us'])}")
+              f"{r['decode_us']:7.1f} {r['evict_us']:7.1f}  {', '.join(f'{q:.0f}' for q in r['quarters_us'])}; "
+              f"{r['cached']:,} states, {r['state_kb']:.2f} KB")
     return 0
 
 

@@ -2,8 +2,8 @@
 the job's policy (``flink_jobs/gc_policy.py``), in the same run, each in a fresh process.
 
 The engine steps a synthetic stream (all rules in rules/) while every customer's decoded state
-stays in memory, as the segment function's cache keeps them (``job.state_cache_customers``,
-default 50k). Printed per policy: collections and their longest / total pause by generation, the
+stays in memory, as the segment function's cache keeps them (``job.state_cache_memory``,
+default 768 MiB per parallel task: about 150k states of the live bench's feed). Printed per policy: collections and their longest / total pause by generation, the
 run's time, and for the policy the pause of one full collection (what it costs every
 ``job.python_full_gc_interval``). Figures are printed, never asserted.
 

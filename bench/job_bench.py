@@ -180,8 +180,9 @@ def _metrics_targets(run: str) -> Path:
 
 
 def _cache_lookups(run: str) -> dict[str, float]:
-    """``segments_state_cache_lookups_total`` by result (hit, miss, new), read from the running
-    job's Python exporter(s) registered in the run's metrics folder."""
+    """``segments_state_cache_lookups_total`` by result (hit, miss, new), and the states cached
+    (customers) and their estimated memory (bytes), read from the running job's Python
+    exporter(s) registered in the run's metrics folder."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -199,6 +200,9 @@ def _cache_lookups(run: str) -> dict[str, float]:
                         if sample.name == "segments_state_cache_lookups_total":
                             result = sample.labels["result"]
                             out[result] = out.get(result, 0.0) + sample.value
+                        elif sample.name in ("segments_state_cache_customers", "segments_state_cache_bytes"):
+                            kind = sample.name.rsplit("_", 1)[1]
+                            out[kind] = out.get(kind, 0.0) + sample.value
     return out
 
 
@@ -680,8 +684,9 @@ def main() -> int:
         if hits + misses:
             print(
                 f"state cache: {misses / (hits + misses):.0%} of the lookups of known customers missed ({hits:,.0f} hits, "
-                f"{misses:,.0f} misses, {new:,.0f} new customers); size it with --set job.state_cache_customers=N "
-                "(the SegmentsStateCacheMisses alert tickets above 25% for 30 min)",
+                f"{misses:,.0f} misses, {new:,.0f} new customers); at the end {live.cache_lookups.get('customers', 0):,.0f} "
+                f"states cached in about {live.cache_lookups.get('bytes', 0) / 2**20:,.0f} MiB; size it with --set "
+                "job.state_cache_memory=768m (the SegmentsStateCacheMisses alert tickets above 25% for 30 min)",
                 flush=True,
             )
         else:
