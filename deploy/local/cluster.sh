@@ -14,7 +14,9 @@
 # thread mode finds libpython (and pemja) through `python` on PATH; process mode gets the venv's
 # python through -pyexec. Flink's Prometheus reporter is on (ports metrics.flink_reporter_ports,
 # see flink_jobs/observability.py). Settings: FLINK_REST_PORT (8081), FLINK_TM_SLOTS (2),
-# FLINK_TM_MEMORY (1600m), FLINK_JM_MEMORY (1024m), CLUSTER_START_TIMEOUT (120 s).
+# FLINK_TM_MEMORY (1600m, for Flink itself: the state caches' job.state_cache_memory per slot is
+# added and reserved as task off-heap memory, see flink_jobs/cluster_memory.py), FLINK_JM_MEMORY
+# (1024m), CLUSTER_START_TIMEOUT (120 s).
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -41,7 +43,16 @@ import sys, yaml
 conf = yaml.safe_load(open(sys.argv[1]))
 conf.setdefault("rest", {}).update({"port": ${REST_PORT}, "address": "localhost", "bind-address": "localhost"})
 conf["jobmanager"]["memory"]["process"]["size"] = "${FLINK_JM_MEMORY:-1024m}"
-conf["taskmanager"]["memory"]["process"]["size"] = "${FLINK_TM_MEMORY:-1600m}"
+# FLINK_TM_MEMORY is for Flink itself; the segment tasks' state caches (job.state_cache_memory
+# per slot, Python memory) are added on top and reserved as task off-heap memory.
+import json, subprocess
+memory = json.loads(subprocess.run(
+    [sys.executable, "-m", "flink_jobs.cluster_memory", "--slots", "${FLINK_TM_SLOTS:-2}",
+     "--process-size", "${FLINK_TM_MEMORY:-1600m}"],
+    check=True, stdout=subprocess.PIPE, text=True).stdout)
+tm = conf["taskmanager"]["memory"]
+tm["process"]["size"] = memory["taskmanager.memory.process.size"]
+tm.setdefault("task", {}).setdefault("off-heap", {})["size"] = memory["taskmanager.memory.task.off-heap.size"]
 conf["taskmanager"]["numberOfTaskSlots"] = ${FLINK_TM_SLOTS:-2}
 # The TaskManager's Python workers: the venv's interpreter, not whatever python is on PATH.
 conf.setdefault("python", {})["executable"] = "${PYTHON}"
