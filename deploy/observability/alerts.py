@@ -199,9 +199,11 @@ ALERTS: tuple[Alert, ...] = (
         "cost 10-20% of a core at 7,500 events/s).",
         """
 1. Right after a start, restore or rescale the cache is empty and misses are expected: wait.
-2. Panel "State cache size": is each parallel task at job.state_cache_customers? Then raise it
-   to the customers active within a few minutes (per task), checking TaskManager memory: about
-   5 KB of Python memory per cached state, outside the JVM heap in thread mode.
+2. Panel "State cache memory": is each parallel task at job.state_cache_memory? Then raise it
+   to hold the customers active within a few minutes (per task; panel "State cache size" over
+   the memory gives the mean state, 2-8 KB with rules/), and give the TaskManager that much
+   more task off-heap memory per slot (deploy/local/cluster.sh adds it; Python memory, outside
+   the JVM heap in thread mode).
 3. No memory to spare: more parallelism spreads the customers over more caches.
 """,
     ),
@@ -215,7 +217,9 @@ ALERTS: tuple[Alert, ...] = (
         "delays segments.",
         """
 1. Flink UI -> Exceptions (or the JobManager log): the root cause of the last failure.
-2. Out of memory in a TaskManager: raise taskmanager memory or lower job.state_cache_customers.
+2. Out of memory in a TaskManager: check panel "State cache memory" against the task off-heap
+   memory reserved per slot (job.state_cache_memory each); raise the TaskManager's memory or
+   lower job.state_cache_memory.
 3. A poison record cannot crash the job (invalid input goes to the DLQ): if one does, that is a
    bug; save the record's offset from the log and file it.
 """,

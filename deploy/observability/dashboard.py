@@ -180,8 +180,14 @@ def build_dashboard() -> Dashboard:
             )),
             (8, 7, lambda gp: _series(
                 "State cache size", ["state_cache_customers"], gp,
-                description="Decoded customer states held, all processes (job.state_cache_customers per parallel "
-                "task; about 5 KB of Python memory each, outside the JVM heap in thread mode).",
+                description="Decoded customer states held, all processes: each parallel task holds as many as "
+                "fit in job.state_cache_memory (2-8 KB each with rules/; see State cache memory).",
+            )),
+            (8, 7, lambda gp: _series(
+                "State cache memory", ["state_cache_bytes"], gp,
+                description="Python memory of the cached states, all processes, estimated from a sample of them: "
+                "up to job.state_cache_memory per parallel task, reserved in the TaskManager as task off-heap "
+                "memory (outside the JVM heap in thread mode).",
             )),
             (8, 7, lambda gp: _series(
                 "Python GC pauses (share of time)", ["python_gc_share"], gp,

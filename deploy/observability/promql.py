@@ -202,6 +202,14 @@ QUERIES: dict[str, Query] = _q(
         "cached",
     ),
     Query(
+        "state_cache_bytes",
+        "sum(segments_state_cache_bytes)",
+        "Python memory the cached customer states take, estimated from a sample of them",
+        "bytes",
+        "python",
+        "memory",
+    ),
+    Query(
         "redis_error_rate",
         f"sum(rate(segments_redis_errors_total[{RATE}]))",
         "Redis flush errors",
