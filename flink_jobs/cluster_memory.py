@@ -11,7 +11,7 @@ was given for Flink itself.
 
     python -m flink_jobs.cluster_memory --slots 2 --process-size 1600m [job arguments]
 
-prints the two settings as JSON (``deploy/local/cluster.sh`` writes them into the cluster's
+prints the settings as JSON (``deploy/local/cluster.sh`` writes them into the cluster's
 config.yaml); the job arguments (``--config``, ``--set``) and SEGMENTS_* variables apply, so the
 reservation follows the job's own configuration.
 """
@@ -28,14 +28,45 @@ from .config import Config, ConfigError, load_config, parse_memory_size
 MIB = 1024 * 1024
 
 
+# Flink's defaults for what it derives from a TaskManager's process size (config.yaml of the
+# wheel sets only the process size; TaskManagerOptions): JVM metaspace, and the fractions and
+# bounds of JVM overhead (of the process), network and managed memory (of total Flink memory).
+METASPACE = 256 * MIB
+OVERHEAD = (0.1, 192 * MIB, 1024 * MIB)
+NETWORK = (0.1, 64 * MIB, 1024 * MIB)
+MANAGED_FRACTION = 0.4
+
+
+def _fraction(total: int, bounds: tuple[float, int, int]) -> int:
+    fraction, low, high = bounds
+    return min(max(int(total * fraction), low), high)
+
+
 def taskmanager_memory(config: Config, slots: int, process_size: int) -> dict[str, str]:
-    """``taskmanager.memory.*`` settings: ``process_size`` (bytes, for Flink itself) plus the
-    state caches of ``slots`` segment tasks, reserved as task off-heap memory."""
-    reserved = -(-config.job.state_cache_memory * slots // MIB)  # MiB, rounded up
-    return {
-        "taskmanager.memory.process.size": f"{-(-process_size // MIB) + reserved}m",
-        "taskmanager.memory.task.off-heap.size": f"{reserved}m",
+    """``taskmanager.memory.*`` settings: ``process_size`` (bytes) for Flink itself, plus the
+    state caches of ``slots`` segment tasks reserved as task off-heap memory.
+
+    Added to the process size alone, the reservation would be shared out again: Flink derives
+    JVM overhead, network and managed memory as fractions of the whole (1600m + 2 x 768m left a
+    negative heap, and the TaskManager refused to start). So those three are fixed at what
+    Flink derives for ``process_size`` alone, and the heap stays what it was."""
+    reserved = config.job.state_cache_memory * slots
+    memory = {
+        "taskmanager.memory.process.size": f"{-(-(process_size + reserved) // MIB)}m",
+        "taskmanager.memory.task.off-heap.size": f"{-(-reserved // MIB)}m",
     }
+    if reserved:
+        overhead = _fraction(process_size, OVERHEAD)
+        flink = process_size - METASPACE - overhead
+        network = _fraction(flink, NETWORK)
+        memory.update({
+            "taskmanager.memory.jvm-overhead.min": f"{overhead}b",
+            "taskmanager.memory.jvm-overhead.max": f"{overhead}b",
+            "taskmanager.memory.network.min": f"{network}b",
+            "taskmanager.memory.network.max": f"{network}b",
+            "taskmanager.memory.managed.size": f"{int(flink * MANAGED_FRACTION)}b",
+        })  # fmt: skip
+    return memory
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,9 +50,12 @@ memory = json.loads(subprocess.run(
     [sys.executable, "-m", "flink_jobs.cluster_memory", "--slots", "${FLINK_TM_SLOTS:-2}",
      "--process-size", "${FLINK_TM_MEMORY:-1600m}"],
     check=True, stdout=subprocess.PIPE, text=True).stdout)
-tm = conf["taskmanager"]["memory"]
-tm["process"]["size"] = memory["taskmanager.memory.process.size"]
-tm.setdefault("task", {}).setdefault("off-heap", {})["size"] = memory["taskmanager.memory.task.off-heap.size"]
+for key, value in memory.items():  # taskmanager.memory.process.size -> nested, as config.yaml has it
+    *path, leaf = key.split(".")
+    node = conf
+    for part in path:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 conf["taskmanager"]["numberOfTaskSlots"] = ${FLINK_TM_SLOTS:-2}
 # The TaskManager's Python workers: the venv's interpreter, not whatever python is on PATH.
 conf.setdefault("python", {})["executable"] = "${PYTHON}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -11,6 +14,16 @@ from .conftest import MINUTE, REPO, T0, Scenario, event
 pytestmark = pytest.mark.integration
 
 CLUSTER = str(REPO / "deploy" / "local" / "cluster.sh")
+MIB = 1024 * 1024
+
+
+def _taskmanager_memory() -> dict[str, int]:
+    """The memory configuration the cluster's TaskManager reports (Flink REST API)."""
+    port = os.environ.get("FLINK_REST_PORT", "8081")
+    with urllib.request.urlopen(f"http://localhost:{port}/taskmanagers", timeout=10) as r:
+        (tm,) = json.load(r)["taskmanagers"]
+    with urllib.request.urlopen(f"http://localhost:{port}/taskmanagers/{tm['id']}", timeout=10) as r:
+        return json.load(r)["memoryConfiguration"]
 
 
 def test_job_runs_on_a_standalone_cluster(scenario: Scenario):
@@ -25,6 +38,12 @@ def test_job_runs_on_a_standalone_cluster(scenario: Scenario):
     started = subprocess.run([CLUSTER, "start"], capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stderr
     try:
+        # The state caches (job.state_cache_memory per slot) reserved as task off-heap memory,
+        # on top of Flink's own 1600m: the heap stays what Flink gives 1600m (cluster_memory).
+        memory = _taskmanager_memory()
+        assert memory["taskOffHeap"] == 2 * 768 * MIB
+        assert memory["totalProcessMemory"] == (1600 + 2 * 768) * MIB
+        assert memory["taskHeap"] >= 300 * MIB
         submitted = subprocess.run(
             [CLUSTER, "submit", "--bounded", *scenario.settings()], capture_output=True, text=True, timeout=600
         )
