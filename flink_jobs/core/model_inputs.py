@@ -17,6 +17,7 @@ Two groups, each available only when the aggregates it reads are kept (generic a
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -71,6 +72,10 @@ _VALUE_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "value")
 _BEHAVIOUR_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "behaviour")
 _MINUTES_1H = HOUR // MINUTE
 _MINUTES_5M = 5
+# Above this many minute buckets of a type, the behaviour inputs are read with array slices: at
+# 8 and more they cost less than a loop over the records (1.5 against 1.6 µs, 3.4 against 8.8 at
+# 60: what a customer active all hour holds), at 1-5 more (0.9 against 0.5 µs at one).
+_FEW_BUCKETS = 6
 
 
 class ModelInputReader:
@@ -154,18 +159,32 @@ class ModelInputReader:
         oldest = minute - _MINUTES_1H + 1
         recent = minute - _MINUTES_5M + 1
         events_5m = events_1h = page_views = product_views = sessions = 0
-        active: set[int] = set()
+        active: set[float] = set()
         for event_type, feature in self._activity:
             fs = features.get(feature.key)
             if not fs:
                 continue
-            n = 0.0
-            for b, at in feature.buckets(fs, oldest, minute):  # type: ignore[arg-type]
-                count = fs[at + 1]  # type: ignore[index]
-                n += count
-                if b >= recent:
-                    events_5m += count
-                active.add(b)
+            w = feature.width
+            if len(fs) > _FEW_BUCKETS * w:
+                # Many buckets (a customer active for most of the hour): whole columns of the
+                # records in C, found by bisection. With a few, the loop below costs less.
+                index = fs[::w]  # type: ignore[index]
+                first = bisect_left(index, oldest)
+                end = bisect_right(index, minute, first)
+                n = sum(fs[first * w + 1 : end * w : w], 0.0)  # type: ignore[index]
+                events_5m += sum(fs[bisect_left(index, recent, first, end) * w + 1 : end * w : w])  # type: ignore[index]
+                active.update(index[first:end])
+            else:
+                n = 0.0
+                for at in range(feature._start(fs, oldest), len(fs), w):  # type: ignore[arg-type]
+                    b = fs[at]  # type: ignore[index]
+                    if b > minute:
+                        break
+                    count = fs[at + 1]  # type: ignore[index]
+                    n += count
+                    if b >= recent:
+                        events_5m += count
+                    active.add(b)
             events_1h += n
             if event_type == "page_view":
                 page_views = n

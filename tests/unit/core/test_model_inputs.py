@@ -82,3 +82,28 @@ def test_busy_customer_probes_the_same_minutes_as_a_scan():
 def test_without_generic_aggregates_there_are_no_inputs():
     engine, runner = replay([ev(1, "purchase", T0, revenue=5.0)], generic=False)
     assert engine.model_features(runner.states["c1"], T0) == {}
+
+
+def test_behaviour_inputs_are_the_same_read_by_slices_or_record_by_record(monkeypatch):
+    # A customer with many minute buckets of some types and few of others, read at instants
+    # within the last hour of its activity and after it (the state keeps the last hour's
+    # minutes): both ways of reading give the same numbers.
+    import random
+
+    from flink_jobs.core import model_inputs
+
+    rng = random.Random(11)
+    types = ["page_view", "product_view", "add_to_cart", "session_start"]
+    times = sorted(T0 + rng.randrange(0, 150 * MINUTE) for _ in range(600))
+    events = [ev(i, rng.choice(types), t) for i, t in enumerate(times)]
+    engine, runner = replay(events)
+    state = runner.states["c1"]
+    instants = [T0 + m * MINUTE + rng.randrange(MINUTE) for m in (90, 95, 120, 146, 149, 150, 170, 209, 220)]
+
+    def read(few: int) -> list[dict[str, float]]:
+        monkeypatch.setattr(model_inputs, "_FEW_BUCKETS", few)
+        return [engine.model_features(state, now) for now in instants]
+
+    by_slices, by_records = read(0), read(10**9)
+    assert by_slices == by_records
+    assert by_slices[4]["active_minutes_1h"] > 30  # the slices were tried on many buckets
