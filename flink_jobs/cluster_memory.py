@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from .config import Config, ConfigError, load_config, parse_memory_size
+from .config import Config, ConfigError, load_config_for_tools, parse_memory_size
 
 MIB = 1024 * 1024
 
@@ -77,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.slots < 1:
         parser.error("--slots must be at least 1")
     try:
-        config = load_config(job_args, stack_env=None, environ={
-            # The connector jar does not matter here; the consistency check wants a file.
-            **os.environ, "FLINK_KAFKA_CONNECTOR_JAR": os.environ.get("FLINK_KAFKA_CONNECTOR_JAR") or __file__,
-        })  # fmt: skip
+        config = load_config_for_tools(job_args)
         process_size = parse_memory_size("--process-size", args.process_size)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -687,6 +687,15 @@ def load_config(
     return resolve_config(args, environ=os.environ if environ is None else environ, stack_env=stack_env)
 
 
+def load_config_for_tools(argv: Sequence[str] = ()) -> Config:
+    """The job's configuration (SEGMENTS_* variables, ``--config``, ``--set``) for a tool that
+    reads it without running the job, such as the cluster settings derived from it: the Kafka
+    connector jar need not be there (any file passes the check that it is)."""
+    environ = dict(os.environ)
+    environ["FLINK_KAFKA_CONNECTOR_JAR"] = environ.get("FLINK_KAFKA_CONNECTOR_JAR") or __file__
+    return load_config(argv, environ=environ, stack_env=None)
+
+
 def resolve_config(args: argparse.Namespace, *, environ: Mapping[str, str], stack_env: Path | None) -> Config:
     raw: dict[str, tuple[Any, str]] = {name: (s.default, "default") for name, s in SETTINGS.items()}
     raw.update(_stack_defaults(environ, stack_env))

@@ -112,16 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     arguments are the job's (``--config``, ``--set``), so both follow the job's configuration."""
     import yaml
 
-    from .config import load_config
+    from .config import load_config_for_tools
 
     args = list(sys.argv[1:] if argv is None else argv)
     scrape_env = bool(args) and args[0] == "--scrape-env"
     if scrape_env:
         args = args[1:]
-    config = load_config(args, stack_env=None, environ={
-        # The connector jar does not matter here; the consistency check wants a file.
-        **os.environ, "FLINK_KAFKA_CONNECTOR_JAR": os.environ.get("FLINK_KAFKA_CONNECTOR_JAR") or __file__,
-    })  # fmt: skip
+    config = load_config_for_tools(args)
     if scrape_env:
         m = config.metrics
         print(f"FLINK_REPORTER_PORTS={m.flink_reporter_ports if m.flink_reporter else ''}")

@@ -115,11 +115,11 @@ class StateCache:
             return
         states = self._states
         states[customer_id] = state
-        over = len(states) - self.capacity
+        over = min(len(states) - self.capacity, MAX_EVICTIONS_PER_ADD)
+        for _ in range(over):
+            states.popitem(last=False)
         if over > 0:
-            for _ in range(min(over, MAX_EVICTIONS_PER_ADD)):
-                states.popitem(last=False)
-            self.evictions += min(over, MAX_EVICTIONS_PER_ADD)
+            self.evictions += over
 
     def _sample(self, state: CustomerState) -> None:
         self._countdown = self.sample_every - 1

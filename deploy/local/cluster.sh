@@ -61,7 +61,6 @@ conf["taskmanager"]["numberOfTaskSlots"] = ${FLINK_TM_SLOTS:-2}
 conf.setdefault("python", {})["executable"] = "${PYTHON}"
 # Flink's Prometheus reporter (plugin in \$FLINK_HOME/plugins, which config.sh uses by default):
 # reporters are cluster settings, a submitted job cannot add one. SEGMENTS_METRICS_* apply.
-import subprocess
 reporter = subprocess.run([sys.executable, "-m", "flink_jobs.observability"], check=True, capture_output=True, text=True)
 conf.update(yaml.safe_load(reporter.stdout) or {})
 yaml.safe_dump(conf, open(sys.argv[2], "w"), default_flow_style=False)

@@ -6,8 +6,7 @@ import marshal
 from array import array
 from bisect import bisect_left
 from operator import attrgetter
-import sys
-from sys import intern
+from sys import getsizeof, intern
 
 from .features import DISTINCT_PREFIX, distinct_from_dict
 from .model import Event, PropertyValue
@@ -182,7 +181,7 @@ def state_size(state: CustomerState) -> int:
     return len(encode_state(state))
 
 
-_getsizeof = sys.getsizeof
+_getsizeof = getsizeof
 _event_fields = attrgetter(*Event.__slots__)
 # Objects no state owns: shared by every state, or preallocated by the interpreter.
 _SHARED = (type(None), bool)
@@ -195,7 +194,7 @@ def state_memory(state: CustomerState) -> int:
     profile names: interned, one copy shared by every state), small ints (preallocated), None and
     bools; counted: the customer id, and every other string, number and container. Within a few
     percent of ``tracemalloc`` over decoded states of the live bench's feed (see
-    tests/unit/test_state_memory.py). Walks the state's few dozen objects, 10-30 µs: sample it."""
+    tests/unit/test_state_cache.py). Walks the state's few dozen objects, 10-30 µs: sample it."""
     total = _getsizeof(state)
     stack: list = list(_slots(state))
     pop, push, extend = stack.pop, stack.append, stack.extend
