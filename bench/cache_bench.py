@@ -15,7 +15,7 @@ active at once) the way the job feeds it: each event held until the watermark (t
 event time less the bound) passes it, as the job's batcher holds it, then a customer's released
 events taken in one step, then the timers the watermark makes due (the local runner's timer
 service). Its states are kept the way the segment function keeps them: its cache of decoded
-states within a memory budget (``flink_jobs.state_cache``, ``job.state_cache_memory``) over a store of encoded bytes (a dict here, Flink's keyed
+states within a memory budget (``flink_jobs.runtime.state_cache``, ``job.state_cache_memory``) over a store of encoded bytes (a dict here, Flink's keyed
 state in the job), the changed states encoded into the store every ``--write-every`` events (the
 write-behind), and the job's garbage collector policy installed. (Fed event by event instead,
 as ``LocalRunner.feed`` does, every event would be stepped twice, once to buffer it and once at
@@ -50,7 +50,7 @@ class CachedStates(MutableMapping):
 
     def __init__(self, budget: int, write_every: int, collector) -> None:
         from flink_jobs.core.state import decode_state, encode_state
-        from flink_jobs.state_cache import StateCache
+        from flink_jobs.runtime.state_cache import StateCache
 
         self._decode, self._encode = decode_state, encode_state
         self.write_every, self.gc = write_every, collector
@@ -171,7 +171,7 @@ def _release(runner, states: CachedStates, held: list, watermark: int) -> None:
 def child(events: int, customers: int, budget: int, write_every: int, journeys_per_second: float) -> dict:
     from core_bench import BOUND, synthetic_events
 
-    from flink_jobs import gc_policy
+    from flink_jobs.runtime import gc_policy
     from flink_jobs.core.engine import EngineConfig, SegmentEngine
     from flink_jobs.core.loader import load_rules
     from flink_jobs.core.runner import LocalRunner

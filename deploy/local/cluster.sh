@@ -13,9 +13,9 @@
 # never edited. The venv's bin/ goes first on PATH for the client and for the cluster, because
 # thread mode finds libpython (and pemja) through `python` on PATH; process mode gets the venv's
 # python through -pyexec. Flink's Prometheus reporter is on (ports metrics.flink_reporter_ports,
-# see flink_jobs/observability.py). Settings: FLINK_REST_PORT (8081), FLINK_TM_SLOTS (2),
+# see flink_jobs/flink/reporter.py). Settings: FLINK_REST_PORT (8081), FLINK_TM_SLOTS (2),
 # FLINK_TM_MEMORY (1600m, for Flink itself: the state caches' job.state_cache_memory per slot is
-# added and reserved as task off-heap memory, see flink_jobs/cluster_memory.py), FLINK_JM_MEMORY
+# added and reserved as task off-heap memory, see flink_jobs/flink/cluster_memory.py), FLINK_JM_MEMORY
 # (1024m), CLUSTER_START_TIMEOUT (120 s).
 set -euo pipefail
 
@@ -47,7 +47,7 @@ conf["jobmanager"]["memory"]["process"]["size"] = "${FLINK_JM_MEMORY:-1024m}"
 # per slot, Python memory) are added on top and reserved as task off-heap memory.
 import json, subprocess
 memory = json.loads(subprocess.run(
-    [sys.executable, "-m", "flink_jobs.cluster_memory", "--slots", "${FLINK_TM_SLOTS:-2}",
+    [sys.executable, "-m", "flink_jobs.flink.cluster_memory", "--slots", "${FLINK_TM_SLOTS:-2}",
      "--process-size", "${FLINK_TM_MEMORY:-1600m}"],
     check=True, stdout=subprocess.PIPE, text=True).stdout)
 for key, value in memory.items():  # taskmanager.memory.process.size -> nested, as config.yaml has it
@@ -61,7 +61,7 @@ conf["taskmanager"]["numberOfTaskSlots"] = ${FLINK_TM_SLOTS:-2}
 conf.setdefault("python", {})["executable"] = "${PYTHON}"
 # Flink's Prometheus reporter (plugin in \$FLINK_HOME/plugins, which config.sh uses by default):
 # reporters are cluster settings, a submitted job cannot add one. SEGMENTS_METRICS_* apply.
-reporter = subprocess.run([sys.executable, "-m", "flink_jobs.observability"], check=True, capture_output=True, text=True)
+reporter = subprocess.run([sys.executable, "-m", "flink_jobs.flink.reporter"], check=True, capture_output=True, text=True)
 conf.update(yaml.safe_load(reporter.stdout) or {})
 yaml.safe_dump(conf, open(sys.argv[2], "w"), default_flow_style=False)
 PY
@@ -118,7 +118,7 @@ cmd_submit() {
   # -pym: the job module of the installed package (its relative imports need a package); the
   # TaskManager imports flink_jobs from the venv, which has the project installed.
   "${FLINK_HOME}/bin/flink" run -m "localhost:${REST_PORT}" -pyexec "${PYTHON}" -pyclientexec "${PYTHON}" \
-    -pym flink_jobs.jobs.segmentation_job "$@"
+    -pym flink_jobs.flink.segmentation_job "$@"
   log "flink: submitted job returned after $(elapsed "${start}")s"
 }
 

@@ -6,7 +6,7 @@
 # stops the job by itself. The stack keeps running for a look; stop it with `stack.sh stop`.
 #
 #   deploy/local/demo.sh                     # about 2-3 minutes after the first set-up
-#   deploy/local/demo.sh --events 60000      # any flink_jobs.demo options
+#   deploy/local/demo.sh --events 60000      # any flink_jobs.cli.demo options
 set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -15,4 +15,4 @@ set -euo pipefail
 "${LOCAL_DIR}/stack.sh" start
 cd "$REPO_ROOT"
 export PATH="${REPO_ROOT}/.venv/bin:${PATH}"  # PyFlink's thread mode finds libpython through PATH
-exec python -m flink_jobs.demo "$@"
+exec python -m flink_jobs.cli.demo "$@"

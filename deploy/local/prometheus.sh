@@ -17,7 +17,7 @@
 #   PROMETHEUS_SCRAPE_INTERVAL=15s   scrape and rule evaluation interval (tests use 2s)
 #   PROMETHEUS_START_TIMEOUT=60      seconds to wait for /-/ready
 #   SEGMENTS_METRICS_*               the job's metrics settings (ports, targets folder) are read
-#                                    through flink_jobs.observability, as the job reads them
+#                                    through flink_jobs.flink.reporter, as the job reads them
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 
@@ -83,7 +83,7 @@ PY
 read_scrape_env() {
   [[ -x "${VENV_PYTHON}" ]] || die "no ${VENV_PYTHON}: run deploy/local/setup.sh first"
   local out
-  out="$("${VENV_PYTHON}" -m flink_jobs.observability --scrape-env)" || die "cannot read the job's metrics settings"
+  out="$("${VENV_PYTHON}" -m flink_jobs.flink.reporter --scrape-env)" || die "cannot read the job's metrics settings"
   FLINK_REPORTER_PORTS="$(sed -n 's/^FLINK_REPORTER_PORTS=//p' <<<"${out}")"
   TARGETS_DIR="$(sed -n 's/^TARGETS_DIR=//p' <<<"${out}")"
   [[ -n "${TARGETS_DIR}" ]] || TARGETS_DIR="${PROM_STATE_DIR}/targets"
@@ -100,7 +100,7 @@ write_config() {
   fi
   mkdir -p "${TARGETS_DIR}"
   # Registrations of Python workers that were killed (no atexit) would show as down targets.
-  "${VENV_PYTHON}" -c 'import socket, sys; from pathlib import Path; from flink_jobs.metrics import remove_stale_targets; remove_stale_targets(Path(sys.argv[1]), socket.gethostname())' "${TARGETS_DIR}"
+  "${VENV_PYTHON}" -c 'import socket, sys; from pathlib import Path; from flink_jobs.runtime.metrics import remove_stale_targets; remove_stale_targets(Path(sys.argv[1]), socket.gethostname())' "${TARGETS_DIR}"
   sed -e "s|@SCRAPE_INTERVAL@|${PROMETHEUS_SCRAPE_INTERVAL:-15s}|g" \
     -e "s|@RULES_FILE@|${OBS_DIR}/prometheus/alerts.yml|g" \
     -e "s|@TARGETS_DIR@|${TARGETS_DIR}|g" \

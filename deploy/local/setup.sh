@@ -36,8 +36,8 @@ fi
 want="$(sha256sum "${REPO_ROOT}/pyproject.toml" | cut -d' ' -f1)"
 # The job's JVM batching operator, compiled against the installed Flink (skipped when built).
 build_jvm() {
-  command -v javac >/dev/null 2>&1 || die "javac is not on PATH: the job compiles its batching operator (flink_jobs/jvm) with it (apt-get install -y openjdk-17-jdk-headless)"
-  "${VENV}/bin/python" -m flink_jobs.jvm >/dev/null || die "could not build flink_jobs/jvm (see above)"
+  command -v javac >/dev/null 2>&1 || die "javac is not on PATH: the job compiles its batching operator (flink_jobs/flink/jvm) with it (apt-get install -y openjdk-17-jdk-headless)"
+  "${VENV}/bin/python" -m flink_jobs.flink.jvm >/dev/null || die "could not build flink_jobs/flink/jvm (see above)"
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then

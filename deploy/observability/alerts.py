@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 from promql import QUERIES
 
-from flink_jobs.metrics import LATENCY_BUCKETS
+from flink_jobs.runtime.metrics import LATENCY_BUCKETS
 
 # Service level: a membership change is in Redis within 30 s of its event time at p99. The
 # engine waits for the watermark (events.out_of_orderness, 5 s by default) before it applies an

@@ -37,12 +37,21 @@ class EngineConfig:
     max_buffered: int = 10_000  # events waiting for the watermark, per customer
 
     def __post_init__(self) -> None:
-        if self.dedup_horizon < self.allowed_lateness:
-            raise ValueError(
-                "dedup_horizon must be at least allowed_lateness, or a late duplicate could be "
-                f"counted twice (dedup_horizon={format_duration(self.dedup_horizon, weeks=False)}, "
-                f"allowed_lateness={format_duration(self.allowed_lateness, weeks=False) if self.allowed_lateness else '0'})"
-            )
+        problem = lateness_problem(self.dedup_horizon, self.allowed_lateness)
+        if problem is not None:
+            raise ValueError(f"dedup_horizon {problem}")
+
+
+def lateness_problem(dedup_horizon: int, allowed_lateness: int, lateness: str = "allowed_lateness") -> str | None:
+    """Why ``dedup_horizon`` is too short for ``allowed_lateness`` (named ``lateness`` in the
+    message), or None: an event id forgotten before a late duplicate of it arrives would let the
+    duplicate count twice."""
+    if dedup_horizon >= allowed_lateness:
+        return None
+    return (
+        f"must be at least {lateness} ({format_duration(allowed_lateness)}), "
+        "or a late duplicate could be counted twice"
+    )
 
 
 @dataclass

@@ -5,21 +5,28 @@ Each feature is a stateless object (its parameters) plus a small piece of state 
 the same resolution read one feature. Every time-driven change a feature can cause (a bucket
 leaving a window, a deadline, an expiry) is announced as a timer, so the engine evaluates exactly
 at the instants where a condition can flip.
+
+The bucketed features here serve several constructs (aggregates, RFM, the generic aggregates and
+the models' inputs); a feature only one construct reads lives in that construct's module
+(``core/conditions/``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from array import array
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from hashlib import blake2b
-from itertools import permutations
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Generic, Iterator, Sequence, TypeVar
 
 from .model import Event, EventSelector, PropertyValue
 from .windows import exit_time, first_bucket
 
 INF = float("inf")
+# What a feature keeps for one customer in ``CustomerState.features``: each feature's own type
+# (an array of buckets, a list, an instant), which only the feature reads.
+FeatureState = Any
+S = TypeVar("S")
 
 
 class TimerBook:
@@ -60,35 +67,36 @@ class TimerBook:
             self.removed.add(t)
 
 
-class Feature(ABC):
-    """Base: a named piece of per-customer state fed by the events its selectors match."""
+class Feature(ABC, Generic[S]):
+    """Base: a named piece of per-customer state (of type ``S``) fed by the events its selectors
+    match."""
 
     key: str
     event_types: frozenset[str]
 
     @abstractmethod
-    def init(self) -> object:
+    def init(self) -> S:
         """A fresh, empty state."""
 
     @abstractmethod
-    def apply(self, fs: object, events: list[Event], now: int, book: TimerBook) -> object:
+    def apply(self, fs: S, events: list[Event], now: int, book: TimerBook) -> S:
         """Apply the events of instant ``now`` (all with event_time == now); return the new state."""
 
-    def apply_late(self, fs: object, event: Event, now: int, book: TimerBook) -> object:
+    def apply_late(self, fs: S, event: Event, now: int, book: TimerBook) -> S:
         """Apply an event older than the clock (within the allowed lateness). Default: ignore."""
         return fs
 
-    def rearm(self, fs: object, now: int, book: TimerBook) -> None:
+    def rearm(self, fs: S, now: int, book: TimerBook) -> None:
         """Announce the timers this state needs (after the rules, and so the windows, changed)."""
 
-    def empty(self, fs: object) -> bool:
+    def empty(self, fs: S) -> bool:
         return not fs
 
-    def adopt(self, features: dict[str, object]) -> None:
+    def adopt(self, features: dict[str, FeatureState]) -> None:
         """Take over this feature's data from a state kept under an earlier layout (another key,
         still in ``features``); called when a state is reconciled and lacks ``self.key``."""
 
-    def flips_at(self, fs: object, now: int) -> bool:
+    def flips_at(self, fs: S, now: int) -> bool:
         """Does a time-driven change (a timer this feature asked for) fall on ``now``?"""
         return False
 
@@ -98,7 +106,7 @@ class Feature(ABC):
         return False
 
 
-class _BucketedFeature(Feature):
+class _BucketedFeature(Feature["array[float]"]):
     """A feature kept as time buckets at one resolution (one flat array, sorted by bucket), read
     through windows."""
 
@@ -106,14 +114,14 @@ class _BucketedFeature(Feature):
     windows: tuple[int, ...]
 
     @abstractmethod
-    def bucket_indexes(self, fs: array) -> Sequence[float]:
+    def bucket_indexes(self, fs: array[float]) -> Sequence[float]:
         """The buckets held, in order."""
 
     @abstractmethod
-    def next_exit(self, fs: array, now: int, window: int) -> int | None:
+    def next_exit(self, fs: array[float], now: int, window: int) -> int | None:
         """When the oldest bucket still inside the window leaves it (None if the window is empty)."""
 
-    def flips_at(self, fs: array, now: int) -> bool:
+    def flips_at(self, fs: array[float], now: int) -> bool:
         r = self.resolution
         if now % r:
             return False
@@ -170,10 +178,10 @@ class StatsFeature(_BucketedFeature):
         self._slots = tuple((prop, 2 + 4 * i) for i, prop in enumerate(props))
         self._retained = retention // resolution  # buckets a window of `retention` spans
 
-    def init(self) -> array:
+    def init(self) -> array[float]:
         return array("d")
 
-    def apply(self, fs: array, events: list[Event], now: int, book: TimerBook) -> array:
+    def apply(self, fs: array[float], events: list[Event], now: int, book: TimerBook) -> array[float]:
         # The engine only hands over events of this feature's types: only `where` is left to check.
         where = self.selector.where
         for event in events:
@@ -181,12 +189,12 @@ class StatsFeature(_BucketedFeature):
                 self._add(fs, event, now, book)
         return fs
 
-    def apply_late(self, fs: array, event: Event, now: int, book: TimerBook) -> array:
+    def apply_late(self, fs: array[float], event: Event, now: int, book: TimerBook) -> array[float]:
         if self.selector.matches(event):
             self._add(fs, event, now, book)
         return fs
 
-    def _add(self, fs: array, event: Event, now: int, book: TimerBook) -> None:
+    def _add(self, fs: array[float], event: Event, now: int, book: TimerBook) -> None:
         r, w = self.resolution, self.width
         bucket = event.event_time // r
         last = len(fs) - w
@@ -221,19 +229,19 @@ class StatsFeature(_BucketedFeature):
                 if value > fs[i + 3]:
                     fs[i + 3] = value
 
-    def _start(self, fs: array, oldest: int) -> int:
+    def _start(self, fs: array[float], oldest: int) -> int:
         """Offset of the first record whose bucket is >= oldest (len(fs) if none)."""
         if not fs or fs[0] >= oldest:
             return 0
         return bisect_left(fs[:: self.width], oldest) * self.width
 
-    def value(self, fs: array, now: int, window: int, kind: str, prop: str | None) -> float | int | None:
+    def value(self, fs: array[float], now: int, window: int, kind: str, prop: str | None) -> float | int | None:
         """count / sum / avg / min / max over the window ending at ``now``; None when undefined."""
         w = self.width
         start = self._start(fs, first_bucket(now, window, self.resolution))
         if kind == "count":
             return int(sum(fs[start + 1 :: w]))
-        base = start + 2 + 4 * self.props.index(prop)  # type: ignore[arg-type]
+        base = start + 2 + 4 * self.props.index(prop)
         n = sum(fs[base::w])
         if kind == "sum" or kind == "avg":
             total = sum(fs[base + 1 :: w], 0.0)
@@ -244,15 +252,15 @@ class StatsFeature(_BucketedFeature):
             return None
         return min(fs[base + 2 :: w]) if kind == "min" else max(fs[base + 3 :: w])
 
-    def bucket_indexes(self, fs: array) -> array:
+    def bucket_indexes(self, fs: array[float]) -> array[float]:
         return fs[:: self.width]
 
-    def next_exit(self, fs: array, now: int, window: int) -> int | None:
+    def next_exit(self, fs: array[float], now: int, window: int) -> int | None:
         r = self.resolution
         start = self._start(fs, now // r - window // r + 1)
         return exit_time(int(fs[start]), window, r) if start < len(fs) else None
 
-    def buckets(self, fs: array, oldest: int, newest: int) -> Iterator[tuple[int, int]]:
+    def buckets(self, fs: array[float], oldest: int, newest: int) -> Iterator[tuple[int, int]]:
         """(bucket, offset of its record) for the buckets held in ``oldest..newest``."""
         w = self.width
         for at in range(self._start(fs, oldest), len(fs), w):
@@ -261,7 +269,7 @@ class StatsFeature(_BucketedFeature):
                 return
             yield bucket, at
 
-    def adopt(self, features: dict[str, object]) -> None:
+    def adopt(self, features: dict[str, FeatureState]) -> None:
         """Carry the data of this feature under an earlier layout over to ``self.key``: the state
         of a rule set whose rules summed other properties of the same events at the same
         resolution (key ``base|props``), or of state format 1 (key ``base``, a dict of
@@ -276,7 +284,7 @@ class StatsFeature(_BucketedFeature):
         blank = list(self._blank)
         out = array("d")
         if isinstance(old, dict):  # state format 1
-            records = sorted(old.items())  # type: ignore[union-attr]
+            records = sorted(old.items())
             for bucket, record in records:
                 out.append(bucket)
                 out.extend(record if len(record) == len(blank) else [record[0], *blank[1:]])
@@ -284,11 +292,11 @@ class StatsFeature(_BucketedFeature):
             old_props = [p for p in key.rpartition("|")[2].split(",") if p]
             old_w = 2 + 4 * len(old_props)
             moves = [(2 + 4 * old_props.index(p), base) for p, base in self._slots if p in old_props]
-            for at in range(0, len(old), old_w):  # type: ignore[arg-type]
-                record = [old[at], *blank]  # type: ignore[index]
-                record[1] = old[at + 1]  # type: ignore[index]
+            for at in range(0, len(old), old_w):
+                record = [old[at], *blank]
+                record[1] = old[at + 1]
                 for src, dst in moves:
-                    record[dst : dst + 4] = old[at + src : at + src + 4]  # type: ignore[index]
+                    record[dst : dst + 4] = old[at + src : at + src + 4]
                 out.extend(record)
         if out:
             features[self.key] = out
@@ -326,7 +334,7 @@ def distinct_hash(value: PropertyValue) -> float:
     return hashed
 
 
-_DISTINCT_HASHES: dict = {}  # most values repeat (categories, product ids): hashed once per process
+_DISTINCT_HASHES: dict[PropertyValue, float] = {}  # most values repeat (categories, product ids): hashed once per process
 
 
 class DistinctFeature(_BucketedFeature):
@@ -356,15 +364,15 @@ class DistinctFeature(_BucketedFeature):
         self.key = distinct_key(selector, prop, resolution)
         self.event_types = frozenset(selector.event_types)
 
-    def init(self) -> array:
+    def init(self) -> array[float]:
         return array("d")
 
-    def apply(self, fs: array, events: list[Event], now: int, book: TimerBook) -> array:
+    def apply(self, fs: array[float], events: list[Event], now: int, book: TimerBook) -> array[float]:
         for event in events:
             self.apply_late(fs, event, now, book)
         return fs
 
-    def apply_late(self, fs: array, event: Event, now: int, book: TimerBook) -> array:
+    def apply_late(self, fs: array[float], event: Event, now: int, book: TimerBook) -> array[float]:
         if not self.selector.matches(event):
             return fs
         value = event.properties.get(self.prop)
@@ -395,27 +403,27 @@ class DistinctFeature(_BucketedFeature):
             del fs[:stale]
         return fs
 
-    def bucket_indexes(self, fs: array) -> list[float]:
+    def bucket_indexes(self, fs: array[float]) -> list[float]:
         out, at, end = [], 0, len(fs)
         while at < end:
             out.append(fs[at])
             at += 2 + int(fs[at + 1])
         return out
 
-    def next_exit(self, fs: array, now: int, window: int) -> int | None:
+    def next_exit(self, fs: array[float], now: int, window: int) -> int | None:
         oldest = first_bucket(now, window, self.resolution)
         for b in self.bucket_indexes(fs):
             if b >= oldest:
                 return exit_time(int(b), window, self.resolution)
         return None
 
-    def value(self, fs: array, now: int, window: int) -> int:
+    def value(self, fs: array[float], now: int, window: int) -> int:
         oldest = first_bucket(now, window, self.resolution)
         at, end = 0, len(fs)
         n = int(fs[1]) if end else 0
         if 2 + n == end:  # one bucket (the usual case): its values are distinct already
             return n if fs[0] >= oldest else 0
-        seen: set = set()
+        seen: set[float] = set()
         while at < end:
             n = int(fs[at + 1])
             if fs[at] >= oldest:
@@ -424,7 +432,7 @@ class DistinctFeature(_BucketedFeature):
         return len(seen)
 
 
-def distinct_from_dict(buckets: dict) -> array:
+def distinct_from_dict(buckets: dict[int, Any]) -> array[float]:
     """A DistinctFeature's buckets as state formats 1-4 kept them (bucket -> a set or list of
     values) in the flat layout of format 5."""
     out = array("d")
@@ -437,7 +445,7 @@ def distinct_from_dict(buckets: dict) -> array:
 # ---- time since last --------------------------------------------------------------------------------
 
 
-class LastTimeFeature(Feature):
+class LastTimeFeature(Feature["int | None"]):
     """The time of the last matching event; ``flips`` are the offsets at which comparisons change."""
 
     def __init__(self, selector: EventSelector, flips: tuple[int, ...]) -> None:
@@ -449,7 +457,7 @@ class LastTimeFeature(Feature):
     def init(self) -> None:
         return None
 
-    def empty(self, fs: object) -> bool:
+    def empty(self, fs: int | None) -> bool:
         return fs is None
 
     def apply(self, fs: int | None, events: list[Event], now: int, book: TimerBook) -> int | None:
@@ -483,292 +491,3 @@ class LastTimeFeature(Feature):
     @property
     def time_driven(self) -> bool:
         return True
-
-
-# ---- sessions -------------------------------------------------------------------------------------
-
-
-class SessionsFeature(Feature):
-    """Sessions as ``[start, end]`` pairs, split where activity pauses for longer than ``gap``."""
-
-    def __init__(
-        self,
-        gap: int,
-        event_types: Iterable[str],
-        retention: int,
-        windows: tuple[tuple[int, int], ...],
-    ) -> None:
-        self.gap = gap
-        self.retention = retention
-        self.windows = windows  # (window, resolution) pairs in use
-        self.key = f"sessions|{gap}"
-        self.event_types = frozenset(event_types)
-
-    def init(self) -> list[list[int]]:
-        return []
-
-    def apply(self, fs: list, events: list[Event], now: int, book: TimerBook) -> list:
-        if not events:
-            return fs
-        if fs and now - fs[-1][1] <= self.gap:
-            fs[-1][1] = now
-        else:
-            fs.append([now, now])
-            self._prune(fs, now)
-        return fs
-
-    def apply_late(self, fs: list, event: Event, now: int, book: TimerBook) -> list:
-        t = event.event_time
-        for session in fs:
-            if session[0] - self.gap <= t <= session[1] + self.gap:
-                session[0] = min(session[0], t)
-                session[1] = max(session[1], t)
-                break
-        else:
-            insort(fs, [t, t])
-        merged: list[list[int]] = []
-        for session in fs:
-            if merged and session[0] - merged[-1][1] <= self.gap:
-                merged[-1][1] = max(merged[-1][1], session[1])
-            else:
-                merged.append(session)
-        fs[:] = merged
-        return fs
-
-    def _prune(self, fs: list, now: int) -> None:
-        horizon = now - self.retention - self.gap
-        while len(fs) > 1 and fs[0][1] < horizon:
-            fs.pop(0)
-
-    def next_exit(self, fs: list, now: int, window: int, resolution: int) -> int | None:
-        """When the oldest session that started inside the window leaves it."""
-        oldest = now // resolution - window // resolution + 1
-        for start, _ in fs:
-            if start // resolution >= oldest:
-                return exit_time(start // resolution, window, resolution)
-        return None
-
-    def flips_at(self, fs: list, now: int) -> bool:
-        for window, r in self.windows:
-            if now % r == 0:
-                leaving = now // r - window // r
-                for start, _ in fs:
-                    if start // r == leaving:
-                        return True
-        return False
-
-    @property
-    def time_driven(self) -> bool:
-        return True
-
-    def value(self, fs: list, now: int, window: int, resolution: int, measure: str) -> float | int | None:
-        oldest = first_bucket(now, window, resolution)
-        count = 0
-        total = 0
-        for start, end in fs:
-            if start // resolution >= oldest:
-                count += 1
-                total += end - start
-        if measure == "count":
-            return count
-        if measure == "total_duration":
-            return total
-        return total / count if count else None
-
-
-# ---- absence: A not followed by B within T ------------------------------------------------------------
-
-
-class AbsenceFeature(Feature):
-    """Pending and missed follow-ups: entries ``[first_time, correlation, resolved_at | None]``."""
-
-    def __init__(
-        self,
-        first: EventSelector,
-        then: EventSelector,
-        within: int,
-        keep: int,
-        match_on: str | None,
-    ) -> None:
-        self.first = first
-        self.then = then
-        self.within = within
-        self.keep = keep
-        self.match_on = match_on
-        self.key = f"absence|{first.key()}|{then.key()}|{within}|{keep}|{match_on}"
-        self.event_types = frozenset(first.event_types) | frozenset(then.event_types)
-
-    def init(self) -> list[list]:
-        return []
-
-    def _corr(self, event: Event) -> tuple[bool, PropertyValue | None]:
-        if self.match_on is None:
-            return True, None
-        value = event.properties.get(self.match_on)
-        return value is not None, value
-
-    def apply(self, fs: list, events: list[Event], now: int, book: TimerBook) -> list:
-        within, keep = self.within, self.keep
-        # Expired entries can no longer matter; their last timer has fired.
-        if fs and fs[0][0] + within + keep <= now:
-            fs[:] = [e for e in fs if e[0] + within + keep > now]
-        # Firsts before follow-ups: a follow-up at the same instant cancels (follow-up time >= first time).
-        for event in events:
-            if self.first.matches(event):
-                ok, corr = self._corr(event)
-                if ok:
-                    fs.append([now, corr, None])
-                    book.want(now + within)
-                    book.want(now + within + keep)
-        for event in events:
-            if self.then.matches(event):
-                ok, corr = self._corr(event)
-                if ok:
-                    self._resolve(fs, corr, now, book)
-        return fs
-
-    def _resolve(self, fs: list, corr: PropertyValue | None, at: int, book: TimerBook) -> None:
-        for entry in fs:
-            if entry[2] is None and entry[0] <= at and (self.match_on is None or entry[1] == corr):
-                entry[2] = at
-                book.release(entry[0] + self.within)
-                book.release(entry[0] + self.within + self.keep)
-
-    def apply_late(self, fs: list, event: Event, now: int, book: TimerBook) -> list:
-        # A late follow-up still cancels (from now on); a late first event is not started, since
-        # the follow-ups before it are no longer known.
-        if self.then.matches(event):
-            ok, corr = self._corr(event)
-            if ok:
-                self._resolve(fs, corr, event.event_time, book)
-        return fs
-
-    def rearm(self, fs: list, now: int, book: TimerBook) -> None:
-        for first_time, _, resolved in fs:
-            if resolved is None:
-                book.want(first_time + self.within)
-                book.want(first_time + self.within + self.keep)
-
-    def flips_at(self, fs: list, now: int) -> bool:
-        within, keep = self.within, self.keep
-        for first_time, _, resolved in fs:
-            if resolved is None and (now - first_time == within or now - first_time == within + keep):
-                return True
-        return False
-
-    @property
-    def time_driven(self) -> bool:
-        return True
-
-    def active(self, fs: list, now: int) -> list | None:
-        """The most recent missed follow-up in effect at ``now``, or None."""
-        found = None
-        for entry in fs:
-            deadline = entry[0] + self.within
-            if entry[2] is None and deadline <= now < deadline + self.keep:
-                found = entry
-        return found
-
-
-# ---- sequences: A then B then C within T --------------------------------------------------------------
-
-
-class SequenceFeature(Feature):
-    """Funnel progress per correlation value and the last completion.
-
-    State: ``[prefixes, last_completion]`` where ``prefixes[corr][k]`` is the latest start time of
-    a run of the first k+1 steps (the latest start is always the best one to extend).
-    """
-
-    def __init__(
-        self,
-        steps: tuple[EventSelector, ...],
-        within: int,
-        keep: int,
-        match_on: str | None,
-    ) -> None:
-        self.steps = steps
-        self.within = within
-        self.keep = keep
-        self.match_on = match_on
-        inner = ">".join(s.key() for s in steps)
-        self.key = f"sequence|{inner}|{within}|{keep}|{match_on}"
-        self.event_types = frozenset(t for s in steps for t in s.event_types)
-
-    def init(self) -> list:
-        return [{}, None]
-
-    def empty(self, fs: list) -> bool:
-        return not fs[0] and fs[1] is None
-
-    def apply(self, fs: list, events: list[Event], now: int, book: TimerBook) -> list:
-        prefixes: dict = fs[0]
-        n = len(self.steps)
-        by_corr: dict = {}
-        for event in events:
-            matched = tuple(i for i, s in enumerate(self.steps) if s.matches(event))
-            if not matched:
-                continue
-            if self.match_on is None:
-                corr = None
-            else:
-                corr = event.properties.get(self.match_on)
-                if corr is None:
-                    continue
-            by_corr.setdefault(corr, []).append(matched)
-        completed = False
-        for corr, matches in by_corr.items():
-            old = prefixes.get(corr) or [None] * (n - 1)
-            new = list(old)
-            # Starts of a run: earlier runs of k steps (k >= 1), or a new run starting now (k = 0).
-            starts = [(k, old[k - 1]) for k in range(1, n) if old[k - 1] is not None]
-            starts.append((0, now))
-            for k, start in starts:
-                if now - start > self.within:
-                    continue
-                for m in range(k + 1, n + 1):
-                    if not _fillable(range(k, m), matches):
-                        break
-                    if m == n:
-                        completed = True
-                    elif new[m - 1] is None or new[m - 1] < start:
-                        new[m - 1] = start
-            prefixes[corr] = new
-        if completed:
-            if fs[1] is not None:
-                book.release(fs[1] + self.keep)
-            fs[1] = now
-            book.want(now + self.keep)
-        # Runs that started too long ago can never complete.
-        for corr in [c for c, p in prefixes.items() if all(s is None or now - s > self.within for s in p)]:
-            del prefixes[corr]
-        return fs
-
-    def rearm(self, fs: list, now: int, book: TimerBook) -> None:
-        if fs[1] is not None:
-            book.want(fs[1] + self.keep)
-
-    def flips_at(self, fs: list, now: int) -> bool:
-        return fs[1] is not None and fs[1] + self.keep == now
-
-    @property
-    def time_driven(self) -> bool:
-        return True
-
-    def active(self, fs: list, now: int) -> int | None:
-        done = fs[1]
-        return done if done is not None and now - done < self.keep else None
-
-
-def _fillable(steps: range, matches: list[tuple[int, ...]]) -> bool:
-    """Can distinct events (each with the steps it matches) fill every step in ``steps``?"""
-    needed = list(steps)
-    if len(needed) > len(matches):
-        return False
-    if len(needed) == 1:
-        return any(needed[0] in m for m in matches)
-    # Tiny sizes (steps of one instant): brute force is clearest.
-    for chosen in permutations(range(len(matches)), len(needed)):
-        if all(step in matches[j] for step, j in zip(needed, chosen)):
-            return True
-    return False

@@ -6,7 +6,7 @@ Times are integers in milliseconds since the epoch (event time); durations are m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Union
+from typing import Callable, Iterator, Literal, Mapping, Union
 
 Scalar = Union[str, int, float, bool]
 PropertyValue = Union[str, int, float, bool]
@@ -118,7 +118,7 @@ class Comparison:
             return actual >= value  # type: ignore[operator]
         raise ValueError(f"unknown comparison operator {op!r}")
 
-    def describe(self, render: "callable[[object], str] | None" = None) -> str:  # type: ignore[valid-type]
+    def describe(self, render: Callable[[object], str] | None = None) -> str:
         shown = render or _render_value
         if isinstance(self.value, tuple):
             inner = ", ".join(shown(v) for v in self.value)
@@ -185,116 +185,23 @@ class EventSelector:
         return f"{types} where {conds}"
 
 
-# ---- conditions -------------------------------------------------------------------------------
-
-AggregateKind = Literal["count", "sum", "avg", "min", "max", "distinct"]
-AGGREGATE_KINDS: tuple[str, ...] = ("count", "sum", "avg", "min", "max", "distinct")
-SessionMeasure = Literal["count", "avg_duration", "total_duration"]
-SESSION_MEASURES: tuple[str, ...] = ("count", "avg_duration", "total_duration")
+# ---- conditions ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Aggregate:
-    """``count``/``sum``/``avg``/``min``/``max``/``distinct`` of matching events in a window."""
+class Condition:
+    """Base of every rule construct's model: a frozen dataclass defined with its construct in
+    ``core/conditions/`` (one module each), whose ``source`` says where it was written."""
 
-    kind: str
-    selector: EventSelector
-    prop: str | None  # None for count
-    window: int
-    comparison: Comparison
-    source: SourceRef | None = field(default=None, compare=False)
+    __slots__ = ()
+    source: SourceRef | None
 
+    def subconditions(self) -> tuple[Condition, ...]:
+        """The conditions directly below this one (``all``, ``any``, ``not``)."""
+        return ()
 
-@dataclass(frozen=True, slots=True)
-class Absence:
-    """``first`` not followed by ``then`` within ``within``; holds for ``keep`` after the deadline."""
-
-    first: EventSelector
-    then: EventSelector
-    within: int
-    keep: int
-    match_on: str | None
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Sequence:
-    """Steps in order (ties allowed) with the last within ``within`` of the first; holds ``keep``."""
-
-    steps: tuple[EventSelector, ...]
-    within: int
-    keep: int
-    match_on: str | None
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Sessions:
-    """Sessions (split by an inactivity gap) that started in the window: count or durations."""
-
-    measure: str
-    window: int
-    gap: int
-    comparison: Comparison
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class SinceLast:
-    """Time since the last matching event (e.g. recency of purchase), compared as a duration."""
-
-    selector: EventSelector
-    comparison: Comparison
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileField:
-    """The latest value of a profile field (from ``identify`` events)."""
-
-    prop: str
-    comparison: Comparison
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    """A model score by name (from the scorer), e.g. ``purchase_propensity >= 0.8``."""
-
-    name: str
-    comparison: Comparison
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class InSegment:
-    """Current membership of another segment."""
-
-    segment_id: str
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AllOf:
-    children: tuple["Condition", ...]
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class AnyOf:
-    children: tuple["Condition", ...]
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Not:
-    child: "Condition"
-    source: SourceRef | None = field(default=None, compare=False)
-
-
-Condition = Union[
-    Aggregate, Absence, Sequence, Sessions, SinceLast, ProfileField, Score, InSegment, AllOf, AnyOf, Not
-]
+    def references(self) -> tuple[str, ...]:
+        """Ids of the segments this condition itself reads (``segment:``)."""
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,19 +226,16 @@ class RuleSet:
         return {s.id: s for s in self.segments}
 
 
-def walk(condition: Condition):
+def walk(condition: Condition) -> Iterator[Condition]:
     """Yield the condition and all conditions below it, depth first."""
     yield condition
-    if isinstance(condition, (AllOf, AnyOf)):
-        for child in condition.children:
-            yield from walk(child)
-    elif isinstance(condition, Not):
-        yield from walk(condition.child)
+    for child in condition.subconditions():
+        yield from walk(child)
 
 
 def segment_references(segment: Segment) -> tuple[str, ...]:
     """Segment ids this segment depends on (``segment:`` conditions and ``exclude``)."""
-    refs = [c.segment_id for c in walk(segment.condition) if isinstance(c, InSegment)]
+    refs = [ref for c in walk(segment.condition) for ref in c.references()]
     return tuple(dict.fromkeys([*refs, *segment.exclude]))
 
 

@@ -13,26 +13,20 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from . import catalog
-from .model import (
+from .conditions import (
     Absence,
     Aggregate,
     AllOf,
     AnyOf,
-    Condition,
-    Event,
-    EventSelector,
     InSegment,
     Not,
     ProfileField,
-    RuleSet,
     Score,
-    Segment,
     Sequence,
     Sessions,
     SinceLast,
-    segment_references,
-    walk,
 )
+from .model import Condition, Event, EventSelector, RuleSet, Segment, segment_references, walk
 from .scoring import Scorer
 from .windows import resolution_for
 

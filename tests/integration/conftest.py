@@ -126,7 +126,7 @@ class Scenario:
 
     def run_bounded(self, **overrides: Any) -> None:
         """Run the job over what was produced, in the local mini-cluster, until it finishes."""
-        from flink_jobs.jobs.segmentation_job import build_pipeline, create_environment
+        from flink_jobs.flink.segmentation_job import build_pipeline, create_environment
 
         config = self.config(bounded=True, **overrides)
         env = create_environment(config)
@@ -135,7 +135,7 @@ class Scenario:
 
     def start_unbounded(self, **overrides: Any):
         """Start the job without an end; returns its JobClient (cancel it when done)."""
-        from flink_jobs.jobs.segmentation_job import build_pipeline, create_environment
+        from flink_jobs.flink.segmentation_job import build_pipeline, create_environment
 
         config = self.config(bounded=False, **overrides)
         env = create_environment(config)

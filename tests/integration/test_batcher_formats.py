@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flink_jobs.batching import BatchRecord, decode_batch
+from flink_jobs.runtime.batching import BatchRecord, decode_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ LEGACY = {
 
 _CONVERT = """
 import json, sys
-from flink_jobs.jvm import ensure_jar, on_local_jvm_classpath
+from flink_jobs.flink.jvm import ensure_jar, on_local_jvm_classpath
 on_local_jvm_classpath(ensure_jar())
 from pyflink.java_gateway import get_gateway
 batcher = get_gateway().jvm.dev.segments.flink.KeyGroupBatcher
@@ -48,7 +48,7 @@ def test_held_records_of_earlier_versions_convert_to_the_binary_layout():
 
 _PLACEMENT = """
 import json, sys
-from flink_jobs.jvm import ensure_jar, on_local_jvm_classpath
+from flink_jobs.flink.jvm import ensure_jar, on_local_jvm_classpath
 on_local_jvm_classpath(ensure_jar())
 from pyflink.java_gateway import get_gateway
 gateway = get_gateway()

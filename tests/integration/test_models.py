@@ -12,7 +12,7 @@ from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.loader import load_rules
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.ml.serving import OnnxScorer
-from flink_jobs.serde import encode_change, parse_event
+from flink_jobs.runtime.serde import encode_change, parse_event
 
 from .conftest import T0, Scenario, event
 from .test_segmentation_job import _by_customer

@@ -5,7 +5,7 @@ What this relies on, beyond the local stack (``stack`` fixture) and the mini-clu
 
 * Prometheus: Debian's package, started by ``deploy/local/prometheus.sh`` with a 2 s scrape
   interval and the test's own file_sd folder; stopped again if this test started it.
-* The job exposing its metrics, i.e. the Flink functions wired to ``flink_jobs.metrics``:
+* The job exposing its metrics, i.e. the Flink functions wired to ``flink_jobs.runtime.metrics``:
   ``metrics.start_exporter(config.metrics)`` in ``open()`` (each Python process then serves
   ``segments_*`` and registers itself in ``metrics.targets_dir``), and the counters called as
   events, changes, Redis flushes, rules and models happen. Missing wiring shows up below as

@@ -23,7 +23,7 @@ import pytest
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.loader import load_rules
 from flink_jobs.core.runner import LocalRunner
-from flink_jobs.serde import encode_change, parse_event
+from flink_jobs.runtime.serde import encode_change, parse_event
 
 from .conftest import MINUTE, RULES, T0, Scenario, event
 from .test_segmentation_job import _by_customer
@@ -224,7 +224,7 @@ def _start_job(scenario: Scenario, log: Path, cwd: Path | None = None, **setting
     # earlier job in this process may have left (PYFLINK_GATEWAY_DISABLED would stop the JVM launch).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENTS_", "PYFLINK_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    argv = [sys.executable, "-m", "flink_jobs.jobs.segmentation_job", *scenario.settings(**settings)]
+    argv = [sys.executable, "-m", "flink_jobs.flink.segmentation_job", *scenario.settings(**settings)]
     with open(log, "wb") as out:
         # `-m` imports flink_jobs from the working directory: another checkout runs its own code.
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)

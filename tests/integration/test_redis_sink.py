@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from flink_jobs.sinks.redis import RedisMembershipWriter, read_memberships
+from flink_jobs.runtime.redis_writer import RedisMembershipWriter, read_memberships
 
 from .conftest import HOUR, Stack
 

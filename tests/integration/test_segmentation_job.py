@@ -16,7 +16,7 @@ import pytest
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.loader import load_rules
 from flink_jobs.core.runner import LocalRunner
-from flink_jobs.serde import ParseLimits, encode_change, parse_event
+from flink_jobs.runtime.serde import ParseLimits, encode_change, parse_event
 
 from .conftest import HOUR, MINUTE, RULES, T0, Scenario, event
 
@@ -147,9 +147,10 @@ def test_a_watermark_release_goes_to_python_with_that_watermark(scenario: Scenar
     from pyflink.datastream import KeyedProcessFunction
     from pyflink.table import StreamTableEnvironment
 
-    from flink_jobs.batching import decode_batch
-    from flink_jobs.jobs.segmentation_job import create_environment
-    from flink_jobs.sources import build_batches, build_event_source
+    from flink_jobs.runtime.batching import decode_batch
+    from flink_jobs.flink.segmentation_job import create_environment
+    from flink_jobs.flink.batcher import build_batches
+    from flink_jobs.flink.sources import build_event_source
 
     events = [event(f"e{i}", f"c-{i % 7}", "page_view", i * 1_000, url="/") for i in range(60)]
     scenario.produce(events)
@@ -259,7 +260,7 @@ def _first_change_without_checkpoints(scenario: Scenario, mode: str, out_of_orde
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_changes_held_while_catching_up_reach_redis_and_kafka_without_a_checkpoint(scenario: Scenario, mode: str):
     """Old event times mean the job is catching up, so changes are held for batched Redis writes
-    (functions.HOLD_SECONDS). With checkpoints off no sync marker comes either: the held changes
+    (runtime.batch_engine.HOLD_SECONDS). With checkpoints off no sync marker comes either: the held changes
     must still go out, by the processing-time timer, Redis first and then the change topic."""
     scenario.produce([
         event("h1", "c-held", "product_view", 0),
@@ -276,7 +277,7 @@ def test_changes_held_while_catching_up_reach_redis_and_kafka_without_a_checkpoi
 def test_live_changes_reach_redis_and_kafka_without_a_checkpoint(scenario: Scenario, mode: str):
     """Event times near the clock mean the job is live: the changes of batch calls are held
     until the batcher's end marker after their release, then written to Redis in one pipeline
-    and emitted (functions.HOLD_SECONDS, jvm/KeyGroupBatcher.java). With checkpoints off no sync
+    and emitted (runtime.batch_engine.HOLD_SECONDS, flink/jvm/KeyGroupBatcher.java). With checkpoints off no sync
     marker comes: they must go out all the same, Redis first and then the change topic."""
     now = int(time.time() * 1000)
     views = [now - 10_000, now - 9_000, now - 8_000]

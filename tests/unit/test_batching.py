@@ -2,8 +2,8 @@ import struct
 
 import pytest
 
-from flink_jobs.batching import BatchRecord, batch_key, decode_batch, encode_batch
-from flink_jobs.functions import _DueIndex
+from flink_jobs.runtime.batching import BatchRecord, batch_key, decode_batch, encode_batch
+from flink_jobs.runtime.batch_engine import DueIndex
 
 
 def test_batch_key_is_crc32_of_the_utf8_id_like_the_jvm_batcher():
@@ -50,7 +50,7 @@ def test_a_cut_short_batch_is_an_error_not_a_short_read():
 
 
 def test_due_index_pops_customers_in_time_order_and_forgets_replaced_instants():
-    index = _DueIndex()
+    index = DueIndex()
     index.set("a", 30)
     index.set("b", 10)
     index.set("c", 20)

@@ -1,4 +1,4 @@
-"""Beam's state sampler without its per-bundle thread (``flink_jobs.beam_sampler``)."""
+"""Beam's state sampler without its per-bundle thread (``flink_jobs.flink.beam_sampler``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_bundles_after_install_start_no_thread_and_still_track_states():
         import threading
         from apache_beam.runners.worker import statesampler
         from apache_beam.utils.counters import CounterFactory
-        from flink_jobs import beam_sampler
+        from flink_jobs.flink import beam_sampler
 
         assert beam_sampler.install() and beam_sampler.install()  # idempotent
         sampler = statesampler.StateSampler("stage", CounterFactory())
@@ -45,7 +45,7 @@ def test_a_sampler_started_before_install_stops_its_thread():
         import threading
         from apache_beam.runners.worker import statesampler
         from apache_beam.utils.counters import CounterFactory
-        from flink_jobs import beam_sampler
+        from flink_jobs.flink import beam_sampler
 
         sampler = statesampler.StateSampler("stage", CounterFactory())
         sampler.start()

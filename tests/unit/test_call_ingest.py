@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flink_jobs.core.model import Event
 from flink_jobs.core.state import CustomerState
-from flink_jobs.functions import _Call, _DueIndex
+from flink_jobs.runtime.batch_engine import Call, DueIndex
 
 
 def _event(n: int, t: int, ingested: int | None) -> Event:
@@ -13,7 +13,7 @@ def _event(n: int, t: int, ingested: int | None) -> Event:
 
 
 def test_ingestion_times_are_noted_for_the_events_a_step_will_apply():
-    call = _Call(_DueIndex())
+    call = Call(DueIndex())
     state = CustomerState("c1")
     state.buffer = [_event(1, 10, 500), _event(2, 20, 700), _event(3, 40, 900)]  # sorted by time
     call.note_ingest(state, 20, [_event(4, 20, 600), _event(5, 15, None), _event(6, 30, 999)])

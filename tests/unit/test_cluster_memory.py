@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from flink_jobs import cluster_memory
+from flink_jobs.flink import cluster_memory
 from flink_jobs.config import load_config
 
 MIB = 1024 * 1024

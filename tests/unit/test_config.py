@@ -252,10 +252,13 @@ def test_wrong_value_in_file_names_the_file(tmp_path, jar):
 
 
 def test_missing_connector_jar_says_how_to_get_it(tmp_path):
+    # Checked where the job starts (the configuration alone does not need the jar).
+    from flink_jobs.flink.segmentation_job import connector_jar
+
     with pytest.raises(ConfigError, match=r"^job.connector_jar: no Kafka connector jar: run deploy/local/fetch-jars.sh"):
-        _load([], {})
+        connector_jar(_load([], {}))
     with pytest.raises(ConfigError, match=r"is not a file"):
-        _load(["--set", f"job.connector_jar={tmp_path / 'nope.jar'}"], {})
+        connector_jar(_load(["--set", f"job.connector_jar={tmp_path / 'nope.jar'}"], {}))
 
 
 def test_every_setting_has_an_environment_variable():
@@ -270,7 +273,7 @@ def test_checkpoint_dir_must_be_a_uri(jar):
 
 
 def test_the_engine_settings_follow_the_config(jar):
-    from flink_jobs.jobs.segmentation_job import engine_config
+    from flink_jobs.flink.segmentation_job import engine_config
 
     assert engine_config(_load(jar=jar)).generic_aggregates is True
     off = engine_config(_load(["--set", "job.generic_aggregates=false", "--set", "events.allowed_lateness=1m"], jar=jar))

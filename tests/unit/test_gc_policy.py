@@ -7,8 +7,8 @@ import weakref
 
 import pytest
 
-from flink_jobs import gc_policy
-from flink_jobs.gc_policy import QuietCollector
+from flink_jobs.runtime import gc_policy
+from flink_jobs.runtime.gc_policy import QuietCollector
 
 
 class _Node:

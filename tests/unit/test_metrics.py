@@ -13,9 +13,9 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flink_jobs import metrics as m
+from flink_jobs.runtime import metrics as m
 from flink_jobs.config import MetricsConfig
-from flink_jobs.metrics import JobMetrics, metric_names, redis_error_kind, register_target, remove_stale_targets
+from flink_jobs.runtime.metrics import JobMetrics, metric_names, redis_error_kind, register_target, remove_stale_targets
 
 
 def _config(tmp_path, start: int, end: int, **kw) -> MetricsConfig:
@@ -110,7 +110,7 @@ def test_latency_buckets_span_5ms_to_10min():
 def test_invalid_reasons_match_the_parser():
     import inspect
 
-    from flink_jobs import serde
+    from flink_jobs.runtime import serde
 
     codes = set(__import__("re").findall(r'Invalid\("([a-z_]+)"', inspect.getsource(serde)))
     assert codes and codes <= set(m.INVALID_REASONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flink_jobs.config import ConfigError, load_config
-from flink_jobs.observability import (
+from flink_jobs.flink.reporter import (
     FLINK_METRICS,
     REPORTER_FACTORY,
     check_reporter_plugin,

@@ -8,10 +8,10 @@ import json
 import fastjsonschema
 import pytest
 
-from flink_jobs import serde
+from flink_jobs.runtime import serde
 from flink_jobs.core import catalog
 from flink_jobs.core.model import Change, Event
-from flink_jobs.serde import Invalid, ParseLimits, SourceRecord, parse_event
+from flink_jobs.runtime.serde import Invalid, ParseLimits, SourceRecord, parse_event
 
 NOW = 1_795_000_000_000  # 2026-11-18T11:06:40Z
 T = 1_767_261_600_000  # 2026-01-01T10:00:00Z
@@ -32,7 +32,7 @@ def _parse(raw: bytes, **limits) -> Event | Invalid:
 
 def test_shipped_schema_is_generated_from_the_catalogue():
     assert serde.shipped_schema() == serde.event_schema(), (
-        "flink_jobs/schemas/event.schema.json is out of date: run python -m flink_jobs.serde --write-schema"
+        "flink_jobs/schemas/event.schema.json is out of date: run python -m flink_jobs.runtime.serde --write-schema"
     )
 
 

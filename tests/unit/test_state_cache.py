@@ -15,7 +15,7 @@ from flink_jobs.core.model import Event
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import CustomerState, decode_state, encode_state, state_memory
-from flink_jobs.state_cache import FIRST_GUESS, MAX_EVICTIONS_PER_ADD, StateCache
+from flink_jobs.runtime.state_cache import FIRST_GUESS, MAX_EVICTIONS_PER_ADD, StateCache
 from flink_jobs.synthetic import FeedConfig, generate_feed
 
 RULES = Path(__file__).resolve().parents[2] / "rules"

@@ -5,25 +5,20 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
-from flink_jobs.core.model import (
+from flink_jobs.core.conditions import (
     Absence,
     Aggregate,
     AllOf,
     AnyOf,
-    Comparison,
-    Event,
-    EventSelector,
     InSegment,
     Not,
     ProfileField,
-    PropertyFilter,
-    RuleSet,
     Score,
-    Segment,
     Sequence,
     Sessions,
     SinceLast,
 )
+from flink_jobs.core.model import Comparison, Event, EventSelector, PropertyFilter, RuleSet, Segment
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 

@@ -7,23 +7,18 @@ import pytest
 from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.features import StatsFeature
-from flink_jobs.core.model import (
+from flink_jobs.core.conditions import (
     Absence,
     Aggregate,
     AllOf,
-    Comparison,
-    Event,
-    EventSelector,
     InSegment,
     Not,
-    PropertyFilter,
-    RuleSet,
     Score,
-    Segment,
     Sequence,
     Sessions,
     SinceLast,
 )
+from flink_jobs.core.model import Comparison, Event, EventSelector, PropertyFilter, RuleSet, Segment
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import state_size

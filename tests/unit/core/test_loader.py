@@ -13,24 +13,20 @@ from flink_jobs.cli import main
 from flink_jobs.core import loader
 from flink_jobs.core.diagnostics import Diagnostic, RuleLoadError
 from flink_jobs.core.durations import DAY, HOUR, MINUTE
-from flink_jobs.core.model import (
+from flink_jobs.core.conditions import (
     Absence,
     Aggregate,
     AllOf,
     AnyOf,
-    Comparison,
-    EventSelector,
     InSegment,
     Not,
     ProfileField,
-    PropertyFilter,
     Score,
-    Segment,
     Sequence,
     Sessions,
     SinceLast,
-    SourceRef,
 )
+from flink_jobs.core.model import Comparison, EventSelector, PropertyFilter, Segment, SourceRef
 
 REPO = Path(__file__).resolve().parents[3]
 BROKEN = REPO / "tests" / "rules_broken"

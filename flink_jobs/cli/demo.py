@@ -1,0 +1,290 @@
+"""The demo: stream a synthetic feed through the real job on the local stack and watch segments fill.
+
+    python -m flink_jobs.cli.demo [--events 30000] [--customers 2000] [--rate 1500]
+
+Run by ``deploy/local/demo.sh`` after the stack is up. Each run uses its own topics
+(``demo-<run>-events`` ...) and Redis key prefix (``demo:<run>:``) so runs never mix. The job
+runs in the local mini-cluster as a subprocess; the feed is produced at ``--rate`` events per
+second of wall-clock time while its event time runs faster (a 15-minute abandoned-cart deadline
+passes in seconds). Segment sizes are read from Redis every two seconds; at the end a few
+customers' memberships are shown, and the job is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from ..config import DEFAULT_METRICS_TARGETS_DIR, REPO_ROOT, STACK_ENV, read_env_file
+from ..core.loader import load_rules
+from ..synthetic import FeedConfig, generate_feed
+
+LOG_DIR = REPO_ROOT / ".cache" / "demo"
+
+
+def _iso(ms: int | str) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _quantile(buckets: list[tuple[float, float]], q: float) -> str:
+    """A quantile from cumulative histogram buckets (what PromQL's histogram_quantile does)."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return "-"
+    rank, prev_le, prev_n = q * total, 0.0, 0.0
+    for le, n in buckets:
+        if n >= rank:
+            if le == float("inf"):
+                return f">{prev_le:g}s"
+            seconds = prev_le + (le - prev_le) * ((rank - prev_n) / (n - prev_n) if n > prev_n else 1)
+            return f"{seconds * 1000:,.0f}ms" if seconds < 10 else f"{seconds:,.1f}s"
+        prev_le, prev_n = le, n
+    return "-"
+
+
+def _end_offsets(bootstrap: str, topic: str) -> int:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or ())]
+        return sum(consumer.end_offsets(partitions).values()) if partitions else 0
+    finally:
+        consumer.close()
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        stack = read_env_file(STACK_ENV) if STACK_ENV.exists() else {}
+        self.bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or stack.get("KAFKA_BOOTSTRAP")
+        self.redis_url = os.environ.get("REDIS_URL") or stack.get("REDIS_URL")
+        if not self.bootstrap or not self.redis_url:
+            raise SystemExit("the local stack is not running: start it with deploy/local/stack.sh start")
+        self.run = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
+        self.topics = {name: f"demo-{self.run}-{name}" for name in ("events", "dlq", "late", "changes")}
+        self.prefix = f"demo:{self.run}:"
+        self.rules = load_rules([args.rules])
+        self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        self.job: subprocess.Popen | None = None
+        self.job_log = LOG_DIR / f"job-{self.run}.log"
+
+    # ---- steps ----------------------------------------------------------------------------------
+
+    def create_topics(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="segments-demo")
+        try:
+            admin.create_topics(
+                [NewTopic(t, num_partitions=2 if n in ("events", "changes") else 1, replication_factor=1) for n, t in self.topics.items()]
+            )
+        finally:
+            admin.close()
+
+    def start_job(self) -> None:
+        LOG_DIR.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable, "-m", "flink_jobs.flink.segmentation_job",
+            "--bootstrap", self.bootstrap,
+            "--redis-url", self.redis_url,
+            "--rules", self.args.rules,
+            "--set", f"kafka.events_topic={self.topics['events']}",
+            "--set", f"kafka.dlq_topic={self.topics['dlq']}",
+            "--set", f"kafka.late_topic={self.topics['late']}",
+            "--set", f"kafka.changes_topic={self.topics['changes']}",
+            "--set", f"kafka.group_id=demo-{self.run}",
+            "--set", "kafka.starting_offsets=earliest",
+            "--set", f"redis.key_prefix={self.prefix}",
+        ]
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
+        self.job_started = time.time()
+        with open(self.job_log, "wb") as log:
+            self.job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def stop_job(self) -> None:
+        if self.job is None or self.job.poll() is not None:
+            return
+        os.killpg(self.job.pid, signal.SIGTERM)
+        try:
+            self.job.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.job.pid, signal.SIGKILL)
+            self.job.wait()
+
+    def metrics_url(self) -> str | None:
+        """The job's Python exporter, found where it registered for Prometheus (file_sd)."""
+        if getattr(self, "_metrics_url", None):
+            return self._metrics_url
+        folder = Path(DEFAULT_METRICS_TARGETS_DIR)
+        started = self.job_started if self.job is not None else 0
+        files = [p for p in folder.glob("segments-python-*.json") if p.stat().st_mtime >= started - 1]
+        if not files:
+            return None
+        newest = max(files, key=lambda p: p.stat().st_mtime)
+        target = json.loads(newest.read_text())[0]["targets"][0]
+        self._metrics_url = f"http://{target}/metrics"
+        return self._metrics_url
+
+    def figures(self) -> str:
+        """A few live figures from the job's own metrics, as an SRE's dashboard shows them."""
+        url = self.metrics_url()
+        if url is None:
+            return "metrics: (the job's exporter has not registered yet)"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                text = response.read().decode()
+        except OSError as exc:
+            return f"metrics: {url} unreachable ({exc})"
+        samples: dict[str, float] = {}
+        buckets: list[tuple[float, float]] = []
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "segments_ingest_to_segment_latency_seconds_bucket":
+                    buckets.append((float(sample.labels["le"]), sample.value))
+                elif not sample.labels or sample.name == "segments_events_invalid_total":
+                    samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+        now = time.monotonic()
+        received = samples.get("segments_events_received_total", 0.0)
+        last = getattr(self, "_last_received", None)
+        rate = (received - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
+        self._last_received = (now, received)
+        return (
+            f"metrics: {url}  events/s {rate:,.0f}  received {received:,.0f}  "
+            f"invalid {samples.get('segments_events_invalid_total', 0):,.0f}  "
+            f"duplicate {samples.get('segments_events_duplicate_total', 0):,.0f}  "
+            f"late {samples.get('segments_events_late_total', 0):,.0f}  "
+            f"ingest->segment p50 {_quantile(buckets, 0.5)} p99 {_quantile(buckets, 0.99)}"
+        )
+
+    def sizes(self) -> dict[str, int]:
+        pipe = self.redis.pipeline()
+        for segment in self.rules.segments:
+            pipe.zcard(f"{self.prefix}members:{segment.id}")
+        return {s.id: n for s, n in zip(self.rules.segments, pipe.execute())}
+
+    def show(self, produced: int, started: float, final: bool = False) -> None:
+        sizes = self.sizes()
+        elapsed = time.monotonic() - started
+        lines = [
+            f"demo run {self.run}: {produced} records produced in {elapsed:.0f}s"
+            + ("" if final else " (job running)"),
+            f"{'segment':28} {'members':>8}",
+        ]
+        lines += [f"{sid:28} {n:>8}" for sid, n in sizes.items()]
+        figures = self.figures()
+        lines += ["", figures]
+        if sys.stdout.isatty() and not final:
+            sys.stdout.write("\033[H\033[J" + "\n".join(lines) + "\n")
+        else:
+            print(" | ".join(f"{sid}={n}" for sid, n in sizes.items() if n) or "no members yet", flush=True)
+            print(f"  {figures}", flush=True)
+
+    def produce_and_watch(self) -> int:
+        feed = FeedConfig(customers=self.args.customers, events=self.args.events, seed=self.args.seed)
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks=1)
+        started = time.monotonic()
+        next_show = started + 2
+        produced = 0
+        for record in generate_feed(feed):
+            producer.send(self.topics["events"], key=record.key, value=record.value)
+            produced += 1
+            # Pace to --rate records per second of wall-clock time.
+            ahead = produced / self.args.rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+            if time.monotonic() >= next_show:
+                producer.flush()
+                self.show(produced, started)
+                next_show += 2
+                self._check_job()
+        producer.flush()
+        producer.close()
+        return produced
+
+    def settle(self, produced: int) -> None:
+        """Wait until the change topic stops growing (the job caught up), at most --settle s."""
+        deadline = time.monotonic() + self.args.settle
+        last, quiet = -1, 0
+        while time.monotonic() < deadline and quiet < 3:
+            time.sleep(2)
+            self._check_job()
+            count = _end_offsets(self.bootstrap, self.topics["changes"])
+            quiet = quiet + 1 if count == last and count > 0 else 0
+            last = count
+
+    def _check_job(self) -> None:
+        if self.job is not None and self.job.poll() is not None:
+            tail = self.job_log.read_text(errors="replace")[-3000:]
+            raise SystemExit(f"the job stopped (exit code {self.job.returncode}); end of {self.job_log}:\n{tail}")
+
+    def report(self, produced: int) -> None:
+        sizes = self.sizes()
+        counts = {name: _end_offsets(self.bootstrap, topic) for name, topic in self.topics.items()}
+        print()
+        print(f"=== after {produced} records: {counts['changes']} membership changes, "
+              f"{counts['dlq']} malformed records in {self.topics['dlq']}, {counts['late']} late events in {self.topics['late']}")
+        print(f"{'segment':28} {'members':>8}  description")
+        by_id = self.rules.by_id()
+        for sid, n in sizes.items():
+            print(f"{sid:28} {n:>8}  {by_id[sid].description[:70]}")
+        print()
+        print("a few customers, as a website would read them on login "
+              f"(HGETALL {self.prefix}cust:<customer_id>):")
+        shown: set[str] = set()
+        for sid in ("high_purchase_intent", "abandoned_cart", "repeat_product_viewer", "high_value_customer"):
+            for customer in self.redis.zrange(f"{self.prefix}members:{sid}", 0, 4):
+                if customer in shown:
+                    continue
+                memberships = self.redis.hgetall(f"{self.prefix}cust:{customer}")
+                print(f"  {customer}: " + ", ".join(f"{s} (since {_iso(t)})" for s, t in sorted(memberships.items())))
+                shown.add(customer)
+                break
+        if not shown:
+            print("  (no members yet)")
+        print()
+        print(self.figures())
+        print(f"job log: {self.job_log}")
+        print(f"keys are kept for a look: redis-cli -u {self.redis_url} --scan --pattern '{self.prefix}*'")
+        print("stop the local stack with: deploy/local/stack.sh stop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=30_000, help="records to produce (default 30000)")
+    parser.add_argument("--customers", type=int, default=2_000, help="customers in the feed (default 2000)")
+    # The job sustains about 4,000 events/s in thread mode on 2 cores (bench/job_bench.py), less
+    # while it starts and while the feed's own producer shares the cores: a steady 400/s lets the
+    # segments fill while you watch rather than in a catch-up at the end.
+    parser.add_argument("--rate", type=float, default=400, help="records per second (default 400)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rules", default=str(REPO_ROOT / "rules"))
+    parser.add_argument("--settle", type=float, default=60, help="seconds to wait for the job to catch up (default 60)")
+    args = parser.parse_args(argv)
+    demo = Demo(args)
+    print(f"demo run {demo.run}: topics {', '.join(demo.topics.values())}; rules {demo.rules.version} "
+          f"({len(demo.rules.segments)} segments); job log {demo.job_log}", flush=True)
+    demo.create_topics()
+    demo.start_job()
+    try:
+        produced = demo.produce_and_watch()
+        print(f"all {produced} records produced; waiting for the job to catch up ...", flush=True)
+        demo.settle(produced)
+        demo.report(produced)
+    finally:
+        demo.stop_job()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The ``segments`` command: check segment rules before they are published.
+
+```
+segments validate rules/            # exit 0 when every file is valid, 1 when not, 2 on usage errors
+segments generate --events 5000 > sample.jsonl
+segments preview --rules rules/ --events sample.jsonl
+segments explain --rules rules/ --events sample.jsonl --customer c-000042
+```
+
+Each subcommand is one ``_cmd_<name>(args) -> int`` function registered in ``_build_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from ..core import loader, windows
+from ..core.diagnostics import render_all
+from ..core.durations import format_duration, parse_duration
+from ..core.engine import EngineConfig
+from ..core.model import Event
+from .preview import explain_customer, render_preview, run_preview
+from ..synthetic import FeedConfig, generate_feed
+
+EXIT_OK = 0
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; returns the process exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on usage errors and --help; report, don't exit
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return int(args.func(args))
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segments", description="Check and try out segment rules (see rules/README.md)."
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    validate = commands.add_parser(
+        "validate",
+        help="check rule files and folders; exit 0 when every file is valid",
+        description="Check rule files and folders (every *.yaml / *.yml directly inside) and "
+        "print every problem found, with its file, line and column.",
+    )
+    validate.add_argument(
+        "paths", nargs="+", metavar="PATH", help="a rule file or a folder of them"
+    )
+    _add_horizon(validate)
+    validate.set_defaults(func=_cmd_validate)
+
+    preview = commands.add_parser(
+        "preview",
+        help="who would match: audience sizes, enters/exits over time, sample members",
+        description="Replay a file of events (JSON lines) through the rules, exactly as the job "
+        "would, and show per segment the audience at the last event time, enters and exits over "
+        "time, and sample members.",
+    )
+    _add_replay_args(preview)
+    preview.add_argument("--samples", type=int, default=5, help="sample members per segment (default 5)")
+    preview.add_argument("--slices", type=int, default=6, help="time slices in the timeline (default 6)")
+    preview.set_defaults(func=_cmd_preview, command="preview")
+
+    explain = commands.add_parser(
+        "explain",
+        help="why a customer is or is not in each segment",
+        description="Replay one customer's events and show, per segment, whether they are a "
+        "member and why: the values that decide it and the events behind them.",
+    )
+    _add_replay_args(explain)
+    explain.add_argument("--customer", required=True, metavar="ID", help="the customer_id")
+    explain.set_defaults(func=_cmd_explain, command="explain")
+
+    generate = commands.add_parser(
+        "generate",
+        help="write a synthetic event file (JSON lines) to try rules on",
+        description="Write realistic synthetic events (browsers, buyers, cart abandoners, "
+        "regulars, bots; some out of order and duplicated) as JSON lines.",
+    )
+    generate.add_argument("--events", type=int, default=5000, help="number of events (default 5000)")
+    generate.add_argument("--customers", type=int, default=300, help="number of customers (default 300)")
+    generate.add_argument("--seed", type=int, default=7)
+    generate.add_argument("--malformed", action="store_true", help="include malformed records too")
+    generate.add_argument("--out", default="-", metavar="FILE", help="output file (default: stdout)")
+    generate.set_defaults(func=_cmd_generate)
+    return parser
+
+
+def _add_replay_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rules", required=True, nargs="+", metavar="PATH", help="rule files or folders")
+    parser.add_argument("--events", required=True, metavar="FILE", help="events, one JSON object per line")
+    parser.add_argument(
+        "--out-of-orderness",
+        type=_duration_arg,
+        default=parse_duration("5s"),
+        metavar="DURATION",
+        help="how late an event may arrive and still be placed in order, as in the job (default 5s)",
+    )
+    _add_horizon(parser)
+
+
+def _add_horizon(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--horizon",
+        type=_duration_arg,
+        default=windows.DEFAULT_HORIZON,
+        metavar="DURATION",
+        help="how far back the job keeps state, as in its configuration "
+        f"(default {format_duration(windows.DEFAULT_HORIZON)})",
+    )
+
+
+def _duration_arg(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _check(command: str, paths: Sequence[str], extra_files: Sequence[str], horizon: int):
+    """(rules, rule sources) or an exit code, after reporting missing paths or rule problems."""
+    missing = [p for p in [*paths, *extra_files] if not Path(p).exists()]
+    if missing:
+        for path in missing:
+            print(f"segments {command}: error: no such file or folder: {path}", file=sys.stderr)
+        return EXIT_USAGE
+    rule_set, diagnostics, sources = loader.check_rules(paths, horizon=horizon)
+    if rule_set is None:
+        print(render_all(diagnostics, sources))
+        return EXIT_INVALID
+    return rule_set, sources
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    checked = _check("validate", args.paths, (), args.horizon)
+    if isinstance(checked, int):
+        return checked
+    rule_set, sources = checked
+    segments, files = len(rule_set.segments), len(sources)
+    print(
+        f"ok: {segments} {'segment' if segments == 1 else 'segments'} in {files} "
+        f"{'file' if files == 1 else 'files'} (rule set {rule_set.version})"
+    )
+    return EXIT_OK
+
+
+def _load_for_replay(args: argparse.Namespace):
+    """(rules, events) or an exit code, with problems reported the way `validate` does."""
+    checked = _check(args.command, args.rules, [args.events], args.horizon)
+    if isinstance(checked, int):
+        return checked
+    rule_set, _ = checked
+    from ..runtime.serde import parse_event  # the job's own parser: same validation
+
+    events = []
+    invalid = 0
+    now = int(time.time() * 1000)
+    with open(args.events, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            parsed = parse_event(line.rstrip(b"\r\n"), now_ms=now)
+            if isinstance(parsed, Event):
+                events.append(parsed)
+                continue
+            invalid += 1
+            if invalid <= 5:
+                print(f"{args.events}:{number}: skipped: {parsed.reason}", file=sys.stderr)
+    if invalid:
+        print(f"{args.events}: {invalid} invalid lines skipped (the job sends them to the dead-letter topic)", file=sys.stderr)
+    return rule_set, events
+
+
+def _cmd_preview(args: argparse.Namespace) -> int:
+    loaded = _load_for_replay(args)
+    if isinstance(loaded, int):
+        return loaded
+    rule_set, events = loaded
+    config = EngineConfig(horizon=args.horizon)
+    report = run_preview(rule_set, events, out_of_orderness=args.out_of_orderness, config=config, slices=max(1, args.slices))
+    print(render_preview(report, samples=args.samples))
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    loaded = _load_for_replay(args)
+    if isinstance(loaded, int):
+        return loaded
+    rule_set, events = loaded
+    config = EngineConfig(horizon=args.horizon)
+    print(explain_customer(rule_set, events, args.customer, out_of_orderness=args.out_of_orderness, config=config))
+    return EXIT_OK
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    feed = FeedConfig(
+        customers=args.customers,
+        events=args.events,
+        seed=args.seed,
+        malformed_share=FeedConfig.malformed_share if args.malformed else 0.0,
+        late_share=0.0,
+    )
+    out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
+    try:
+        for record in generate_feed(feed):
+            out.write(record.value + b"\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Segment rules from YAML to the model, every problem reported at its file, line and column.
+
+``load_rules(paths)`` and ``load_rules_from_texts({name: text})`` return a ``RuleSet`` or raise
+``RuleLoadError`` holding every problem of every file; ``check_rules(paths)`` returns the problems
+instead (for the CLI). The rule language is described in ``rules/README.md``.
+
+Choices a caller may notice: files are read in sorted name order (segments, messages and the rule
+set version do not depend on the order paths or texts were given); a list of conditions with one
+item (``all: [x]``, ``when: [x]``) is that item itself; a condition's ``source`` is where its
+mapping starts, and the leaves made from several comparisons share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from .. import catalog, model, windows
+from ..diagnostics import Diagnostic, RuleLoadError
+from ..syntax.help import suggest
+from ..syntax.nodes import Place
+from ..syntax.reader import Ref
+from .checker import SUPPORTED_VERSION, Draft, FileChecker
+
+__all__ = ["SUPPORTED_VERSION", "RuleLoadError", "check_rules", "load_rules", "load_rules_from_texts", "rule_set_version"]
+
+
+# ---- public API -------------------------------------------------------------------------------
+
+
+def load_rules(
+    paths: Sequence[str | Path],
+    *,
+    horizon: int = windows.DEFAULT_HORIZON,
+    known_scores: Sequence[str] = catalog.KNOWN_SCORES,
+) -> model.RuleSet:
+    """Load rule files and folders (every ``*.yaml``/``*.yml`` directly inside, except names
+    starting with ``_`` or ``.``); raise ``RuleLoadError`` with every problem of every file."""
+    rule_set, diagnostics, sources = check_rules(paths, horizon=horizon, known_scores=known_scores)
+    if rule_set is None:
+        raise RuleLoadError(diagnostics, sources)
+    return rule_set
+
+
+def load_rules_from_texts(
+    texts: Mapping[str, str],
+    *,
+    horizon: int = windows.DEFAULT_HORIZON,
+    known_scores: Sequence[str] = catalog.KNOWN_SCORES,
+) -> model.RuleSet:
+    """Load rules from ``{file name: YAML text}`` without touching the filesystem (the job gets
+    rule files from Kafka); raise ``RuleLoadError`` with every problem of every file."""
+    rule_set, diagnostics = _check_texts(texts, horizon, tuple(known_scores))
+    if rule_set is None:
+        raise RuleLoadError(diagnostics, texts)
+    return rule_set
+
+
+def check_rules(
+    paths: Sequence[str | Path],
+    *,
+    horizon: int = windows.DEFAULT_HORIZON,
+    known_scores: Sequence[str] = catalog.KNOWN_SCORES,
+) -> tuple[model.RuleSet | None, list[Diagnostic], dict[str, str]]:
+    """Like ``load_rules`` but returns ``(rule set or None, problems, {file name: text})``.
+
+    The rule set is None exactly when there are problems. File names are the paths as given
+    (folder path joined with the file name), which is how messages show them.
+    """
+    texts, read_problems = _read_paths(paths)
+    rule_set, diagnostics = _check_texts(texts, horizon, tuple(known_scores))
+    if read_problems:
+        diagnostics = sorted([*read_problems, *diagnostics], key=lambda d: d.file)
+        rule_set = None
+    return rule_set, diagnostics, texts
+
+
+def rule_set_version(texts: Mapping[str, str]) -> str:
+    """``rs-`` and 12 hex digits of a SHA-256 over the sorted (file name, text) pairs."""
+    digest = hashlib.sha256()
+    for name, text in sorted(texts.items()):
+        for part in (name, text):
+            data = part.encode("utf-8")
+            # Length-prefixed so that no two different sets of files hash the same bytes.
+            digest.update(f"{len(data)}:".encode("ascii"))
+            digest.update(data)
+    return "rs-" + digest.hexdigest()[:12]
+
+
+# ---- reading files ------------------------------------------------------------------------------
+
+
+def _read_paths(paths: Sequence[str | Path]) -> tuple[dict[str, str], list[Diagnostic]]:
+    texts: dict[str, str] = {}
+    problems: list[Diagnostic] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.iterdir()
+                if p.is_file()
+                and p.suffix in (".yaml", ".yml")
+                and not p.name.startswith(("_", "."))
+            )
+            if not files:
+                problems.append(
+                    Diagnostic(
+                        "no rule files in this folder",
+                        str(path),
+                        0,
+                        0,
+                        help="rule files end in .yaml or .yml; "
+                        "names starting with _ or . are skipped",
+                    )
+                )
+        elif path.exists():
+            files = [path]
+        else:
+            problems.append(Diagnostic("no such file or folder", str(path), 0, 0))
+            continue
+        for file in files:
+            try:
+                texts[str(file)] = file.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append(
+                    Diagnostic(
+                        f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        str(file),
+                        0,
+                        0,
+                        help="save the file as UTF-8",
+                    )
+                )
+            except OSError as exc:
+                problems.append(
+                    Diagnostic(f"cannot read the file: {exc.strerror}", str(file), 0, 0)
+                )
+    return texts, problems
+
+
+# ---- checks across files ------------------------------------------------------------------------
+
+
+# ---- checks across files ------------------------------------------------------------------------
+
+
+def _check_texts(
+    texts: Mapping[str, str], horizon: int, known_scores: tuple[str, ...]
+) -> tuple[model.RuleSet | None, list[Diagnostic]]:
+    diagnostics: list[Diagnostic] = []
+    drafts: list[Draft] = []
+    for name in sorted(texts):
+        checker = FileChecker(name, texts[name], horizon, known_scores)
+        drafts.extend(checker.check())
+        diagnostics.extend(checker.diagnostics)
+
+    first_by_id: dict[str, Draft] = {}
+    for draft in drafts:
+        if draft.id is None or draft.id_place is None:
+            continue
+        first = first_by_id.get(draft.id)
+        if first is None:
+            first_by_id[draft.id] = draft
+            continue
+        assert first.id_place is not None
+        where = first.id_place
+        diagnostics.append(
+            draft.id_place.diagnostic(
+                f"segment id '{draft.id}' is already used",
+                f"it is first defined at {where.file}:{where.line}:{where.column}; "
+                "segment ids must be unique across all rule files, so rename one of them",
+            )
+        )
+
+    known = sorted(first_by_id)
+    for draft in drafts:
+        for ref in draft.refs:
+            if ref.target not in first_by_id:
+                diagnostics.append(
+                    ref.place.diagnostic(
+                        f"unknown segment '{ref.target}'",
+                        suggest(ref.target, known, None)
+                        or "no rule file defines a segment with this id; check the spelling",
+                    )
+                )
+    diagnostics.extend(_cycle_problems(first_by_id))
+
+    # Files were read in name order; cross-file problems go to their place among the others.
+    diagnostics.sort(key=lambda d: (d.file, d.line, d.column))
+    if diagnostics:
+        return None, diagnostics
+    segments = tuple(d.segment for d in drafts if d.segment is not None)
+    return model.RuleSet(segments=segments, version=rule_set_version(texts)), []
+
+
+def _cycle_problems(by_id: Mapping[str, Draft]) -> list[Diagnostic]:
+    """One problem per loop of segment references, at the reference leaving its first member."""
+    rank = {segment_id: i for i, segment_id in enumerate(by_id)}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    reported: set[tuple[str, ...]] = set()
+    problems: list[Diagnostic] = []
+
+    def visit(start: str) -> None:
+        # Iterative depth-first search: rule sets can be long chains of references.
+        path: list[str] = [start]
+        todo: list[list[str]] = [[r.target for r in by_id[start].refs]]
+        state[start] = 1
+        while path:
+            if not todo[-1]:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            target = todo[-1].pop(0)
+            if target not in by_id:
+                continue
+            if state.get(target) == 1:
+                loop = path[path.index(target) :]
+                first = min(range(len(loop)), key=lambda i: rank[loop[i]])
+                loop = loop[first:] + loop[:first]
+                if tuple(loop) not in reported:
+                    reported.add(tuple(loop))
+                    problems.append(_cycle_problem(by_id, loop))
+            elif target not in state:
+                state[target] = 1
+                path.append(target)
+                todo.append([r.target for r in by_id[target].refs])
+
+    for segment_id in by_id:
+        if segment_id not in state:
+            visit(segment_id)
+    return problems
+
+
+def _cycle_problem(by_id: Mapping[str, Draft], loop: list[str]) -> Diagnostic:
+    head, after = loop[0], loop[1 % len(loop)]
+    ref = next(r for r in by_id[head].refs if r.target == after)
+    if len(loop) == 1:
+        return ref.place.diagnostic(
+            f"segment '{head}' depends on itself",
+            f"remove the reference to '{head}' from its own rule",
+        )
+    return ref.place.diagnostic(
+        "segments depend on each other in a loop: " + " -> ".join([*loop, head]),
+        "a segment cannot depend on itself, directly or through other segments "
+        "(segment: or exclude:); remove one of these references",
+    )
+
+

@@ -1,0 +1,92 @@
+"""The segment functions: Flink's records, keyed state, timers and outputs in and out of the batch
+engine (``runtime/batch_engine.py``), which does all the work.
+
+They are keyed by *batch key* (``runtime/batching.py``): each call carries many source records,
+or is one event-time timer standing for every customer of the key that is due.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+from pyflink.common import Row
+from pyflink.common.watermark_strategy import TimestampAssigner
+from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.time_domain import TimeDomain
+
+from ..runtime.batch_engine import DLQ, MAX_TIMESTAMP, BatchEngine, Output
+from . import beam_sampler
+from .descriptors import CUSTOMERS, DLQ_TAG, LATE_TAG, RULE_FILES
+
+
+def _emit(outputs: Iterable[Output]) -> Iterator[Any]:
+    """The engine's outputs as Flink records: membership changes on the main output, invalid
+    records and late events on their side outputs."""
+    for tag, key, value in outputs:
+        if tag is None:
+            yield Row(key, value)
+        else:
+            yield (DLQ_TAG if tag == DLQ else LATE_TAG), Row(key, value)
+
+
+class _EngineFunction:
+    """What both segment functions share: the batch engine and the customers' map state."""
+
+    def __init__(self, engine: BatchEngine) -> None:
+        self._engine = engine
+
+    def _open(self, runtime_context: RuntimeContext) -> None:
+        beam_sampler.install()  # process mode: no sampler thread started and joined per bundle
+        self._engine.open()
+        self._customers = runtime_context.get_map_state(CUSTOMERS)
+
+    def _on_timer(self, ctx: Any) -> Iterator[Any]:
+        if ctx.time_domain() == TimeDomain.PROCESSING_TIME:
+            return _emit(self._engine.hold_timer())
+        return _emit(self._engine.timer(ctx.get_current_key(), self._customers, ctx.timer_service()))
+
+    def close(self) -> None:
+        self._engine.close()
+
+
+class SegmentFunction(_EngineFunction, KeyedProcessFunction):
+    """Keyed by batch key: batches of source records in, membership changes out (Kafka records
+    of ``KEY_VALUE_TYPE``; Redis written first), invalid records to ``DLQ_TAG``, late events to
+    ``LATE_TAG``. Rules fixed at start."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._open(runtime_context)
+
+    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        yield from _emit(self._engine.batch(value[0], value[1], value[2], self._customers, ctx.timer_service()))
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        yield from self._on_timer(ctx)
+
+
+class SegmentBroadcastFunction(_EngineFunction, KeyedBroadcastProcessFunction):
+    """``SegmentFunction`` with hot rule reload: the broadcast input carries rule files (name,
+    YAML text; None = file deleted) from the rules topic (``runtime/rule_files.py``)."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self._open(runtime_context)
+
+    def process_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.ReadOnlyContext) -> Iterator[Any]:
+        self._engine.restore_rules(ctx.get_broadcast_state(RULE_FILES))
+        yield from _emit(self._engine.batch(value[0], value[1], value[2], self._customers, ctx.timer_service()))
+
+    def on_timer(self, timestamp: int, ctx: KeyedBroadcastProcessFunction.OnTimerContext) -> Iterator[Any]:
+        self._engine.restore_rules(ctx.get_broadcast_state(RULE_FILES))
+        yield from self._on_timer(ctx)
+
+    def process_broadcast_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.Context) -> None:
+        self._engine.rule_file(ctx.get_broadcast_state(RULE_FILES), value[0], value[1])
+
+
+class BroadcastTimeAssigner(TimestampAssigner):
+    """Rule records carry no event time. The largest timestamp keeps the rules input from holding
+    back the watermark of the connected operator (it takes the minimum of its inputs); idleness
+    covers the time before the first rule record."""
+
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        return MAX_TIMESTAMP - 1

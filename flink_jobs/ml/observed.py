@@ -1,0 +1,75 @@
+"""The ONNX scorer as the segment engine sees it, feeding the model metrics: inference time and
+scores (through the scorer's observer), and input drift (PSI against each model card's reference)
+over a sample of the feature vectors scored."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
+
+from .drift import DriftMonitor
+
+if TYPE_CHECKING:
+    from .serving import OnnxScorer
+
+
+class ModelMetrics(Protocol):
+    """Where the model metrics go (``runtime.metrics.JobMetrics``)."""
+
+    def observe_inference(self, model: str, seconds: Sequence[float]) -> None: ...
+
+    def observe_scores(self, model: str, scores: Sequence[float]) -> None: ...
+
+    def set_feature_psi(self, model: str, psi: Mapping[str, float]) -> None: ...
+
+
+class ObservedScorer:
+    """Scores with the ONNX models and reports what they did."""
+
+    PSI_EVERY = 10.0  # seconds between PSI updates
+    SAMPLE = 8  # one feature vector in SAMPLE goes into the drift window
+
+    def __init__(self, scorer: OnnxScorer, drift: DriftMonitor, m: ModelMetrics) -> None:
+        self._scorer, self._drift, self._m = scorer, drift, m
+        self.names = scorer.names
+        self._n = 0
+        self._next_psi = time.monotonic() + self.PSI_EVERY
+
+    @classmethod
+    def load(cls, artifacts: str, m: ModelMetrics) -> ObservedScorer:
+        """The models in ``artifacts`` (empty: the default folder, see ``serving.OnnxScorer``)."""
+
+        from .serving import OnnxScorer  # onnxruntime is imported only where the models run
+
+        def observe(model: str, seconds: float, scores: Sequence[float]) -> None:
+            m.observe_inference(model, (seconds,))
+            m.observe_scores(model, scores)
+
+        scorer = OnnxScorer(artifacts or None, observer=observe)
+        return cls(scorer, DriftMonitor(scorer.cards.values()), m)
+
+    def score(self, customer_id: str, features: Mapping[str, float]) -> Mapping[str, float]:
+        return self.score_batch([features])[0]
+
+    def _update_psi(self) -> None:
+        if time.monotonic() >= self._next_psi:
+            self._next_psi = time.monotonic() + self.PSI_EVERY
+            for model, psi in self._drift.psi_by_model().items():
+                self._m.set_feature_psi(model, psi)
+
+    def score_batch(self, rows: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
+        """Scores for many feature mappings, in one inference call per model."""
+        # The same one-in-SAMPLE as score(), counted across calls (batches are often small).
+        first = -self._n % self.SAMPLE
+        for features in rows[first :: self.SAMPLE]:
+            self._drift.observe(features)
+        self._n += len(rows)
+        if first < len(rows):
+            self._update_psi()
+        return self._scorer.score_batch(rows)
+
+
+def load_scorer(artifacts: str, m: ModelMetrics) -> ObservedScorer:
+    """``ObservedScorer.load`` as a function, for ``functools.partial`` (the scorer loader the
+    job hands the batch engine travels to the workers pickled)."""
+    return ObservedScorer.load(artifacts, m)

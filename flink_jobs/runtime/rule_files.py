@@ -1,0 +1,67 @@
+"""Which rules are in use, when rule files arrive while the job runs.
+
+Rule files come from the compacted rules topic as (file name, YAML text; None = the file was
+deleted) and are kept in Flink's broadcast state (file name -> text). Once the topic holds any
+file, exactly its files are the rules; a set of files that does not load is rejected and the last
+good set stays in use; when the topic holds no file (any more), the rules the job started with
+are back. Under ``ACTIVE_RULES`` the store keeps the files of the set in use, so a job restored
+from a checkpoint starts with them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Protocol
+
+from ..core.diagnostics import RuleLoadError
+from ..core.loader import load_rules_from_texts
+from ..core.model import RuleSet
+
+ACTIVE_RULES = "\u0000active"
+
+
+class RuleFileStore(Protocol):
+    """Rule files by name (Flink's broadcast ``MapState``; a dict-like in tests)."""
+
+    def get(self, key: str) -> str | None: ...
+
+    def put(self, key: str, value: str) -> None: ...
+
+    def remove(self, key: str) -> None: ...
+
+    def contains(self, key: str) -> bool: ...
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+def is_rule_file(name: str | None) -> bool:
+    """Whether a record of the rules topic names a rule file (not empty, not the store's own key)."""
+    return bool(name) and name != ACTIVE_RULES
+
+
+def active_rules(files: RuleFileStore) -> RuleSet | None:
+    """The rule set in use when the store was checkpointed (None: the rules the job started with)."""
+    active = files.get(ACTIVE_RULES)
+    return None if active is None else load_rules_from_texts(json.loads(active))
+
+
+def take_rule_file(files: RuleFileStore, name: str, text: str | None, start: RuleSet) -> RuleSet | RuleLoadError:
+    """Keep a rule file (``text`` None: delete it) and return the rules to use from now on: the set
+    the stored files make, ``start`` when none is left, or the ``RuleLoadError`` of a set that does
+    not load (the rules in use stay)."""
+    if text is None:
+        if files.contains(name):
+            files.remove(name)
+    else:
+        files.put(name, text)
+    texts = {k: v for k, v in files.items() if k != ACTIVE_RULES}
+    if not texts:
+        if files.contains(ACTIVE_RULES):
+            files.remove(ACTIVE_RULES)
+        return start
+    try:
+        rules = load_rules_from_texts(texts)
+    except RuleLoadError as exc:
+        return exc
+    files.put(ACTIVE_RULES, json.dumps(texts))
+    return rules

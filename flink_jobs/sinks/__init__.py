@@ -1,1 +1,0 @@
-"""Sinks of the job: Kafka topics (changes, late events, dead letters) and Redis memberships."""
