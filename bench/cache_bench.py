@@ -171,11 +171,11 @@ def _release(runner, states: CachedStates, held: list, watermark: int) -> None:
 def child(events: int, customers: int, budget: int, write_every: int, journeys_per_second: float) -> dict:
     from core_bench import BOUND, synthetic_events
 
-    from flink_jobs.runtime import gc_policy
     from flink_jobs.core.engine import EngineConfig, SegmentEngine
     from flink_jobs.core.loader import load_rules
     from flink_jobs.core.runner import LocalRunner
     from flink_jobs.core.scoring import FixedScorer
+    from flink_jobs.runtime import gc_policy
 
     # The live bench's feed (bench/job_bench.py: journeys at a twentieth of the event rate, in
     # order, so that many customers are active at once).

@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 def child(policy: str, events: int, customers: int) -> dict:
     from core_bench import BOUND, synthetic_events
 
-    from flink_jobs.runtime import gc_policy
     from flink_jobs.core.engine import EngineConfig, SegmentEngine
     from flink_jobs.core.loader import load_rules
     from flink_jobs.core.runner import LocalRunner
+    from flink_jobs.runtime import gc_policy
 
     stream = synthetic_events(events, customers)
     engine = SegmentEngine(load_rules([str(ROOT / "rules")]), EngineConfig())

@@ -66,7 +66,11 @@ def bench_scorer(rows: list[dict[str, float]]) -> None:
     for label, cache in (("score(), memo off", 0), ("score(), memo on", 65_536)):
         scorer = OnnxScorer(cache_size=cache)
         calls = [0]
-        scorer.observer = lambda m, s, v: calls.__setitem__(0, calls[0] + 1)
+
+        def count(m: str, s: float, v: object, calls: list[int] = calls) -> None:
+            calls[0] += 1
+
+        scorer.observer = count
         times = []
         for row in rows:
             t = time.perf_counter()

@@ -212,8 +212,8 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
     from pyflink.datastream.state import ValueStateDescriptor
 
     from flink_jobs.config import load_config
-    from flink_jobs.flink.segmentation_job import build_pipeline, create_environment
     from flink_jobs.flink.batcher import build_batches
+    from flink_jobs.flink.segmentation_job import build_pipeline, create_environment
     from flink_jobs.flink.sources import SOURCE_TABLE, build_event_source
 
     argv = _job_settings(topic, run) + ["--set", f"job.parallelism={parallelism}"] + (["--bounded"] if bounded else [])
@@ -333,7 +333,6 @@ def _checkpoints(run: str) -> Path:
 
 def _cleanup(bootstrap: str, run: str) -> None:
     import redis
-
     from kafka.errors import UnknownTopicOrPartitionError
 
     admin = _admin(bootstrap)
@@ -364,8 +363,8 @@ def plain_python(topic: str, total: int) -> float:
     from flink_jobs.core.engine import EngineConfig, SegmentEngine
     from flink_jobs.core.loader import load_rules
     from flink_jobs.core.runner import LocalRunner
-    from flink_jobs.runtime.serde import Invalid, parse_event
     from flink_jobs.runtime.redis_writer import RedisMembershipWriter
+    from flink_jobs.runtime.serde import Invalid, parse_event
 
     rules = load_rules([str(ROOT / "rules")])
     engine = SegmentEngine(rules, EngineConfig())

@@ -23,9 +23,9 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..config import DEFAULT_METRICS_TARGETS_DIR, REPO_ROOT, STACK_ENV, read_env_file
@@ -69,10 +69,13 @@ class Demo:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         stack = read_env_file(STACK_ENV) if STACK_ENV.exists() else {}
-        self.bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or stack.get("KAFKA_BOOTSTRAP")
-        self.redis_url = os.environ.get("REDIS_URL") or stack.get("REDIS_URL")
-        if not self.bootstrap or not self.redis_url:
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP") or stack.get("KAFKA_BOOTSTRAP")
+        redis_url = os.environ.get("REDIS_URL") or stack.get("REDIS_URL")
+        if not bootstrap or not redis_url:
             raise SystemExit("the local stack is not running: start it with deploy/local/stack.sh start")
+        self.bootstrap: str = bootstrap
+        self.redis_url: str = redis_url
+        self._metrics_url: str | None = None
         self.run = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
         self.topics = {name: f"demo-{self.run}-{name}" for name in ("events", "dlq", "late", "changes")}
         self.prefix = f"demo:{self.run}:"
@@ -124,7 +127,7 @@ class Demo:
 
     def metrics_url(self) -> str | None:
         """The job's Python exporter, found where it registered for Prometheus (file_sd)."""
-        if getattr(self, "_metrics_url", None):
+        if self._metrics_url:
             return self._metrics_url
         folder = Path(DEFAULT_METRICS_TARGETS_DIR)
         started = self.job_started if self.job is not None else 0
@@ -243,11 +246,11 @@ class Demo:
               f"(HGETALL {self.prefix}cust:<customer_id>):")
         shown: set[str] = set()
         for sid in ("high_purchase_intent", "abandoned_cart", "repeat_product_viewer", "high_value_customer"):
-            for customer in self.redis.zrange(f"{self.prefix}members:{sid}", 0, 4):
+            for customer in self.redis.zrange(f"{self.prefix}members:{sid}", 0, 4):  # type: ignore[union-attr]
                 if customer in shown:
                     continue
                 memberships = self.redis.hgetall(f"{self.prefix}cust:{customer}")
-                print(f"  {customer}: " + ", ".join(f"{s} (since {_iso(t)})" for s, t in sorted(memberships.items())))
+                print(f"  {customer}: " + ", ".join(f"{s} (since {_iso(t)})" for s, t in sorted(memberships.items())))  # type: ignore[union-attr]
                 shown.add(customer)
                 break
         if not shown:

@@ -23,8 +23,8 @@ from ..core.diagnostics import render_all
 from ..core.durations import format_duration, parse_duration
 from ..core.engine import EngineConfig
 from ..core.model import Event
-from .preview import explain_customer, render_preview, run_preview
 from ..synthetic import FeedConfig, generate_feed
+from .preview import explain_customer, render_preview, run_preview
 
 EXIT_OK = 0
 EXIT_INVALID = 1

@@ -20,7 +20,7 @@ import argparse
 import os
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
@@ -64,8 +64,8 @@ def _flatten_file(data: Any, path: str) -> dict[str, Any]:
     return out
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str:
-    near = closest(word, choices)
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    near = closest(word, list(choices))
     return f" (did you mean '{near}'?)" if near else ""
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 from bisect import insort
 from dataclasses import dataclass, field
-from typing import Generator, Mapping, Sequence
+from typing import Any, Generator, Mapping, Sequence
 
 from . import catalog
-from .compiler import CompiledRules, compile_rules
+from .compiler import CompiledRules, CompiledSegment, compile_rules
 from .durations import DAY, format_duration
-from .features import Feature, TimerBook
+from .features import Feature, FeatureState, TimerBook
 from .model import Change, Event, RuleSet
 from .model_inputs import ModelInputReader
 from .scoring import Scorer
@@ -135,7 +135,8 @@ class SegmentEngine:
             while True:
                 request = steps.send(self._score_many([(state.customer_id, request)])[0])
         except StopIteration as done:
-            return done.value
+            result: StepResult = done.value
+            return result
 
     def step_many(
         self, work: Sequence[tuple[CustomerState, Event | list[Event] | int | None]], watermark: int
@@ -207,7 +208,8 @@ class SegmentEngine:
         assert scorer is not None  # only a scorer makes the steps ask
         batch = getattr(scorer, "score_batch", None)
         if batch is not None and len(requests) > 1:
-            return batch([features for _, features in requests])
+            scores: list[Mapping[str, float]] = batch([features for _, features in requests])
+            return scores
         return [scorer.score(customer_id, features) for customer_id, features in requests]
 
     def _accept(self, state: CustomerState, event: Event, watermark: int, book: TimerBook, result: StepResult) -> Steps:
@@ -318,7 +320,7 @@ class SegmentEngine:
                 if dirty is not None:
                     dirty.update(readers.get(feature.key, ()))
         else:
-            grouped: dict[str, tuple[Feature, list[Event]]] = {}
+            grouped: dict[str, tuple[Feature[Any], list[Event]]] = {}
             for event in events:
                 if event.event_type == "identify":
                     profile_changed = self._update_profile(state, event) or profile_changed
@@ -338,7 +340,7 @@ class SegmentEngine:
                     dirty.update(compiled.score_readers)
 
     @staticmethod
-    def _feed(features: dict, feature: Feature, events: list[Event], now: int, book: TimerBook) -> None:
+    def _feed(features: dict[str, FeatureState], feature: Feature[Any], events: list[Event], now: int, book: TimerBook) -> None:
         fs = features.get(feature.key)
         if fs is None:
             fs = feature.init()
@@ -427,7 +429,7 @@ class SegmentEngine:
             if dirty is not None:
                 dirty.update(self.compiled.dependents[position])
 
-    def _exit_reason(self, state: CustomerState, compiled, now: int) -> str:
+    def _exit_reason(self, state: CustomerState, compiled: CompiledSegment, now: int) -> str:
         segment = compiled.segment
         holds, text = compiled.node.explain(state, now)
         if not holds:
@@ -435,6 +437,7 @@ class SegmentEngine:
         excluded = [x for x in segment.exclude if x in state.members]
         if excluded:
             return f"excluded while in {', '.join(excluded)}"
+        assert segment.ttl is not None  # it holds, nothing excludes it: only its TTL can end it
         return f"ttl {format_duration(segment.ttl, weeks=False)} ran out"
 
     def _reconcile(self, state: CustomerState, book: TimerBook, result: StepResult) -> None:

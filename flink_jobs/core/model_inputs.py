@@ -19,11 +19,11 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import catalog
 from .durations import DAY, HOUR, MINUTE
-from .features import Feature, StatsFeature, stats_key
+from .features import Feature, FeatureState, StatsFeature, stats_key
 from .model import EventSelector
 
 VALUE_WINDOW_DAYS = 365
@@ -93,7 +93,7 @@ class ModelInputReader:
         self.names: tuple[str, ...] = (_VALUE_NAMES if purchases else ()) + (_BEHAVIOUR_NAMES if activity else ())
 
     @classmethod
-    def resolve(cls, features: Iterable[Feature]) -> ModelInputReader:
+    def resolve(cls, features: Iterable[Feature[Any]]) -> ModelInputReader:
         """Find the aggregates the inputs read; a group whose aggregates are missing is left out."""
         by_base = {f.base: f for f in features if isinstance(f, StatsFeature)}
         purchases = by_base.get(stats_key(EventSelector((catalog.PURCHASE_EVENT,)), DAY))
@@ -103,7 +103,7 @@ class ModelInputReader:
             and purchases.retention >= VALUE_WINDOW_DAYS * DAY
         ):
             purchases = None
-        activity = []
+        activity: list[tuple[str, StatsFeature]] = []
         for event_type in catalog.EVENT_TYPES:
             feature = by_base.get(stats_key(EventSelector((event_type,)), MINUTE))
             if not (isinstance(feature, StatsFeature) and feature.retention >= HOUR):
@@ -116,7 +116,7 @@ class ModelInputReader:
     def empty(cls) -> ModelInputReader:
         return cls(None, ())
 
-    def read(self, features: Mapping[str, object], now: int) -> dict[str, float]:
+    def read(self, features: Mapping[str, FeatureState], now: int) -> dict[str, float]:
         out: dict[str, float] = {}
         if self._purchases is not None:
             self._read_value(features.get(self._purchases.key), now, out)
@@ -124,7 +124,7 @@ class ModelInputReader:
             self._read_behaviour(features, now, out)
         return out
 
-    def _read_value(self, fs: object, now: int, out: dict[str, float]) -> None:
+    def _read_value(self, fs: FeatureState, now: int, out: dict[str, float]) -> None:
         today = now // DAY
         d30, d90 = today - 29, today - 89
         last = first = None
@@ -132,8 +132,8 @@ class ModelInputReader:
         revenue = 0.0
         base = self._revenue
         if fs:
-            for day, at in self._purchases.buckets(fs, today - VALUE_WINDOW_DAYS + 1, today):  # type: ignore[union-attr,arg-type]
-                count = fs[at + 1]  # type: ignore[index]
+            for day, at in self._purchases.buckets(fs, today - VALUE_WINDOW_DAYS + 1, today):  # type: ignore[union-attr]
+                count = fs[at + 1]
                 if not count:
                     continue
                 n365 += count
@@ -141,8 +141,8 @@ class ModelInputReader:
                     n90 += count
                     if day >= d30:
                         n30 += count
-                priced += fs[at + base]  # type: ignore[index]
-                revenue += fs[at + base + 1]  # type: ignore[index]
+                priced += fs[at + base]
+                revenue += fs[at + base + 1]
                 if last is None:
                     first = day
                 last = day
@@ -154,11 +154,11 @@ class ModelInputReader:
         out["revenue_365d"] = float(revenue)
         out["avg_order_value_365d"] = revenue / priced if priced else 0.0
 
-    def _read_behaviour(self, features: Mapping[str, object], now: int, out: dict[str, float]) -> None:
+    def _read_behaviour(self, features: Mapping[str, FeatureState], now: int, out: dict[str, float]) -> None:
         minute = now // MINUTE
         oldest = minute - _MINUTES_1H + 1
         recent = minute - _MINUTES_5M + 1
-        events_5m = events_1h = page_views = product_views = sessions = 0
+        events_5m = events_1h = page_views = product_views = sessions = 0.0
         active: set[float] = set()
         for event_type, feature in self._activity:
             fs = features.get(feature.key)
@@ -168,19 +168,19 @@ class ModelInputReader:
             if len(fs) > _FEW_BUCKETS * w:
                 # Many buckets (a customer active for most of the hour): whole columns of the
                 # records in C, found by bisection. With a few, the loop below costs less.
-                index = fs[::w]  # type: ignore[index]
+                index = fs[::w]
                 first = bisect_left(index, oldest)
                 end = bisect_right(index, minute, first)
-                n = sum(fs[first * w + 1 : end * w : w], 0.0)  # type: ignore[index]
-                events_5m += sum(fs[bisect_left(index, recent, first, end) * w + 1 : end * w : w])  # type: ignore[index]
+                n = sum(fs[first * w + 1 : end * w : w], 0.0)
+                events_5m += sum(fs[bisect_left(index, recent, first, end) * w + 1 : end * w : w])
                 active.update(index[first:end])
             else:
                 n = 0.0
-                for at in range(feature._start(fs, oldest), len(fs), w):  # type: ignore[arg-type]
-                    b = fs[at]  # type: ignore[index]
+                for at in range(feature._start(fs, oldest), len(fs), w):
+                    b = fs[at]
                     if b > minute:
                         break
-                    count = fs[at + 1]  # type: ignore[index]
+                    count = fs[at + 1]
                     n += count
                     if b >= recent:
                         events_5m += count

@@ -99,9 +99,11 @@ class History:
         events = self.matching_in_window(a.selector, a.window, now)
         if a.kind == "count":
             return len(events)
+        prop = a.prop
+        assert prop is not None  # every aggregate but count names its property
         if a.kind == "distinct":
-            return len({e.properties[a.prop] for e in events if e.properties.get(a.prop) is not None})  # type: ignore[index]
-        values = [v for v in (_number(e.properties.get(a.prop)) for e in events) if v is not None]  # type: ignore[arg-type]
+            return len({e.properties[prop] for e in events if e.properties.get(prop) is not None})
+        values = [v for v in (_number(e.properties.get(prop)) for e in events) if v is not None]
         if a.kind == "sum":
             return sum(values)
         if not values:

@@ -7,8 +7,9 @@ from array import array
 from bisect import bisect_left
 from operator import attrgetter
 from sys import getsizeof, intern
+from typing import Any, Sequence
 
-from .features import DISTINCT_PREFIX, distinct_from_dict
+from .features import DISTINCT_PREFIX, FeatureState, distinct_from_dict
 from .model import Event, PropertyValue
 
 NEVER = -(2**62)  # the clock of a customer no instant has been processed for
@@ -50,10 +51,10 @@ class CustomerState:
         self.customer_id = customer_id
         self.clock: int = NEVER
         self.buffer: list[Event] = []
-        self.seen: list[array] = [array("Q"), array("q")]
+        self.seen: list[array[int]] = [array("Q"), array("q")]
         self.seen_limit: int = 64
         self.timers: dict[int, int] = {}
-        self.features: dict[str, object] = {}
+        self.features: dict[str, FeatureState] = {}
         self.members: dict[str, int] = {}
         self.eligible_since: dict[str, int] = {}
         self.scores: dict[str, float] = {}
@@ -67,13 +68,13 @@ class CustomerState:
         )
 
 
-def seen_contains(seen: list[array], key: int) -> bool:
+def seen_contains(seen: list[array[int]], key: int) -> bool:
     ids = seen[0]
     i = bisect_left(ids, key)
     return i < len(ids) and ids[i] == key
 
 
-def seen_add(seen: list[array], key: int, event_time: int) -> None:
+def seen_add(seen: list[array[int]], key: int, event_time: int) -> None:
     ids, times = seen
     i = bisect_left(ids, key)
     if i < len(ids) and ids[i] == key:
@@ -83,14 +84,14 @@ def seen_add(seen: list[array], key: int, event_time: int) -> None:
         times.insert(i, event_time)
 
 
-def seen_since(seen: list[array], oldest: int) -> list[array]:
+def seen_since(seen: list[array[int]], oldest: int) -> list[array[int]]:
     """The entries of ``seen`` whose event time is at least ``oldest`` (a new pair of arrays)."""
     ids, times = seen
     keep = [i for i, t in enumerate(times) if t >= oldest]
     return [array("Q", [ids[i] for i in keep]), array("q", [times[i] for i in keep])]
 
 
-def _seen_from_dict(seen: dict[int, int]) -> list[array]:
+def _seen_from_dict(seen: dict[int, int]) -> list[array[int]]:
     """Formats 3 and older kept ``seen`` as a dict of hash -> event time."""
     ids = sorted(seen)
     return [array("Q", ids), array("q", [seen[k] for k in ids])]
@@ -132,7 +133,7 @@ def encode_state(state: CustomerState) -> bytes:
     repeated one once, which this state has little of, and cost a quarter more to write
     (18.1-21.2 against 15.0-15.9 µs per state of ``bench/core_bench.py``, for 6% more bytes).
     """
-    values = _slots(state)
+    values: Sequence[Any] = _slots(state)
     if state.buffer:
         values = list(values)
         values[_BUFFER] = [
@@ -157,9 +158,10 @@ def decode_state(data: bytes) -> CustomerState:
     # were compiled): not one copy each per decoded state. A state written with interned keys
     # has them interned by marshal.loads already; interning again only finds them.
     # (Format 1 has no bytes among its features: its StatsFeature buckets were dicts.)
-    features = values[_FEATURES] = {
+    features: dict[str, FeatureState] = {
         intern(key): array("d", value) if type(value) is bytes else value for key, value in values[_FEATURES].items()
     }
+    values[_FEATURES] = features
     # Format 1: reconciled on the next step, which converts its buckets.
     values[_RULE_VERSION] = "" if format_ == 1 else intern(values[_RULE_VERSION])
     for slot in _NAME_KEYED:
@@ -196,7 +198,7 @@ def state_memory(state: CustomerState) -> int:
     percent of ``tracemalloc`` over decoded states of the live bench's feed (see
     tests/unit/test_state_cache.py). Walks the state's few dozen objects, 10-30 µs: sample it."""
     total = _getsizeof(state)
-    stack: list = list(_slots(state))
+    stack: list[Any] = list(_slots(state))
     pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
         value = pop()

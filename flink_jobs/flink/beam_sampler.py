@@ -46,6 +46,6 @@ def install() -> bool:
         statesampler.set_current_tracker(None)
         self.finished = True
 
-    cls.start, cls.stop = start, stop
+    cls.start, cls.stop = start, stop  # type: ignore[method-assign]
     _installed = True
     return True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from pyflink.datastream import DataStream, KeyedStream
+from pyflink.datastream import DataStream
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor, TableEnvironment
 
 from ..config import Config, KafkaConfig

@@ -119,7 +119,7 @@ def load_card(path: Path) -> ModelCard:
     if not inputs:
         problems.append("'inputs' lists no input features")
     for item in raw.get("inputs", []) if isinstance(raw.get("inputs"), list) else []:
-        known = BY_NAME.get(item.get("name")) if isinstance(item, dict) else None
+        known = BY_NAME.get(str(item.get("name"))) if isinstance(item, dict) else None
         if known is None:
             problems.append(f"input {item.get('name') if isinstance(item, dict) else item!r} is not a model input the engine computes ({', '.join(BY_NAME)})")
         elif item.get("unit") != known.unit:

@@ -14,6 +14,8 @@ values and SUM aggregation, plus three arithmetic nodes, computes the same thing
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -26,7 +28,7 @@ def isolation_forest_to_onnx(model: IsolationForest, width: int, input_name: str
         raise ValueError(f"the forest was fitted on {model.n_features_in_} features, not {width}")
     # scikit-learn only indexes each tree's own feature subset when it subsampled features.
     subsample = model._max_features != model.n_features_in_
-    attrs: dict[str, list] = {k: [] for k in (
+    attrs: dict[str, Any] = {k: [] for k in (
         "nodes_treeids", "nodes_nodeids", "nodes_featureids", "nodes_values", "nodes_modes",
         "nodes_truenodeids", "nodes_falsenodeids", "target_treeids", "target_nodeids", "target_ids", "target_weights",
     )}

@@ -57,7 +57,7 @@ class ObservedScorer:
             for model, psi in self._drift.psi_by_model().items():
                 self._m.set_feature_psi(model, psi)
 
-    def score_batch(self, rows: Sequence[Mapping[str, float]]) -> list[Mapping[str, float]]:
+    def score_batch(self, rows: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
         """Scores for many feature mappings, in one inference call per model."""
         # The same one-in-SAMPLE as score(), counted across calls (batches are often small).
         first = -self._n % self.SAMPLE

@@ -46,7 +46,6 @@ from typing import Iterable, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
-
 _log = logging.getLogger("flink_jobs.metrics")
 
 

@@ -22,8 +22,7 @@ stale or applied as the same value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Protocol, Sequence
-
+from typing import Iterable, Protocol, Sequence, cast
 
 # KEYS: cust hash, ver hash, members zset. ARGV: segment, kind, event_time, ttl_ms, customer_id.
 APPLY_CHANGE_LUA = """
@@ -98,7 +97,7 @@ class RedisMembershipWriter:
         self._no_script = redis.exceptions.NoScriptError
         # Loaded once and called by hash: redis-py's Script objects send SCRIPT EXISTS before
         # every pipeline, a second round trip per flush.
-        self._sha = self._client.script_load(APPLY_CHANGE_LUA)
+        self._sha = cast(str, self._client.script_load(APPLY_CHANGE_LUA))
         self._prefix = key_prefix
         self._default_ttl = default_ttl
 
@@ -113,7 +112,7 @@ class RedisMembershipWriter:
             # Redis restarted (or SCRIPT FLUSH) since open: the script cache is empty. The whole
             # batch is re-sent; changes already applied are refused as stale, or re-applied as
             # the same value, so the result is the same.
-            self._sha = self._client.script_load(APPLY_CHANGE_LUA)
+            self._sha = cast(str, self._client.script_load(APPLY_CHANGE_LUA))
             return self._write(changes)
 
     def _write(self, changes: list[ChangeTuple]) -> int:
@@ -123,9 +122,10 @@ class RedisMembershipWriter:
         default_ttl = self._default_ttl
         for customer_id, segment, kind, event_time, segment_ttl in changes:
             ttl = segment_ttl or default_ttl
+            # redis-py sends ints as their decimal text (its type hints say str).
             pipe.evalsha(
                 sha, 3, f"{p}cust:{customer_id}", f"{p}ver:{customer_id}", f"{p}members:{segment}",
-                segment, kind, event_time, ttl, customer_id,
+                segment, kind, event_time, ttl, customer_id,  # type: ignore[arg-type]
             )
         return sum(int(r) for r in pipe.execute())
 

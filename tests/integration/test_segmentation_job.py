@@ -147,10 +147,10 @@ def test_a_watermark_release_goes_to_python_with_that_watermark(scenario: Scenar
     from pyflink.datastream import KeyedProcessFunction
     from pyflink.table import StreamTableEnvironment
 
-    from flink_jobs.runtime.batching import decode_batch
-    from flink_jobs.flink.segmentation_job import create_environment
     from flink_jobs.flink.batcher import build_batches
+    from flink_jobs.flink.segmentation_job import create_environment
     from flink_jobs.flink.sources import build_event_source
+    from flink_jobs.runtime.batching import decode_batch
 
     events = [event(f"e{i}", f"c-{i % 7}", "page_view", i * 1_000, url="/") for i in range(60)]
     scenario.produce(events)

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from flink_jobs.runtime.serde import _timestamp
 from flink_jobs.flink.jvm import ensure_jar
 from flink_jobs.flink.sources import event_time_sql, register_event_time_function
+from flink_jobs.runtime.serde import _timestamp
 
 pytestmark = pytest.mark.integration
 

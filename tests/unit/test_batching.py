@@ -2,8 +2,8 @@ import struct
 
 import pytest
 
-from flink_jobs.runtime.batching import BatchRecord, batch_key, decode_batch, encode_batch
 from flink_jobs.runtime.batch_engine import DueIndex
+from flink_jobs.runtime.batching import BatchRecord, batch_key, decode_batch, encode_batch
 
 
 def test_batch_key_is_crc32_of_the_utf8_id_like_the_jvm_batcher():

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from flink_jobs.flink import cluster_memory
 from flink_jobs.config import load_config
+from flink_jobs.flink import cluster_memory
 
 MIB = 1024 * 1024
 

@@ -13,8 +13,8 @@ from dataclasses import replace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from flink_jobs.runtime import metrics as m
 from flink_jobs.config import MetricsConfig
+from flink_jobs.runtime import metrics as m
 from flink_jobs.runtime.metrics import JobMetrics, metric_names, redis_error_kind, register_target, remove_stale_targets
 
 

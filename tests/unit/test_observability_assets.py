@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flink_jobs.runtime.metrics import metric_names
 from flink_jobs.flink.reporter import FLINK_METRICS
+from flink_jobs.runtime.metrics import metric_names
 
 REPO = Path(__file__).resolve().parents[2]
 OBS = REPO / "deploy" / "observability"

@@ -8,9 +8,9 @@ import json
 import fastjsonschema
 import pytest
 
-from flink_jobs.runtime import serde
 from flink_jobs.core import catalog
 from flink_jobs.core.model import Change, Event
+from flink_jobs.runtime import serde
 from flink_jobs.runtime.serde import Invalid, ParseLimits, SourceRecord, parse_event
 
 NOW = 1_795_000_000_000  # 2026-11-18T11:06:40Z

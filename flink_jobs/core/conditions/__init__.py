@@ -14,8 +14,9 @@ from ..model import Condition, Event
 from . import absence, aggregate, logic, profile, rfm, score, segment, sequence, sessions, since_last
 from .absence import Absence
 from .aggregate import AGGREGATE_KINDS, Aggregate
-from .base import CompileError, Construct, HistoryView, Keyword, Node
+from .base import CompileError, HistoryView, Node
 from .builder import Builder
+from .construct import Construct, Keyword
 from .logic import AllOf, AnyOf, Not, all_of
 from .profile import ProfileField
 from .score import Score

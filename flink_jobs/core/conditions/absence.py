@@ -20,8 +20,9 @@ from ..state import CustomerState
 from ..syntax.help import types_text
 from ..syntax.nodes import is_null, item_named, text
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, HistoryView, Keyword, Node, bound, duration_text, usage
+from .base import HistoryView, Node, bound, duration_text
 from .builder import Builder, Built
+from .construct import Construct, Keyword, usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +48,8 @@ def check(r: RuleReader, c: Cond) -> Condition | None:
     if follow is None:
         if c.keys_ok:
             shown = text(c.construct.value)
-            within = c.fields.get("within")
-            period = "7d" if within is None or is_null(within.value) else text(within.value)
+            within_entry = c.fields.get("within")
+            period = "7d" if within_entry is None or is_null(within_entry.value) else text(within_entry.value)
             r.error(
                 c.construct.key_node,
                 "'event' needs 'not_followed_by'",
@@ -195,7 +196,9 @@ class AbsenceNode(Node):
 
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         fs = state.features.get(self.key)
-        return bool(fs) and self.feature.active(fs, now) is not None
+        if not fs:
+            return False
+        return self.feature.active(fs, now) is not None
 
     def explain(self, state: CustomerState, now: int) -> tuple[bool, str]:
         fs = state.features.get(self.key)

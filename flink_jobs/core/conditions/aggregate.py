@@ -21,8 +21,9 @@ from ..state import CustomerState
 from ..syntax.help import KIND_WORDS, NUMBER_RESULT_OPS, Subject, common_properties, types_text
 from ..syntax.nodes import word
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, HistoryView, Keyword, Node, bound, exit_sensitivity, verdict
+from .base import HistoryView, Node, bound, exit_sensitivity, verdict
 from .builder import Builder
+from .construct import Construct, Keyword
 from .logic import leaves
 
 AGGREGATE_KINDS: tuple[str, ...] = ("count", "sum", "avg", "min", "max", "distinct")

@@ -1,26 +1,15 @@
-"""What every rule construct is made of: its compiled node, and its entry in the table of
-constructs (``core/conditions/__init__.py``).
-
-A construct module holds the construct's model (a frozen dataclass, a ``model.Condition``), its
-``check`` for the loader (the YAML keys that start it and how its condition is read), its
-``compile`` (the evaluator node and the features it reads), and its ``qualifying`` events for
-``segments explain``.
-"""
+"""What the constructs' compiled nodes share: the ``Node`` interface, the words of their
+reasons, and the history ``segments explain`` reads their qualifying events from."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 from ..durations import format_duration
 from ..features import Feature, TimerBook
-from ..model import Comparison, Condition, Event, EventSelector
+from ..model import Comparison, Event, EventSelector
 from ..state import CustomerState
-from ..syntax.reader import Cond, RuleReader
-
-if TYPE_CHECKING:
-    from .builder import Builder
 
 
 class CompileError(ValueError):
@@ -104,7 +93,7 @@ def exit_sensitivity(kind: str, cmp: Comparison) -> bool | None:
     return None
 
 
-# ---- the table of constructs -----------------------------------------------------------------------
+# ---- explain -----------------------------------------------------------------------------------------
 
 
 class HistoryView(Protocol):
@@ -120,54 +109,3 @@ class HistoryView(Protocol):
     def missed_follow_ups(self, c: Any, now: int) -> list[Event]: ...
 
     def completed_sequence(self, c: Any, now: int) -> list[Event] | None: ...
-
-
-Check = Callable[[RuleReader, Cond], "Condition | None"]
-Compile = Callable[[Condition, "Builder"], Node]
-Qualifying = Callable[[Condition, HistoryView, int], "list[tuple[Event, str]]"]
-
-
-@dataclass(frozen=True)
-class Keyword:
-    """A YAML key that starts a condition, and how the loader reads that condition."""
-
-    name: str
-    check: Check
-    takes: tuple[str, ...] = ()  # the other keys it goes with (besides comparisons)
-    comparisons: bool = False  # whether it takes comparisons such as 'greater_than'
-    # Help when a comparison is written beside it although it takes none (None: a generic one).
-    no_comparison_help: str | None = None
-    # Help for keys of other constructs written beside it, instead of listing what it takes.
-    key_help: Mapping[str, str] = field(default_factory=dict)
-
-    def usage(self) -> str:
-        """What the keyword goes with, in words (for "cannot be used with" problems)."""
-        return usage(self.name, self.takes, self.comparisons)
-
-    def comparison_help(self) -> str:
-        if self.no_comparison_help is not None:
-            return self.no_comparison_help
-        return f"put the comparison inside one of the conditions under '{self.name}:'"
-
-
-def usage(name: str, takes: tuple[str, ...], comparisons: bool) -> str:
-    keys = ", ".join(f"'{k}'" for k in takes)
-    if takes and comparisons:
-        return f"'{name}' goes with {keys} and comparisons such as 'greater_than'"
-    if comparisons:
-        return f"'{name}' goes with comparisons only, such as 'greater_than'"
-    if takes:
-        return f"'{name}' goes with {keys}"
-    return f"'{name}' stands alone in its condition; put other conditions beside it under 'all:' or 'any:'"
-
-
-@dataclass(frozen=True)
-class Construct:
-    """One rule construct: the keywords that start it, the models it reads into, and how the
-    engine (``compile``) and ``segments explain`` (``qualifying``) read those models. A construct
-    whose models are other constructs' (``rfm``) has no models of its own."""
-
-    keywords: tuple[Keyword, ...]
-    models: tuple[type[Condition], ...] = ()
-    compile: Compile | None = None
-    qualifying: Qualifying | None = None

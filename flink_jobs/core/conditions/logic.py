@@ -21,8 +21,9 @@ from ..model import Comparison, Condition, SourceRef
 from ..state import CustomerState
 from ..syntax.nodes import is_null, shape
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, Keyword, Node
+from .base import Node
 from .builder import Builder
+from .construct import Construct, Keyword
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,9 @@ from ..model import Comparison, Condition, SourceRef
 from ..state import CustomerState
 from ..syntax.help import OPS_BY_TYPE, Subject
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, Keyword, Node, verdict
+from .base import Node, verdict
 from .builder import Builder
+from .construct import Construct, Keyword
 from .logic import leaves
 
 

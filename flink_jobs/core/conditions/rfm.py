@@ -15,7 +15,7 @@ from ..model import Condition, EventSelector
 from ..syntax.help import NUMBER_RESULT_OPS, ORDERING, Subject
 from ..syntax.reader import Cond, RuleReader
 from .aggregate import Aggregate
-from .base import Construct, Keyword
+from .construct import Construct, Keyword
 from .logic import AllOf
 from .since_last import SinceLast
 
@@ -54,17 +54,17 @@ def check(r: RuleReader, c: Cond) -> Condition | None:
         ok = False
     leaves: list[Condition] = []
     for part in _PARTS:
-        entry = fields.get(part)
-        if entry is None:
+        part_entry = fields.get(part)
+        if part_entry is None:
             continue
-        source = r.source(entry.key_node)
+        source = r.source(part_entry.key_node)
         if part == "recency":
             subject = Subject("the time since the last purchase", "duration", ORDERING, r.horizon)
         elif part == "frequency":
             subject = Subject("the number of purchases", "number", NUMBER_RESULT_OPS)
         else:
             subject = Subject("the revenue", "number", NUMBER_RESULT_OPS)
-        comparisons = r.comparison_mapping(entry, subject)
+        comparisons = r.comparison_mapping(part_entry, subject)
         if comparisons is None:
             ok = False
             continue

@@ -14,8 +14,9 @@ from ..state import CustomerState
 from ..syntax.help import NUMBER_RESULT_OPS, Subject
 from ..syntax.nodes import text
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, Keyword, Node, verdict
+from .base import Node, verdict
 from .builder import Builder
+from .construct import Construct, Keyword
 from .logic import leaves
 
 

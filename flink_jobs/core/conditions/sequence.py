@@ -20,8 +20,9 @@ from ..model import Condition, Event, EventSelector, SourceRef
 from ..state import CustomerState
 from ..syntax.nodes import Entry, shape
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, HistoryView, Keyword, Node, bound, duration_text, usage
+from .base import HistoryView, Node, bound, duration_text
 from .builder import Builder, Built
+from .construct import Construct, Keyword, usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class SequenceFeature(Feature["list[Any]"]):
             old = prefixes.get(corr) or [None] * (n - 1)
             new = list(old)
             # Starts of a run: earlier runs of k steps (k >= 1), or a new run starting now (k = 0).
-            starts = [(k, old[k - 1]) for k in range(1, n) if old[k - 1] is not None]
+            starts = [(k, start) for k, start in enumerate(old, 1) if start is not None]
             starts.append((0, now))
             for k, start in starts:
                 if now - start > self.within:
@@ -125,7 +126,9 @@ class SequenceFeature(Feature["list[Any]"]):
                         break
                     if m == n:
                         completed = True
-                    elif new[m - 1] is None or new[m - 1] < start:
+                        continue
+                    held = new[m - 1]
+                    if held is None or held < start:
                         new[m - 1] = start
             prefixes[corr] = new
         if completed:

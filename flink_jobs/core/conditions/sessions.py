@@ -25,8 +25,9 @@ from ..syntax.help import NUMBER_RESULT_OPS, Subject, suggest
 from ..syntax.nodes import text, word
 from ..syntax.reader import Cond, RuleReader
 from ..windows import exit_time, first_bucket, resolution_for
-from .base import Construct, HistoryView, Keyword, Node, bound, duration_text, exit_sensitivity, verdict
+from .base import HistoryView, Node, bound, duration_text, exit_sensitivity, verdict
 from .builder import Builder
+from .construct import Construct, Keyword
 from .logic import leaves
 
 SESSION_MEASURES: tuple[str, ...] = ("count", "avg_duration", "total_duration")

@@ -14,8 +14,9 @@ from ..model import Comparison, Condition, Event, EventSelector, SourceRef
 from ..state import CustomerState
 from ..syntax.help import ORDERING, Subject
 from ..syntax.reader import Cond, RuleReader
-from .base import Construct, HistoryView, Keyword, Node, bound, duration_text, verdict
+from .base import HistoryView, Node, bound, duration_text, verdict
 from .builder import Builder
+from .construct import Construct, Keyword
 from .logic import leaves
 
 

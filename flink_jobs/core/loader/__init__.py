@@ -13,15 +13,12 @@ mapping starts, and the leaves made from several comparisons share it.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from .. import catalog, model, windows
 from ..diagnostics import Diagnostic, RuleLoadError
 from ..syntax.help import suggest
-from ..syntax.nodes import Place
-from ..syntax.reader import Ref
 from .checker import SUPPORTED_VERSION, Draft, FileChecker
 
 __all__ = ["SUPPORTED_VERSION", "RuleLoadError", "check_rules", "load_rules", "load_rules_from_texts", "rule_set_version"]

@@ -222,7 +222,7 @@ class FileChecker(RuleReader):
                 f"write the {entry.key} on one line after '{entry.key}:'",
             )
             return None
-        return entry.value.value
+        return str(entry.value.value)
 
     def _exclude(self, entry: Entry | None) -> tuple[str, ...] | None:
         if entry is None:

@@ -91,7 +91,7 @@ class RuleReader(ABC):
         if isinstance(node, MappingNode) and not node.flow_style and node.value:
             key, value = node.value[0]
             if value.end_mark.line == key.start_mark.line and not isinstance(value, MappingNode):
-                return max(1, value.end_mark.column - key.start_mark.column)
+                return max(1, int(value.end_mark.column - key.start_mark.column))
             return self._span(key)
         if start.line == end.line:
             return max(1, end.column - start.column)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.conditions import (
     Absence,
     Aggregate,
@@ -18,6 +17,7 @@ from flink_jobs.core.conditions import (
     Sessions,
     SinceLast,
 )
+from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.model import Comparison, Event, EventSelector, PropertyFilter, RuleSet, Segment
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z

@@ -282,7 +282,7 @@ def test_events_taken_in_groups_at_a_watermark_that_passed_them_match_the_refere
                 groups.setdefault(event.customer_id, []).append(event)
         work = [(states.setdefault(c, engine.new_state(c)), group) for c, group in groups.items()]
         work += [(s, None) for c, s in states.items() if c not in groups]
-        for (state, _), result in zip(work, engine.step_many(work, w)):
+        for result in engine.step_many(work, w):
             assert result.late == []
             for c in result.changes:
                 changes.setdefault(c.customer_id, []).append((c.event_time, c.segment_id, c.kind))

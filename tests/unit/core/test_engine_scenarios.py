@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
-from flink_jobs.core.engine import EngineConfig, SegmentEngine
-from flink_jobs.core.features import StatsFeature
 from flink_jobs.core.conditions import (
     Absence,
     Aggregate,
@@ -18,6 +15,9 @@ from flink_jobs.core.conditions import (
     Sessions,
     SinceLast,
 )
+from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
+from flink_jobs.core.engine import EngineConfig, SegmentEngine
+from flink_jobs.core.features import StatsFeature
 from flink_jobs.core.model import Comparison, Event, EventSelector, PropertyFilter, RuleSet, Segment
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer

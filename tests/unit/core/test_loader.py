@@ -11,8 +11,6 @@ from hypothesis import strategies as st
 
 from flink_jobs.cli import main
 from flink_jobs.core import loader
-from flink_jobs.core.diagnostics import Diagnostic, RuleLoadError
-from flink_jobs.core.durations import DAY, HOUR, MINUTE
 from flink_jobs.core.conditions import (
     Absence,
     Aggregate,
@@ -26,6 +24,8 @@ from flink_jobs.core.conditions import (
     Sessions,
     SinceLast,
 )
+from flink_jobs.core.diagnostics import Diagnostic, RuleLoadError
+from flink_jobs.core.durations import DAY, HOUR, MINUTE
 from flink_jobs.core.model import Comparison, EventSelector, PropertyFilter, Segment, SourceRef
 
 REPO = Path(__file__).resolve().parents[3]

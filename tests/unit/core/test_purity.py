@@ -23,8 +23,8 @@ def _imported_modules(path: Path) -> set[str]:
 
 def test_core_modules_import_no_infrastructure():
     offenders = {
-        f"{path.name}: {name}"
-        for path in CORE.glob("*.py")
+        f"{path.relative_to(CORE)}: {name}"
+        for path in CORE.rglob("*.py")
         for name in _imported_modules(path)
         if name.split(".")[0] in FORBIDDEN
     }
@@ -32,7 +32,11 @@ def test_core_modules_import_no_infrastructure():
 
 
 def test_importing_the_core_loads_no_infrastructure():
-    modules = ", ".join(f"flink_jobs.core.{p.stem}" for p in sorted(CORE.glob("*.py")) if p.stem != "__init__")
+    modules = ", ".join(
+        "flink_jobs.core." + ".".join(p.relative_to(CORE).with_suffix("").parts)
+        for p in sorted(CORE.rglob("*.py"))
+        if p.stem != "__init__"
+    )
     code = (
         f"import importlib, sys\n"
         f"for m in '{modules}'.split(', '): importlib.import_module(m)\n"
