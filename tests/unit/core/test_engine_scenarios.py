@@ -5,126 +5,16 @@ from __future__ import annotations
 import pytest
 
 from flink_jobs.core.conditions import (
-    Absence,
     Aggregate,
-    AllOf,
-    InSegment,
-    Not,
-    Score,
-    Sequence,
-    Sessions,
-    SinceLast,
 )
 from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.features import StatsFeature
-from flink_jobs.core.model import Comparison, Event, EventSelector, PropertyFilter, RuleSet, Segment
+from flink_jobs.core.model import Comparison, RuleSet
 from flink_jobs.core.runner import LocalRunner
-from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import state_size
 
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-
-
-def sel(*types: str, **where: object) -> EventSelector:
-    return EventSelector(types, tuple(PropertyFilter(p, Comparison("equals", v)) for p, v in where.items()))
-
-
-def seg(sid: str, condition, **kw) -> Segment:
-    return Segment(sid, "test", "tests", condition, **kw)
-
-
-def rules(*segments: Segment) -> RuleSet:
-    return RuleSet(segments, "rs-1")
-
-
-def ev(n: int, kind: str, at: int, customer: str = "c1", **props) -> Event:
-    return Event(f"e{n}", customer, kind, T0 + at, props)
-
-
-def run(ruleset: RuleSet, events, *, until: int, bound: int = 5 * SECOND, config: EngineConfig | None = None, scorer=None):
-    runner = LocalRunner(SegmentEngine(ruleset, config, scorer), out_of_orderness=bound)
-    runner.feed_all(events)
-    runner.advance(T0 + until)
-    return runner
-
-
-def changes(runner: LocalRunner) -> list[tuple[str, str, str, int]]:
-    return [(c.customer_id, c.segment_id, c.kind, c.event_time - T0) for c in runner.changes]
-
-
-VIEWED_TWICE = seg(
-    "product_viewed_repeatedly",
-    Aggregate("count", sel("product_view"), None, 10 * MINUTE, Comparison("greater_than", 2)),
-)
-ABANDONED = seg(
-    "abandoned_cart",
-    Absence(sel("cart_add"), sel("checkout", "purchase"), 15 * MINUTE, DAY, "cart_id"),
-)
-
-
-def test_product_viewed_more_than_twice_enters_and_exits_when_the_window_slides():
-    r = run(rules(VIEWED_TWICE), [ev(1, "product_view", 0), ev(2, "product_view", 60_000), ev(3, "product_view", 120_000)], until=HOUR)
-    assert changes(r) == [
-        ("c1", "product_viewed_repeatedly", "enter", 120_000),
-        # The first view leaves the 10-minute window (1 s steps) 10 minutes after it happened.
-        ("c1", "product_viewed_repeatedly", "exit", 600_000),
-    ]
-    assert r.changes[0].reason == "count(product_view, 10m) = 3 > 2"
-    assert r.changes[1].reason == "count(product_view, 10m) = 2, needs > 2"
-
-
-def test_abandoned_cart_enters_at_the_deadline_and_leaves_after_keep():
-    r = run(rules(ABANDONED), [ev(1, "cart_add", 0, cart_id="k1")], until=2 * DAY)
-    assert changes(r) == [
-        ("c1", "abandoned_cart", "enter", 15 * MINUTE),
-        ("c1", "abandoned_cart", "exit", 15 * MINUTE + DAY),
-    ]
-    assert r.changes[0].reason == "cart_add not followed by checkout/purchase within 15m (cart_id=k1) since 0s ago"
-
-
-def test_purchase_arriving_out_of_order_before_the_deadline_cancels_the_abandoned_cart():
-    # The purchase happened 10 minutes after the cart add but arrives after a later page view.
-    events = [
-        ev(1, "cart_add", 0, cart_id="k1"),
-        ev(2, "page_view", 10 * MINUTE + 3 * SECOND),
-        ev(3, "purchase", 10 * MINUTE, cart_id="k1", revenue=80),
-    ]
-    r = run(rules(ABANDONED), events, until=2 * DAY)
-    assert changes(r) == []
-    assert r.stats.late == 0
-
-
-def test_follow_up_for_another_cart_does_not_cancel():
-    events = [ev(1, "cart_add", 0, cart_id="k1"), ev(2, "checkout", MINUTE, cart_id="k2")]
-    r = run(rules(ABANDONED), events, until=HOUR)
-    assert changes(r) == [("c1", "abandoned_cart", "enter", 15 * MINUTE)]
-
-
-def test_follow_up_at_the_same_millisecond_cancels_whatever_the_arrival_order():
-    for order in ([0, 1], [1, 0]):
-        events = [ev(1, "cart_add", 0, cart_id="k1"), ev(2, "checkout", 0, cart_id="k1")]
-        r = run(rules(ABANDONED), [events[i] for i in order], until=HOUR)
-        assert changes(r) == []
-
-
-def test_purchase_after_the_deadline_ends_the_abandonment():
-    events = [ev(1, "cart_add", 0, cart_id="k1"), ev(2, "purchase", 20 * MINUTE, cart_id="k1")]
-    r = run(rules(ABANDONED), events, until=DAY)
-    assert changes(r) == [
-        ("c1", "abandoned_cart", "enter", 15 * MINUTE),
-        ("c1", "abandoned_cart", "exit", 20 * MINUTE),
-    ]
-
-
-def test_cancelled_deadline_timers_are_deleted():
-    engine = SegmentEngine(rules(ABANDONED))
-    state = engine.new_state("c1")
-    first = engine.step(state, ev(1, "cart_add", 0, cart_id="k1"), watermark=T0 + 1)
-    assert T0 + 15 * MINUTE in first.timers_to_register
-    second = engine.step(state, ev(2, "checkout", MINUTE, cart_id="k1"), watermark=T0 + MINUTE + 1)
-    assert second.timers_to_delete == [T0 + 15 * MINUTE, T0 + 15 * MINUTE + DAY]
-    assert T0 + 15 * MINUTE not in state.timers
+from .helpers import ABANDONED, T0, VIEWED_TWICE, changes, ev, rules, run, seg, sel
 
 
 def test_duplicates_are_ignored_and_counted():
@@ -188,85 +78,6 @@ def test_excluded_segment_keeps_customers_out_and_lets_them_back_in():
         ("c1", "browsers", "enter", MINUTE + SECOND),
     ]
     assert r.changes[2].reason == "excluded while in suspected_bot"
-
-
-def test_sequence_with_correlation_completes_only_for_the_same_product():
-    funnel = seg("bought_viewed", Sequence((sel("product_view"), sel("cart_add")), HOUR, DAY, "product_id"))
-    events = [
-        ev(1, "product_view", 0, product_id="p1"),
-        ev(2, "cart_add", MINUTE, product_id="p2", cart_id="k"),
-        ev(3, "cart_add", 2 * MINUTE, product_id="p1", cart_id="k"),
-    ]
-    r = run(rules(funnel), events, until=2 * DAY)
-    assert changes(r) == [("c1", "bought_viewed", "enter", 2 * MINUTE), ("c1", "bought_viewed", "exit", 2 * MINUTE + DAY)]
-
-
-def test_sequence_too_slow_does_not_complete():
-    funnel = seg("fast_funnel", Sequence((sel("product_view"), sel("purchase")), 15 * MINUTE, DAY, None))
-    r = run(rules(funnel), [ev(1, "product_view", 0), ev(2, "purchase", 16 * MINUTE)], until=DAY)
-    assert changes(r) == []
-
-
-def test_more_than_five_sessions_averaging_over_four_minutes_in_a_week():
-    engaged = seg(
-        "high_engagement",
-        AllOf((
-            Sessions("count", 7 * DAY, 30 * MINUTE, Comparison("greater_than", 5)),
-            Sessions("avg_duration", 7 * DAY, 30 * MINUTE, Comparison("greater_than", 4 * MINUTE)),
-        )),
-    )
-    events = []
-    n = 0
-    for day in range(6):  # six sessions of 5 minutes, one a day
-        for minute in (0, 5):
-            events.append(ev(n, "page_view", day * DAY + minute * MINUTE))
-            n += 1
-    r = run(rules(engaged), events, until=10 * DAY)
-    # The sixth session starts on day 5 (0 minutes so far: average 25m / 6 = 4m10s, still > 4m);
-    # the first session started on day 0 and leaves the 7-day window (1 h steps) at day 7.
-    assert changes(r) == [("c1", "high_engagement", "enter", 5 * DAY), ("c1", "high_engagement", "exit", 7 * DAY)]
-    assert r.changes[0].reason == "sessions count (7d) = 6 > 5 and sessions avg duration (7d) = 4m10s > 4m"
-
-
-def test_dormant_customer_by_time_since_last_purchase():
-    dormant = seg("dormant", SinceLast(sel("purchase"), Comparison("at_least", 60 * DAY)))
-    events = [ev(1, "purchase", 0, revenue=10), ev(2, "page_view", 30 * DAY)]
-    r = run(rules(dormant), events, until=100 * DAY)
-    assert changes(r) == [("c1", "dormant", "enter", 60 * DAY)]
-
-
-def test_rfm_high_value_customer():
-    high_value = seg(
-        "high_value",
-        AllOf((
-            SinceLast(sel("purchase"), Comparison("at_most", 30 * DAY)),
-            Aggregate("count", sel("purchase"), None, 365 * DAY, Comparison("at_least", 3)),
-            Aggregate("sum", sel("purchase"), "revenue", 365 * DAY, Comparison("at_least", 300)),
-        )),
-    )
-    events = [ev(i, "purchase", i * DAY, revenue=120) for i in range(3)]
-    r = run(rules(high_value), events, until=100 * DAY)
-    # "at most 30d" holds through last + 30d exactly and fails one millisecond later.
-    assert changes(r) == [("c1", "high_value", "enter", 2 * DAY), ("c1", "high_value", "exit", 32 * DAY + 1)]
-
-
-def test_score_condition_reads_the_scorer():
-    likely = seg("likely_buyers", Score("purchase_propensity", Comparison("at_least", 0.8)))
-    scorer = FixedScorer({"c1": {"purchase_propensity": 0.91}}, default={"purchase_propensity": 0.2})
-    r = run(rules(likely), [ev(1, "page_view", 0), ev(2, "page_view", 0, customer="c2")], until=HOUR, scorer=scorer)
-    assert changes(r) == [("c1", "likely_buyers", "enter", 0)]
-    assert r.changes[0].reason == "score purchase_propensity = 0.91 >= 0.8"
-
-
-def test_segment_reference_and_not():
-    a = seg("viewers", Aggregate("count", sel("product_view"), None, HOUR, Comparison("at_least", 1)))
-    b = seg("viewers_not_buyers", AllOf((InSegment("viewers"), Not(Aggregate("count", sel("purchase"), None, HOUR, Comparison("at_least", 1))))))
-    r = run(rules(a, b), [ev(1, "product_view", 0), ev(2, "purchase", MINUTE, revenue=5)], until=30 * MINUTE)
-    assert changes(r) == [
-        ("c1", "viewers", "enter", 0),
-        ("c1", "viewers_not_buyers", "enter", 0),
-        ("c1", "viewers_not_buyers", "exit", MINUTE),
-    ]
 
 
 def test_new_rule_is_evaluated_from_state_already_held_without_replay():

@@ -13,20 +13,18 @@ from flink_jobs.cli import main
 from flink_jobs.core import loader
 from flink_jobs.core.conditions import (
     Absence,
-    Aggregate,
     AllOf,
     AnyOf,
     InSegment,
-    Not,
     ProfileField,
     Score,
-    Sequence,
-    Sessions,
-    SinceLast,
 )
 from flink_jobs.core.diagnostics import Diagnostic, RuleLoadError
 from flink_jobs.core.durations import DAY, HOUR, MINUTE
-from flink_jobs.core.model import Comparison, EventSelector, PropertyFilter, Segment, SourceRef
+from flink_jobs.core.model import Comparison, Segment, SourceRef
+
+from .helpers import condition as _condition
+from .helpers import selector as _sel
 
 REPO = Path(__file__).resolve().parents[3]
 BROKEN = REPO / "tests" / "rules_broken"
@@ -118,218 +116,6 @@ def test_rule_load_error_joins_all_problems_and_counts_files():
 # ---- every construct of rules/README.md ---------------------------------------------------------
 
 
-def _condition(yaml_condition: str, **options):
-    """Load one segment whose ``when`` is the given YAML (indented under it) and return it."""
-    body = "\n".join("      " + line for line in yaml_condition.strip("\n").splitlines())
-    text = f"version: 1\nsegments:\n  - id: s\n    when:\n{body}\n"
-    rules = loader.load_rules_from_texts({"t.yaml": text}, **options)
-    return rules.segments[0].condition
-
-
-def _sel(*types: str, where: tuple[PropertyFilter, ...] = ()) -> EventSelector:
-    return EventSelector(tuple(types), where)
-
-
-def test_count():
-    assert _condition("count: product_view\nwithin: 10m\ngreater_than: 2") == Aggregate(
-        "count", _sel("product_view"), None, 10 * MINUTE, Comparison("greater_than", 2)
-    )
-
-
-def test_selector_forms():
-    assert _condition("count: [product_view, page_view]\nwithin: 1h\nat_least: 1") == Aggregate(
-        "count", _sel("product_view", "page_view"), None, HOUR, Comparison("at_least", 1)
-    )
-    big_carts = _sel(
-        "cart_add", where=(PropertyFilter("cart_value", Comparison("greater_than", 50)),)
-    )
-    assert _condition(
-        "count: {event: cart_add, where: {cart_value: {greater_than: 50}}}\n"
-        "within: 24h\nat_least: 1"
-    ) == Aggregate("count", big_carts, None, DAY, Comparison("at_least", 1))
-
-
-def test_where_plain_value_means_equals_and_operators_are_typed():
-    condition = _condition(
-        "count:\n"
-        "  event: product_view\n"
-        "  where:\n"
-        "    category: shoes\n"
-        "    price: {at_least: 10, less_than: 99.5}\n"
-        "    channel: {in: [email, push]}\n"
-        "    device: {exists: false}\n"
-        "within: 1d\n"
-        "at_least: 1"
-    )
-    assert condition.selector.where == (
-        PropertyFilter("category", Comparison("equals", "shoes")),
-        PropertyFilter("price", Comparison("at_least", 10)),
-        PropertyFilter("price", Comparison("less_than", 99.5)),
-        PropertyFilter("channel", Comparison("in", ("email", "push"))),
-        PropertyFilter("device", Comparison("exists", False)),
-    )
-
-
-def test_sum_avg_min_max_and_distinct():
-    assert _condition(
-        "sum: cart_value\nof: {event: cart_add}\nwithin: 24h\ngreater_than: 50"
-    ) == Aggregate("sum", _sel("cart_add"), "cart_value", DAY, Comparison("greater_than", 50))
-    for kind in ("avg", "min", "max"):
-        assert _condition(f"{kind}: price\nof: product_view\nwithin: 1d\nat_most: 20") == Aggregate(
-            kind, _sel("product_view"), "price", DAY, Comparison("at_most", 20)
-        )
-    assert _condition(
-        "distinct: category\nof: product_view\nwithin: 1d\nat_least: 3"
-    ) == Aggregate("distinct", _sel("product_view"), "category", DAY, Comparison("at_least", 3))
-
-
-def test_not_followed_by_with_where_beside_event_and_default_keep():
-    condition = _condition(
-        "event: cart_add\n"
-        "where: {cart_value: {greater_than: 50}}\n"
-        "not_followed_by: [checkout, purchase]\n"
-        "within: 15m\n"
-        "match_on: cart_id"
-    )
-    assert condition == Absence(
-        first=_sel(
-            "cart_add", where=(PropertyFilter("cart_value", Comparison("greater_than", 50)),)
-        ),
-        then=_sel("checkout", "purchase"),
-        within=15 * MINUTE,
-        keep=24 * HOUR,
-        match_on="cart_id",
-    )
-
-
-def test_sequence():
-    assert _condition(
-        "sequence: [cart_add, checkout, purchase]\nwithin: 1h\nmatch_on: cart_id\nkeep: 7d"
-    ) == Sequence(
-        (_sel("cart_add"), _sel("checkout"), _sel("purchase")), HOUR, 7 * DAY, "cart_id"
-    )
-    assert _condition("sequence: [product_view, purchase]\nwithin: 1h") == Sequence(
-        (_sel("product_view"), _sel("purchase")), HOUR, 24 * HOUR, None
-    )
-
-
-def test_sessions_count_compares_numbers_and_durations_compare_milliseconds():
-    assert _condition("sessions: count\nwithin: 7d\ngreater_than: 5") == Sessions(
-        "count", 7 * DAY, 30 * MINUTE, Comparison("greater_than", 5)
-    )
-    assert _condition(
-        "sessions: avg_duration\nwithin: 7d\ngap: 20m\ngreater_than: 4m"
-    ) == Sessions("avg_duration", 7 * DAY, 20 * MINUTE, Comparison("greater_than", 4 * MINUTE))
-
-
-def test_since_last():
-    assert _condition("since_last: purchase\nat_least: 60d") == SinceLast(
-        _sel("purchase"), Comparison("at_least", 60 * DAY)
-    )
-
-
-def test_rfm_is_an_all_of_its_parts_and_one_part_is_just_that_leaf():
-    purchases = _sel("purchase")
-    assert _condition(
-        "rfm:\n"
-        "  recency: {at_most: 30d}\n"
-        "  frequency: {at_least: 3}\n"
-        "  monetary: {at_least: 300}\n"
-        "within: 365d"
-    ) == AllOf(
-        (
-            SinceLast(purchases, Comparison("at_most", 30 * DAY)),
-            Aggregate("count", purchases, None, 365 * DAY, Comparison("at_least", 3)),
-            Aggregate("sum", purchases, "revenue", 365 * DAY, Comparison("at_least", 300)),
-        )
-    )
-    assert _condition("rfm: {recency: {at_most: 30d}}") == SinceLast(
-        purchases, Comparison("at_most", 30 * DAY)
-    )
-
-
-def test_profile_fields_are_typed_by_the_field():
-    assert _condition("profile: country\nin: [DE, AT, CH]") == ProfileField(
-        "country", Comparison("in", ("DE", "AT", "CH"))
-    )
-    assert _condition("profile: email_opt_in\nequals: false") == ProfileField(
-        "email_opt_in", Comparison("equals", False)
-    )
-    # Timestamps are ISO-8601 text held as epoch milliseconds (UTC when no zone is given).
-    assert _condition("profile: signup_at\nat_least: 2024-01-01") == ProfileField(
-        "signup_at", Comparison("at_least", 1_704_067_200_000)
-    )
-    assert _condition("profile: signup_at\nless_than: '2024-01-01T01:00:00+01:00'") == (
-        ProfileField("signup_at", Comparison("less_than", 1_704_067_200_000))
-    )
-
-
-def test_score_and_segment():
-    assert _condition("score: purchase_propensity\nat_least: 0.8") == Score(
-        "purchase_propensity", Comparison("at_least", 0.8)
-    )
-    text = (
-        "version: 1\nsegments:\n"
-        "  - id: a\n    when: {segment: b}\n"
-        "  - id: b\n    when: {score: anomaly_score, '>': 0.5}\n"
-    )
-    assert loader.load_rules_from_texts({"t.yaml": text}).segments[0].condition == InSegment("b")
-
-
-def test_all_any_not_and_a_list_means_all_of():
-    combined = _condition(
-        "all:\n"
-        "  - score: anomaly_score\n"
-        "    less_than: 0.5\n"
-        "  - not:\n"
-        "      profile: email_opt_in\n"
-        "      equals: false\n"
-        "  - any:\n"
-        "      - profile: tier\n"
-        "        equals: gold\n"
-        "      - - profile: age\n"
-        "          at_least: 18\n"
-        "        - profile: country\n"
-        "          equals: DE\n"
-    )
-    assert combined == AllOf(
-        (
-            Score("anomaly_score", Comparison("less_than", 0.5)),
-            Not(ProfileField("email_opt_in", Comparison("equals", False))),
-            AnyOf(
-                (
-                    ProfileField("tier", Comparison("equals", "gold")),
-                    AllOf(
-                        (
-                            ProfileField("age", Comparison("at_least", 18)),
-                            ProfileField("country", Comparison("equals", "DE")),
-                        )
-                    ),
-                )
-            ),
-        )
-    )
-    assert _condition("- score: anomaly_score\n  less_than: 0.5") == Score(
-        "anomaly_score", Comparison("less_than", 0.5)
-    )
-
-
-def test_several_comparisons_make_an_all_of_one_leaf_each_and_symbols_become_words():
-    assert _condition("count: product_view\nwithin: 1h\n'>=': 2\nat_most: 5") == AllOf(
-        (
-            Aggregate("count", _sel("product_view"), None, HOUR, Comparison("at_least", 2)),
-            Aggregate("count", _sel("product_view"), None, HOUR, Comparison("at_most", 5)),
-        )
-    )
-    assert _condition("score: anomaly_score\n'!=': 1\n'<': 3").children == (
-        Score("anomaly_score", Comparison("not_equals", 1)),
-        Score("anomaly_score", Comparison("less_than", 3)),
-    )
-
-
-def test_a_window_of_36h30m_is_a_whole_number_of_its_one_minute_step():
-    condition = _condition("count: page_view\nwithin: 36h30m\nat_least: 1")
-    assert condition.window == 36 * HOUR + 30 * MINUTE
 
 
 def test_horizon_and_known_scores_can_be_configured():

@@ -18,7 +18,7 @@ from flink_jobs.core.state import CustomerState, decode_state, encode_state, sta
 from flink_jobs.runtime.state_cache import FIRST_GUESS, MAX_EVICTIONS_PER_ADD, StateCache
 from flink_jobs.synthetic import FeedConfig, generate_feed
 
-RULES = Path(__file__).resolve().parents[2] / "rules"
+RULES = Path(__file__).resolve().parents[3] / "rules"
 
 
 @pytest.fixture(scope="module")

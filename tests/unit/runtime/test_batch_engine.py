@@ -1,0 +1,286 @@
+"""The batch engine without Flink: a dict for each batch key's customer states, a fake timer
+service, an in-memory membership writer; batches in, outputs and state asserted (what the Flink
+functions hand it and emit)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from flink_jobs.core.engine import EngineConfig
+from flink_jobs.core.loader import load_rules_from_texts
+from flink_jobs.core.state import decode_state
+from flink_jobs.runtime import gc_policy
+from flink_jobs.runtime.batch_engine import CATCH_UP_LAG, DLQ, LATE, BatchEngine, Output
+from flink_jobs.runtime.batching import BatchRecord, batch_key, encode_batch
+from flink_jobs.runtime.metrics import JobMetrics, MetricsConfig
+from flink_jobs.runtime.redis_writer import ChangeTuple, RedisConfig
+from flink_jobs.runtime.rule_files import ACTIVE_RULES
+from flink_jobs.runtime.serde import ParseLimits
+
+BATCH_KEYS = 4
+MINUTE = 60_000
+
+RULES = """
+version: 1
+segments:
+  - id: viewer
+    description: viewed a product
+    owner: tests
+    when:
+      count: product_view
+      within: 1h
+      at_least: 1
+  - id: abandoned_cart
+    description: cart add, no purchase within 15 minutes
+    owner: tests
+    when:
+      event: cart_add
+      not_followed_by: purchase
+      within: 15m
+"""
+BUYER = """
+version: 1
+segments:
+  - id: buyer
+    description: bought something
+    owner: tests
+    when:
+      count: purchase
+      within: 1h
+      at_least: 1
+"""
+
+
+@pytest.fixture(autouse=True)
+def _collector_left_as_found():
+    yield
+    # open() installs the process-wide GC policy; later tests expect Python's own collector.
+    gc_policy.install(0).uninstall()
+
+
+class Store(dict):
+    """One batch key's customer states, as Flink's MapState is used."""
+
+    def put(self, key: str, value: bytes) -> None:
+        self[key] = value
+
+
+class Files(dict):
+    """The rule files' broadcast state."""
+
+    def put(self, key: str, value: str) -> None:
+        self[key] = value
+
+    def remove(self, key: str) -> None:
+        del self[key]
+
+    def contains(self, key: str) -> bool:
+        return key in self
+
+
+class Timers:
+    def __init__(self, watermark: int) -> None:
+        self.watermark = watermark
+        self.event_time: list[int] = []
+        self.processing_time: list[int] = []
+
+    def current_watermark(self) -> int:
+        return self.watermark
+
+    def register_event_time_timer(self, timestamp: int) -> None:
+        self.event_time.append(timestamp)
+
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        self.processing_time.append(timestamp)
+
+
+class Writer:
+    """Membership changes as the Redis writer gets them, in order."""
+
+    def __init__(self) -> None:
+        self.written: list[ChangeTuple] = []
+
+    def write(self, changes) -> int:
+        changes = list(changes)
+        self.written.extend(changes)
+        return len(changes)
+
+    def close(self) -> None:
+        pass
+
+
+def _engine(rules: str = RULES, **kw) -> tuple[BatchEngine, Writer, JobMetrics]:
+    engine = BatchEngine(
+        load_rules_from_texts({"rules.yaml": rules}),
+        EngineConfig(),
+        limits=ParseLimits(),
+        redis=RedisConfig("redis://unused", "seg:", 0),
+        batch_keys=BATCH_KEYS,
+        placed_keys=list(range(BATCH_KEYS)),  # Flink key i stands for batch key i here
+        source_topic="events",
+        metrics_config=MetricsConfig(False, "127.0.0.1", "", 9260, 9299, "", False, "9250"),
+        full_gc_interval=0,  # Python's own collector: the policy is tested on its own
+        **kw,
+    )
+    writer, metrics = Writer(), JobMetrics()
+    engine.open(metrics=metrics, writer=writer)
+    return engine, writer, metrics
+
+
+def _event(n: int, customer: str, kind: str, at: int, **props) -> BatchRecord:
+    value = {"event_id": f"e{n}", "customer_id": customer, "event_type": kind, "event_time": at, "properties": props}
+    return BatchRecord(0, n, at, customer.encode(), json.dumps(value).encode())
+
+
+def _key(customer: str) -> int:
+    return batch_key(customer, BATCH_KEYS)
+
+
+def _neighbour(customer: str) -> str:
+    """Another customer of the same batch key."""
+    return next(c for c in (f"c{i}" for i in range(100)) if _key(c) == _key(customer) and c != customer)
+
+
+def _changes(outputs: list[Output]) -> list[tuple[str, str, str]]:
+    records = [json.loads(value) for tag, _, value in outputs if tag is None]
+    return [(r["customer_id"], r["segment"], r["kind"]) for r in records]
+
+
+NOW = int(time.time() * 1000)  # live: the watermark near the wall clock
+OLD = NOW - 10 * CATCH_UP_LAG  # catching up
+
+
+def test_live_changes_are_written_to_redis_at_the_end_marker_then_emitted():
+    engine, writer, _ = _engine()
+    store, timers = Store(), Timers(NOW)
+    key = _key("alice")
+    out = list(engine.batch(key, encode_batch([_event(1, "alice", "product_view", NOW - 5)]), NOW, store, timers))
+    assert out == [] and writer.written == []  # held for the release's end marker
+    end = list(engine.batch(key, None, NOW, store, timers))
+    assert _changes(end) == [("alice", "viewer", "enter")]
+    assert writer.written == [("alice", "viewer", "enter", NOW - 5, None)]
+    assert [(tag, k) for tag, k, _ in end] == [(None, "alice")]  # keyed by customer
+
+
+def test_catching_up_states_and_changes_wait_for_the_sync_marker():
+    engine, writer, _ = _engine()
+    store, timers = Store(), Timers(OLD)
+    key = _key("bob")
+    out = list(engine.batch(key, encode_batch([_event(1, "bob", "product_view", OLD - 5)]), OLD, store, timers))
+    assert out == [] and list(engine.batch(key, None, OLD, store, timers)) == []
+    assert store == {} and writer.written == []
+    synced = list(engine.batch(key, b"", OLD, store, timers))  # before a checkpoint barrier
+    assert _changes(synced) == [("bob", "viewer", "enter")]
+    assert set(store) == {"bob"}
+    assert set(decode_state(store["bob"]).members) == {"viewer"}
+
+
+def test_live_states_are_written_within_the_write_behind():
+    engine, _, _ = _engine(write_behind=1)
+    store, timers = Store(), Timers(NOW)
+    key = _key("carol")
+    list(engine.batch(key, encode_batch([_event(1, "carol", "product_view", NOW - 5)]), NOW, store, timers))
+    time.sleep(0.01)
+    list(engine.batch(key, encode_batch([_event(2, "carol", "page_view", NOW - 4)]), NOW, store, timers))
+    assert decode_state(store["carol"]).members.keys() == {"viewer"}
+
+
+def test_invalid_and_misrouted_records_go_to_the_dead_letter_output_at_once():
+    engine, _, metrics = _engine()
+    store, timers = Store(), Timers(NOW)
+    key = _key("dave")
+    other = next(c for c in (f"c{i}" for i in range(100)) if _key(c) != key)
+    broken = BatchRecord(3, 7, NOW, b"dave", b"{not json")
+    out = list(engine.batch(key, encode_batch([broken, _event(2, other, "page_view", NOW - 5)]), NOW, store, timers))
+    assert [(tag, k) for tag, k, _ in out] == [(DLQ, "dave"), (DLQ, other)]
+    first, second = (json.loads(v) for _, _, v in out)
+    assert first["code"] == "not_json" and first["source"]["partition"] == 3 and first["source"]["offset"] == 7
+    assert second["code"] == "routing"
+
+
+def test_a_deadline_fires_through_the_keys_event_time_timer():
+    engine, writer, _ = _engine()
+    added = NOW - 15 * MINUTE + 2_000  # the deadline comes live: its change is written at once
+    store, timers = Store(), Timers(added)
+    key = _key("erin")
+    list(engine.batch(key, encode_batch([_event(1, "erin", "cart_add", added)]), added, store, timers))
+    deadline = added + 15 * MINUTE
+    assert timers.event_time == [deadline]  # one timer for the key, at its earliest instant
+    timers.watermark = deadline
+    out = list(engine.timer(key, store, timers))  # a timer's changes are written at once
+    assert _changes(out) == [("erin", "abandoned_cart", "enter")]
+    assert writer.written[-1][:4] == ("erin", "abandoned_cart", "enter", deadline)
+
+
+def test_events_behind_the_customers_clock_go_to_the_late_output():
+    engine, _, _ = _engine()
+    store, timers = Store(), Timers(NOW)
+    key = _key("finn")
+    list(engine.batch(key, encode_batch([_event(1, "finn", "page_view", NOW - 5)]), NOW, store, timers))
+    out = list(engine.batch(key, encode_batch([_event(2, "finn", "page_view", NOW - MINUTE)]), NOW, store, timers))
+    assert [(tag, k) for tag, k, _ in out] == [(LATE, "finn")]
+    assert json.loads(out[0][2])["event"]["event_id"] == "e2"
+
+
+def test_duplicates_alone_leave_the_state_untouched():
+    engine, _, metrics = _engine(write_behind=1)
+    store, timers = Store(), Timers(OLD)
+    key = _key("gail")
+    record = _event(1, "gail", "page_view", OLD - 5)
+    list(engine.batch(key, encode_batch([record]), OLD, store, timers))
+    list(engine.batch(key, b"", OLD, store, timers))
+    written = dict(store)
+    list(engine.batch(key, encode_batch([record]), OLD, store, timers))
+    list(engine.batch(key, b"", OLD, store, timers))
+    assert store == written
+
+
+def test_published_rules_replace_the_set_and_reach_every_customer_on_the_keys_next_call():
+    engine, _, metrics = _engine()
+    files, store, timers = Files(), Store(), Timers(OLD)
+    key = _key("hana")
+    list(engine.batch(key, encode_batch([_event(1, "hana", "product_view", OLD - 5)]), OLD, store, timers))
+    started = engine.rule_version
+    engine.rule_file(files, "buyer.yaml", BUYER)
+    assert engine.rule_version != started and set(files) == {"buyer.yaml", ACTIVE_RULES}
+    # hana sends nothing new: the key's next call brings her to the new rules all the same.
+    other = _neighbour("hana")
+    list(engine.batch(key, encode_batch([_event(2, other, "page_view", OLD - 4)]), OLD, store, timers))
+    synced = _changes(list(engine.batch(key, b"", OLD, store, timers)))
+    assert synced == [("hana", "viewer", "enter"), ("hana", "viewer", "exit")]
+
+
+def test_a_set_that_does_not_load_is_rejected_and_the_last_good_one_stays():
+    engine, _, metrics = _engine()
+    files = Files()
+    engine.rule_file(files, "buyer.yaml", BUYER)
+    good = engine.rule_version
+    engine.rule_file(files, "broken.yaml", "version: 1\nsegments:\n  - id: Bad Id\n")
+    assert engine.rule_version == good
+    assert metrics.registry.get_sample_value("segments_rules_rejected_total") == 1
+    engine.rule_file(files, "broken.yaml", None)  # deleting the broken file: the good set again
+    assert engine.rule_version == good
+    engine.rule_file(files, "buyer.yaml", None)  # no file left: the rules the job started with
+    assert engine.rule_version == _engine()[0].rule_version and files == {}
+
+
+def test_a_restored_instance_takes_the_rules_in_use_from_the_files_store():
+    first, _, _ = _engine()
+    files = Files()
+    first.rule_file(files, "buyer.yaml", BUYER)
+    restored, _, _ = _engine()  # a new instance, as after a restore: started with RULES
+    assert restored.rule_version != first.rule_version
+    restored.restore_rules(files)
+    assert restored.rule_version == first.rule_version
+
+
+@pytest.mark.parametrize("name", ["", ACTIVE_RULES])
+def test_records_that_name_no_rule_file_are_ignored(name):
+    engine, _, _ = _engine()
+    files = Files()
+    before = engine.rule_version
+    engine.rule_file(files, name, BUYER)
+    assert engine.rule_version == before and files == {}
