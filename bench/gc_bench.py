@@ -1,5 +1,5 @@
 """Python GC pauses of the engine with a full state cache: Python's default collector against
-the job's policy (``flink_jobs/gc_policy.py``), in the same run, each in a fresh process.
+the job's policy (``flink_jobs/runtime/gc_policy.py``), in the same run, each in a fresh process.
 
 The engine steps a synthetic stream (all rules in rules/) while every customer's decoded state
 stays in memory, as the segment function's cache keeps them (``job.state_cache_memory``,

@@ -105,7 +105,7 @@ ALERTS: tuple[Alert, ...] = (
    (schema: a field renamed or retyped; event_time: a clock or format change; oversized).
 2. Read a few records from events.dlq: each holds the reason, the payload and its
    topic/partition/offset. Tell the producing team; the records can be replayed once fixed.
-3. If the schema change is intended, update flink_jobs/schemas and the event catalogue.
+3. If the schema change is intended, update the event catalogue (flink_jobs/core/catalog.py) and regenerate flink_jobs/runtime/schemas.
 """,
     ),
     _alert(

@@ -5,9 +5,9 @@ live test can check that every one of them parses and returns data against a rea
 scraping the running job (tests/integration/test_observability.py): a panel that would show
 "No data" fails there.
 
-``source`` says who exports the metric: ``python`` (flink_jobs/metrics.py, scraped through the
+``source`` says who exports the metric: ``python`` (flink_jobs/runtime/metrics.py, scraped through the
 file_sd targets the workers write) or ``flink`` (Flink's Prometheus reporter, see
-flink_jobs/observability.py), so a failing check points at the right side.
+flink_jobs/flink/reporter.py), so a failing check points at the right side.
 """
 
 from __future__ import annotations

@@ -266,9 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=30_000, help="records to produce (default 30000)")
     parser.add_argument("--customers", type=int, default=2_000, help="customers in the feed (default 2000)")
-    # The job sustains about 4,000 events/s in thread mode on 2 cores (bench/job_bench.py), less
-    # while it starts and while the feed's own producer shares the cores: a steady 400/s lets the
-    # segments fill while you watch rather than in a catch-up at the end.
+    # Well below what the job sustains on 2 cores beside its own feed (bench/HISTORY.md): a steady
+    # 400/s lets the segments fill while you watch rather than in a catch-up at the end.
     parser.add_argument("--rate", type=float, default=400, help="records per second (default 400)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rules", default=str(REPO_ROOT / "rules"))

@@ -75,7 +75,7 @@ def _check_known(name: str, origin: str) -> None:
     if name not in SETTINGS:
         raise ConfigError(
             f"unknown setting {name!r} in {origin}{_suggest(name, SETTINGS)}; "
-            "see flink_jobs/config.py SETTINGS for the list"
+            "see flink_jobs/config/settings.py SETTINGS for the list"
         )
 
 

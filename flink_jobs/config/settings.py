@@ -287,14 +287,11 @@ SETTINGS: dict[str, Setting] = {
         Setting("job.python_execution_mode", "thread", _choice("thread", "process"), "PyFlink execution mode"),
         Setting("job.python_bundle_size", 1000, _int(1, 1_000_000), "python.fn-execution.bundle.size (process mode)"),
         # 10 ms, not PyFlink's 100: in process mode a watermark (so every timer) waits for the open
-        # bundle to finish, and each Python result waits for its bundle's end. Measured live at
-        # 3,000 events/s, parallelism 2: ingest beyond the watermark bound p50 642 -> 201 ms and
-        # p99 1,272 -> 552 ms; catching up over 1M events 12,302 vs 12,840 events/s (no loss).
+        # bundle; 100 ms tripled live latency and gained nothing catching up (bench/HISTORY.md).
         Setting("job.python_bundle_time", 10, _duration, "python.fn-execution.bundle.time (process mode)"),
         Setting("job.python_state_cache_size", 10_000, _int(0, 10_000_000), "python.state.cache-size (process mode)"),
         # 768 MiB: room for the ~100k customers of the live bench's feed, all active within
-        # minutes (5.1 KB each on average): at 7,660 events/s, p99 beyond the bound 109-114 ms with
-        # all of them cached against 161-406 ms with 50,000 (bench/HISTORY.md).
+        # minutes; fewer cached states made the live tail several times longer (bench/HISTORY.md).
         Setting(
             "job.state_cache_memory",
             768 * _MIB,
@@ -406,7 +403,7 @@ SETTINGS: dict[str, Setting] = {
             "job.batcher_jar",
             "",
             _text(allow_empty=True),
-            "jar with the job's batching operator; empty = compile flink_jobs/jvm on first use (needs javac)",
+            "jar with the job's batching operator; empty = compile flink_jobs/flink/jvm on first use (needs javac)",
         ),
         Setting("metrics.enabled", True, _bool, "serve the Python workers' metrics over HTTP for Prometheus"),
         Setting("metrics.host", "127.0.0.1", _text(), "address the Python exporters bind (0.0.0.0 in a pod)"),

@@ -167,9 +167,8 @@ class SegmentEngine:
         """``step`` for an event ahead of the watermark for a customer with nothing due (the
         commonest call of the per-event runner; in the job the JVM holds events for the watermark,
         so only those it could not time arrive early): it is only deduplicated, buffered and given
-        a timer (``_accept``'s work),
-        without the generator chain of the general path: 5.9 against 6.8-7.1 µs per arrival
-        (measured over 204k synthetic events). None when the call is not that simple."""
+        a timer (``_accept``'s work), without the generator chain of the general path, which costs
+        a sixth more (bench/HISTORY.md). None when the call is not that simple."""
         t = event.event_time
         timers = state.timers
         if t <= watermark or t <= state.clock or len(state.buffer) >= self.config.max_buffered:

@@ -347,11 +347,9 @@ class DistinctFeature(_BucketedFeature):
     every change, and its distinct buckets were a fifth of its Python objects (about 13 of 60 in
     the live bench's feed). A bucket holds the values of one resolution step (a few categories a
     minute), so the linear search when adding one is cheap; a property with hundreds of values per
-    bucket pays it. Measured over the states of 10k customers of the live bench's feed (one
-    process, six copies each, encoded in random order from cold memory, three rounds against the
-    dict layout): 4.86 against 5.23 KB of Python memory per decoded state, encode 11.5-13.1
-    against 14.7-17.2 µs, freeing 6.0-6.7 against 7.9-8.2 µs. (States of format 4 and older hold
-    a dict of lists or sets; ``state.decode_state`` converts them with ``distinct_from_dict``.)"""
+    bucket pays it. Less memory, and a quicker encode and free, than the dict layout
+    (bench/HISTORY.md). (States of format 4 and older hold a dict of lists or sets;
+    ``state.decode_state`` converts them with ``distinct_from_dict``.)"""
 
     def __init__(
         self, selector: EventSelector, prop: str, resolution: int, retention: int, windows: tuple[int, ...]

@@ -72,9 +72,8 @@ _VALUE_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "value")
 _BEHAVIOUR_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "behaviour")
 _MINUTES_1H = HOUR // MINUTE
 _MINUTES_5M = 5
-# Above this many minute buckets of a type, the behaviour inputs are read with array slices: at
-# 8 and more they cost less than a loop over the records (1.5 against 1.6 µs, 3.4 against 8.8 at
-# 60: what a customer active all hour holds), at 1-5 more (0.9 against 0.5 µs at one).
+# Above this many minute buckets of a type, the behaviour inputs are read with array slices: with
+# more they cost less than a loop over the records, with fewer more (bench/HISTORY.md).
 _FEW_BUCKETS = 6
 
 

@@ -131,7 +131,7 @@ def encode_state(state: CustomerState) -> bytes:
     read in one ``attrgetter`` call and the features dict is not copied, and marshal writes its
     version 2: the later versions look up every object in a table of references to write a
     repeated one once, which this state has little of, and cost a quarter more to write
-    (18.1-21.2 against 15.0-15.9 µs per state of ``bench/core_bench.py``, for 6% more bytes).
+    (bench/HISTORY.md).
     """
     values: Sequence[Any] = _slots(state)
     if state.buffer:
@@ -196,7 +196,7 @@ def state_memory(state: CustomerState) -> int:
     profile names: interned, one copy shared by every state), small ints (preallocated), None and
     bools; counted: the customer id, and every other string, number and container. Within a few
     percent of ``tracemalloc`` over decoded states of the live bench's feed (see
-    tests/unit/test_state_cache.py). Walks the state's few dozen objects, 10-30 µs: sample it."""
+    tests/unit/runtime/test_state_cache.py). Walks the state's few dozen objects: sample it."""
     total = _getsizeof(state)
     stack: list[Any] = list(_slots(state))
     pop, push, extend = stack.pop, stack.append, stack.extend

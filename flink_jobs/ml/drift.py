@@ -25,7 +25,7 @@ from .cards import ModelCard, Reference
 
 EPSILON = 1e-4
 
-# Names agreed with the observability work (flink_jobs/metrics.py registers them).
+# Names agreed with the observability work (flink_jobs/runtime/metrics.py registers them).
 PSI_METRIC = "segments_model_feature_psi"  # gauge {model, feature}
 INFERENCE_SECONDS_METRIC = "segments_model_inference_seconds"  # histogram {model}
 SCORE_METRIC = "segments_model_score"  # histogram {model}: the score distribution

@@ -44,7 +44,8 @@ CATCH_UP_LAG = 60_000
 # Membership changes are held and written to Redis (then emitted to Kafka) for many calls at
 # once: live, until the batcher's end marker that follows each release of batches (one pipeline
 # per release, not per batch key); catching up, at most this long or this many changes; always
-# until a sync marker (so before every checkpoint barrier). Why: bench/HISTORY.md, "Held changes".
+# until a sync marker (so before every checkpoint barrier). Per-call pipelines were a large share
+# of the workers' time (bench/HISTORY.md, "Figures the code's comments carried").
 HOLD_SECONDS = 1.0
 HOLD_CHANGES = 5_000
 
@@ -232,7 +233,7 @@ class BatchEngine:
         self._cache_memory = cache_memory
         # Changed states held in memory for all batch keys, spread evenly: a key writes its own
         # when it holds its share (a fixed bound per key would write ever more often with fewer,
-        # bigger keys; bench/HISTORY.md, "Write-behind").
+        # bigger keys; bench/HISTORY.md, "Figures the code's comments carried").
         self._dirty_limit = max(1, dirty_limit // batch_keys)
         self._write_behind = write_behind / 1000
         self._metrics_config = metrics_config
@@ -264,7 +265,7 @@ class BatchEngine:
         # little left to write. Catching up (watermark over CATCH_UP_LAG behind the clock), states
         # wait for the marker. Each key is written at a random point between half and all of
         # write_behind after its first change, so that the keys one release changed do not all
-        # come due in one later release. Why each of these: bench/HISTORY.md, "Write-behind".
+        # come due in one later release. Why each: bench/HISTORY.md, "Figures the code's comments carried".
         self._dirty: dict[int, dict[str, CustomerState]] = {}
         self._sync_at: dict[int, float] = {}
         # Per batch key: who is due when (rebuilt from the store on a key's first call), the timer

@@ -3,9 +3,8 @@
 The segment function keeps tens of thousands of decoded customer states between calls
 (``job.state_cache_memory``): a million and more tracked containers. CPython's collection of
 its oldest generation scans every one of them, and it runs each time that generation has grown
-by a quarter. Measured in the job (thread mode, live feed at 1,200 events/s, 100k customers):
-six such collections in a minute, 180 to 510 ms each, growing with the cache; every event in
-flight waits for them, and they made most of the event-to-segment p99.
+by a quarter: pauses of several hundred milliseconds that every event in flight waits for
+(bench/HISTORY.md, "Figures the code's comments carried").
 
 The policy (``install``): after every collection of the middle generation, whatever survived it
 (the cache, compiled rules, modules: objects that lived through two collections) moves to the
@@ -13,25 +12,17 @@ permanent generation (``gc.freeze``), which later collections do not scan. Young
 still run as usual, so short-lived reference cycles are still collected. Reference counting
 still frees frozen objects the moment they are dropped (an evicted state goes at once); what is
 not found is a reference *cycle* among objects that had already been frozen. The job makes few
-cycles that live that long (measured: 33 objects in a minute, in the first full collection), so
-``tick`` unfreezes and collects everything once every ``full_interval`` seconds, from the call
-path, where the pause is expected and is measured like every other collection.
-
-Measured with ``bench/gc_bench.py`` (the engine over 306k events, 28k customer states kept):
-Python's default collector made 8 oldest-generation collections, up to 1.3 s each and 5.3 s in
-all of a 43 s run; with this policy none, and the run took 37 s. The full collection itself
-still takes as long as the longest of those (1.3 s there), once per ``full_interval``.
+cycles that live that long, so ``tick`` unfreezes and collects everything once every
+``full_interval`` seconds, from the call path, where the pause is expected and is measured like
+every other collection (``bench/gc_bench.py`` compares the policy with Python's collector).
 
 Objects known to be long-lived when they are made skip the young generations altogether: the
 segment function calls ``long_lived`` after it decoded a customer state into its cache, and
 ``tick`` freezes at the start of the next call. Once the cache is full every miss decodes a state
-(about 60 containers) and evicts one; measured live (thread mode, 6,750 events/s, 100k
-customers, cache of 50k): the young collections of those states grew from 8 to 75 ms per second,
-with pauses of the middle generation up to 64 ms, and went to none with this. What a call leaves
-behind is frozen with them, so a reference cycle it dropped waits for the next full collection:
-in that run with a full collection every 20 s, they found 0 unreachable objects
-(``segments_python_gc_collected_objects_total`` by generation shows what each collection found;
-a growing ``full`` count is the sign).
+(about 60 containers) and evicts one, and the young collections would scan each on its way.
+What a call leaves behind is frozen with them, so a reference cycle it dropped waits for the next
+full collection (``segments_python_gc_collected_objects_total`` by generation shows what each
+collection found; a growing ``full`` count is the sign).
 
 Process-wide: the first ``install`` in a process decides; later ones (other operator instances
 in the same TaskManager) share it.

@@ -46,7 +46,7 @@ from typing import Iterable, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
-_log = logging.getLogger("flink_jobs.metrics")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,13 @@
 The segment function reads a customer's state from Flink's keyed state as bytes; decoding them
 (``decode_state``) allocates the state's few dozen Python objects, and dropping a state frees
 them. A state looked up again soon is kept decoded here instead: a hit saves the read, the
-decode and, once the cache is full, an eviction. Live, a miss cost the segment task most of the
-difference between a p99 of 272-406 ms and one of 109-114 ms beyond the watermark bound at
-7,660 events/s (bench/HISTORY.md).
+decode and, once the cache is full, an eviction: live, misses were most of the job's latency
+tail (bench/HISTORY.md, "The state cache by memory").
 
-The budget is bytes, not states, because states differ several times over in size: with all
-rules of ``rules/`` on the live bench's feed, 2.4 KB each with a few events per customer and 8.2
-KB with a hundred (``state_memory``, within 2% of ``tracemalloc``). Measuring every state at
-every step would cost more than the cache saves (10-30 µs each), so the cache measures one state
+The budget is bytes, not states, because states differ several times over in size (with the
+rules of ``rules/``, a few KB with a few events per customer, several times that with a
+hundred). Measuring every state at every step would cost more than the cache saves
+(``state_memory`` walks the state's objects), so the cache measures one state
 in ``sample_every`` it finds, and holds as many states as the budget takes at their mean size:
 the mean over the last ``window`` samples or so (an exponential average). The states it samples
 are the ones looked up, so the busier customers: if anything it overestimates, and stays under
@@ -28,7 +27,7 @@ from collections import OrderedDict
 
 from ..core.state import CustomerState, state_memory
 
-# Before the first sample: about what a state of the live bench's feed takes (5.09 KB measured).
+# Before the first sample: about what a state of the live bench's feed takes (bench/HISTORY.md).
 FIRST_GUESS = 5 * 1024
 # At most this many states dropped per state added: when the estimate grows, the cache shrinks to
 # its new capacity over the next few lookups instead of all at once within one call.

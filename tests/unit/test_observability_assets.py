@@ -99,7 +99,7 @@ def test_queries_name_only_metrics_that_exist():
         for name in names:
             if name.startswith("segments_"):
                 base = re.sub(r"_(bucket|count|sum)$", "", name)
-                assert name in python or base in python, f"{key}: {name} is not exported by flink_jobs/metrics.py"
+                assert name in python or base in python, f"{key}: {name} is not exported by flink_jobs/runtime/metrics.py"
                 assert q.source == "python", key
             else:
                 assert name in FLINK_METRICS, f"{key}: {name} is not in observability.FLINK_METRICS"

@@ -11,7 +11,7 @@ deadline; the condition holds from the deadline for ``keep``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from ..durations import format_duration
 from ..features import Feature, TimerBook
@@ -20,7 +20,7 @@ from ..state import CustomerState
 from ..syntax.help import types_text
 from ..syntax.nodes import is_null, item_named, text
 from ..syntax.reader import Cond, RuleReader
-from .base import HistoryView, Node, bound, duration_text
+from .base import FeatureNode, HistoryView, Node, duration_text
 from .builder import Builder, Built
 from .construct import Construct, Keyword, usage
 
@@ -180,19 +180,13 @@ class AbsenceFeature(Feature["list[list[Any]]"]):
 # ---- sequences: A then B then C within T --------------------------------------------------------------
 
 
-class AbsenceNode(Node):
-    __slots__ = ("key", "feature", "label")
-    feature: AbsenceFeature
+class AbsenceNode(FeatureNode[AbsenceFeature]):
+    __slots__ = ("label",)
+    feature_type = AbsenceFeature
 
     def __init__(self, key: str, label: str) -> None:
-        self.key, self.label = key, label
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        self.feature = bound(features, self.key, AbsenceFeature)
-        self.key = self.feature.key  # the feature's own key (a StatsFeature's names its properties), interned
-
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        keys.add(self.key)
+        super().__init__(key)
+        self.label = label
 
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         fs = state.features.get(self.key)

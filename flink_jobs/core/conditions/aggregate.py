@@ -10,18 +10,18 @@ window, compared with a number:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Mapping, TypeVar
 
 from yaml.nodes import ScalarNode
 
 from ..durations import format_duration
-from ..features import DistinctFeature, Feature, StatsFeature, TimerBook
+from ..features import DistinctFeature, StatsFeature, TimerBook
 from ..model import Comparison, Condition, Event, EventSelector, SourceRef
 from ..state import CustomerState
 from ..syntax.help import KIND_WORDS, NUMBER_RESULT_OPS, Subject, common_properties, types_text
 from ..syntax.nodes import word
 from ..syntax.reader import Cond, RuleReader
-from .base import HistoryView, Node, bound, exit_sensitivity, verdict
+from .base import FeatureNode, HistoryView, Node, exit_sensitivity, verdict
 from .builder import Builder
 from .construct import Construct, Keyword
 from .logic import leaves
@@ -97,16 +97,19 @@ def check_metric(r: RuleReader, c: Cond) -> Condition | None:
 # ---- evaluating it ---------------------------------------------------------------------------------
 
 
-class _WindowNode(Node):
+W = TypeVar("W", StatsFeature, DistinctFeature)
+
+
+class _WindowNode(FeatureNode[W]):
     """An aggregate leaf. Window exits are armed lazily: after each evaluation, a timer for the
     window's next exit is asked for only if that exit could flip the leaf (see
     ``exit_sensitivity``), so a customer far below ``count > 100`` costs no timers at all."""
 
-    __slots__ = ("key", "window", "kind", "prop", "cmp", "label", "sensitive_when")
-    feature: StatsFeature | DistinctFeature
+    __slots__ = ("window", "kind", "prop", "cmp", "label", "sensitive_when")
 
     def __init__(self, key: str, window: int, kind: str, prop: str | None, cmp: Comparison, label: str) -> None:
-        self.key, self.window, self.kind, self.prop, self.cmp, self.label = key, window, kind, prop, cmp, label
+        super().__init__(key)
+        self.window, self.kind, self.prop, self.cmp, self.label = window, kind, prop, cmp, label
         self.sensitive_when = exit_sensitivity(kind, cmp)
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
@@ -126,17 +129,10 @@ class _WindowNode(Node):
         value = self.value(state, now)
         return verdict(self.cmp.test(value), self.label, value, self.cmp)
 
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        keys.add(self.key)
 
-
-class StatsNode(_WindowNode):
-    __slots__ = ("feature",)
-    feature: StatsFeature
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        self.feature = bound(features, self.key, StatsFeature)
-        self.key = self.feature.key  # the feature's own key (a StatsFeature's names its properties), interned
+class StatsNode(_WindowNode[StatsFeature]):
+    __slots__ = ()
+    feature_type = StatsFeature
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.key)
@@ -145,13 +141,9 @@ class StatsNode(_WindowNode):
         return self.feature.value(fs, now, self.window, self.kind, self.prop)
 
 
-class DistinctNode(_WindowNode):
-    __slots__ = ("feature",)
-    feature: DistinctFeature
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        self.feature = bound(features, self.key, DistinctFeature)
-        self.key = self.feature.key  # the feature's own key (a StatsFeature's names its properties), interned
+class DistinctNode(_WindowNode[DistinctFeature]):
+    __slots__ = ()
+    feature_type = DistinctFeature
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.key)

@@ -4,7 +4,7 @@ reasons, and the history ``segments explain`` reads their qualifying events from
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar, cast
 
 from ..durations import format_duration
 from ..features import Feature, TimerBook
@@ -43,12 +43,26 @@ class Node(ABC):
 F = TypeVar("F", bound=Feature[Any])
 
 
-def bound(features: Mapping[str, Feature[Any]], key: str, kind: type[F]) -> F:
-    """The built feature ``key``, which must be a ``kind``."""
-    feature = features.get(key)
-    if not isinstance(feature, kind):
-        raise CompileError(f"feature {key!r} is not a {kind.__name__}")
-    return feature
+class FeatureNode(Node, Generic[F]):
+    """A leaf that reads one feature: compiled with the key the builder gave it, bound to the
+    built feature (of ``feature_type``) once every rule has been read."""
+
+    __slots__ = ("key", "feature")
+    feature_type: type[Feature[Any]]
+    feature: F
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
+        feature = features.get(self.key)
+        if not isinstance(feature, self.feature_type):
+            raise CompileError(f"feature {self.key!r} is not a {self.feature_type.__name__}")
+        self.feature = cast(F, feature)
+        self.key = feature.key  # the feature's own key (a StatsFeature's names its properties), interned
+
+    def inputs(self, keys: set[str], flags: set[str]) -> None:
+        keys.add(self.key)
 
 
 # ---- reasons ---------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from .construct import Construct, Keyword
 
 @dataclass(frozen=True, slots=True)
 class AllOf(Condition):
+    """Every one of ``children`` holds."""
+
     children: tuple[Condition, ...]
     source: SourceRef | None = field(default=None, compare=False)
 
@@ -37,6 +39,8 @@ class AllOf(Condition):
 
 @dataclass(frozen=True, slots=True)
 class AnyOf(Condition):
+    """At least one of ``children`` holds."""
+
     children: tuple[Condition, ...]
     source: SourceRef | None = field(default=None, compare=False)
 
@@ -100,11 +104,25 @@ def check_not(r: RuleReader, c: Cond) -> Condition | None:
 # ---- evaluating it ---------------------------------------------------------------------------------
 
 
-class AllNode(Node):
+class _ManyNode(Node):
+    """A node made of others: it reads what they read."""
+
     __slots__ = ("children",)
 
     def __init__(self, children: tuple[Node, ...]) -> None:
         self.children = children
+
+    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
+        for child in self.children:
+            child.bind(features)
+
+    def inputs(self, keys: set[str], flags: set[str]) -> None:
+        for child in self.children:
+            child.inputs(keys, flags)
+
+
+class AllNode(_ManyNode):
+    __slots__ = ()
 
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         for child in self.children:
@@ -121,20 +139,9 @@ class AllNode(Node):
             parts.append(text)
         return True, " and ".join(parts)
 
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        for child in self.children:
-            child.bind(features)
 
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        for child in self.children:
-            child.inputs(keys, flags)
-
-
-class AnyNode(Node):
-    __slots__ = ("children",)
-
-    def __init__(self, children: tuple[Node, ...]) -> None:
-        self.children = children
+class AnyNode(_ManyNode):
+    __slots__ = ()
 
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         for child in self.children:
@@ -150,14 +157,6 @@ class AnyNode(Node):
                 return True, text
             parts.append(text)
         return False, "none of: " + "; ".join(parts)
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        for child in self.children:
-            child.bind(features)
-
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        for child in self.children:
-            child.inputs(keys, flags)
 
 
 class NotNode(Node):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import permutations
-from typing import Any, Mapping
+from typing import Any
 
 from yaml import nodes as yaml_nodes
 
@@ -20,7 +20,7 @@ from ..model import Condition, Event, EventSelector, SourceRef
 from ..state import CustomerState
 from ..syntax.nodes import Entry, shape
 from ..syntax.reader import Cond, RuleReader
-from .base import HistoryView, Node, bound, duration_text
+from .base import FeatureNode, HistoryView, Node, duration_text
 from .builder import Builder, Built
 from .construct import Construct, Keyword, usage
 
@@ -171,19 +171,13 @@ def _fillable(steps: range, matches: list[tuple[int, ...]]) -> bool:
     return False
 
 
-class SequenceNode(Node):
-    __slots__ = ("key", "feature", "label")
-    feature: SequenceFeature
+class SequenceNode(FeatureNode[SequenceFeature]):
+    __slots__ = ("label",)
+    feature_type = SequenceFeature
 
     def __init__(self, key: str, label: str) -> None:
-        self.key, self.label = key, label
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        self.feature = bound(features, self.key, SequenceFeature)
-        self.key = self.feature.key  # the feature's own key (a StatsFeature's names its properties), interned
-
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        keys.add(self.key)
+        super().__init__(key)
+        self.label = label
 
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         fs = state.features.get(self.key)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from bisect import insort
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Iterable
 
 from yaml.nodes import ScalarNode
 
@@ -25,7 +25,7 @@ from ..syntax.help import NUMBER_RESULT_OPS, Subject, suggest
 from ..syntax.nodes import text, word
 from ..syntax.reader import Cond, RuleReader
 from ..windows import exit_time, first_bucket, resolution_for
-from .base import HistoryView, Node, bound, duration_text, exit_sensitivity, verdict
+from .base import FeatureNode, HistoryView, Node, duration_text, exit_sensitivity, verdict
 from .builder import Builder
 from .construct import Construct, Keyword
 from .logic import leaves
@@ -184,21 +184,15 @@ class _SessionsSpec:
         return SessionsFeature(self.gap, catalog.SESSION_EVENT_TYPES, self.retention, tuple(sorted(self.windows)))
 
 
-class SessionsNode(Node):
-    __slots__ = ("key", "feature", "window", "resolution", "measure", "cmp", "label", "sensitive_when")
-    feature: SessionsFeature
+class SessionsNode(FeatureNode[SessionsFeature]):
+    __slots__ = ("window", "resolution", "measure", "cmp", "label", "sensitive_when")
+    feature_type = SessionsFeature
 
     def __init__(self, key: str, window: int, measure: str, cmp: Comparison, label: str) -> None:
-        self.key, self.window, self.measure, self.cmp, self.label = key, window, measure, cmp, label
+        super().__init__(key)
+        self.window, self.measure, self.cmp, self.label = window, measure, cmp, label
         self.resolution = resolution_for(window)
         self.sensitive_when = exit_sensitivity("count" if measure == "count" else measure, cmp)
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        self.feature = bound(features, self.key, SessionsFeature)
-        self.key = self.feature.key  # the feature's own key (a StatsFeature's names its properties), interned
-
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        keys.add(self.key)
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.key)

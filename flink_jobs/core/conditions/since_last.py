@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
 
-from ..features import Feature, LastTimeFeature, TimerBook
+from ..features import LastTimeFeature, TimerBook
 from ..model import Comparison, Condition, Event, EventSelector, SourceRef
 from ..state import CustomerState
 from ..syntax.help import ORDERING, Subject
 from ..syntax.reader import Cond, RuleReader
-from .base import HistoryView, Node, bound, duration_text, verdict
+from .base import FeatureNode, HistoryView, Node, duration_text, verdict
 from .builder import Builder
 from .construct import Construct, Keyword
 from .logic import leaves
@@ -38,19 +37,13 @@ def check(r: RuleReader, c: Cond) -> Condition | None:
     return leaves(c, comparisons, lambda cmp: SinceLast(selector, cmp, c.source))
 
 
-class SinceLastNode(Node):
-    __slots__ = ("key", "feature", "cmp", "label")
-    feature: LastTimeFeature
+class SinceLastNode(FeatureNode[LastTimeFeature]):
+    __slots__ = ("cmp", "label")
+    feature_type = LastTimeFeature
 
     def __init__(self, key: str, cmp: Comparison, label: str) -> None:
-        self.key, self.cmp, self.label = key, cmp, label
-
-    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
-        self.feature = bound(features, self.key, LastTimeFeature)
-        self.key = self.feature.key  # the feature's own key (a StatsFeature's names its properties), interned
-
-    def inputs(self, keys: set[str], flags: set[str]) -> None:
-        keys.add(self.key)
+        super().__init__(key)
+        self.cmp, self.label = cmp, label
 
     def value(self, state: CustomerState, now: int) -> int | None:
         last = state.features.get(self.key)

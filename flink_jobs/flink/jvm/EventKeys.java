@@ -16,7 +16,7 @@ import org.apache.flink.types.Row;
 /**
  * Reads what the JVM needs from each raw event, with one streaming pass over its JSON: the batch
  * key of its customer and its event time. (Flink SQL's JSON_VALUE builds a whole JsonPath tree per
- * call, and was half the JVM's CPU at 6,000 events/s.)
+ * call: half the JVM's CPU; bench/HISTORY.md.)
  *
  * <p>Input rows: (partition INT, offset BIGINT, kafka timestamp Instant, key BYTES, value BYTES).
  * Output rows: (batch key INT, event time BIGINT or null, record BYTES); {@code KeyByKeySelector}

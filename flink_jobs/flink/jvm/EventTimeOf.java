@@ -11,7 +11,7 @@ import org.apache.flink.table.functions.ScalarFunction;
  *
  * <p>The events source computes its watermark with it, per Kafka partition inside the source.
  * (The SQL it replaces called JSON_VALUE several times per record, each building a JsonPath
- * tree: 70% of the source task's CPU when the job was behind, and a third of the JVM's.)
+ * tree: most of the source task's CPU; bench/HISTORY.md.)
  */
 public class EventTimeOf extends ScalarFunction {
 

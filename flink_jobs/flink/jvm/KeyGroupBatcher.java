@@ -54,9 +54,8 @@ import org.apache.flink.types.Row;
  * the segment function may apply them at once instead of buffering them for a timer. The records
  * a watermark releases go out as one batch per batch key, however many there are, so that batch
  * carries the new watermark: {@code maxRecords} bounds the batches of records sent as they come,
- * not a release. (Catching up, one release is many times {@code maxRecords}; when it was split,
- * the early parts carried the previous watermark and the segment function buffered their events
- * for a timer: measured over the 1M-event bench, thread mode, 650k extra timer steps.)
+ * not a release. (Split, its early parts would carry the previous watermark, and the segment
+ * function would buffer their events for a timer.)
  *
  * <p>A record whose event time is ahead of the watermark is held and released just before the
  * watermark that passes it is forwarded; other records (late ones, and records the source could
@@ -124,10 +123,9 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
     private transient boolean timerArmed;
     private transient StreamRecord<Row> reuse;
     // The held records in buckets of 2^BUCKET_SHIFT ms of event time, each unordered (arrival
-    // order). A release takes whole buckets and scans only the one the watermark falls in: live,
-    // the bound's worth of records waits (5 s: about 34k at 6,750 events/s) and a watermark every
-    // 50 ms releases about 1% of them, where scanning them all was 58% of this task's JVM samples.
-    // (A priority queue's sifting was a quarter of this operator's time catching up.)
+    // order). A release takes whole buckets and scans only the one the watermark falls in: live, a
+    // watermark releases a small share of the bound's worth of records held, and scanning them all
+    // (or a priority queue's sifting) cost most of this task's time (bench/HISTORY.md).
     private static final int BUCKET_SHIFT = 6;
     private transient TreeMap<Long, Held> held;
     private transient int heldCount;
@@ -202,7 +200,7 @@ public class KeyGroupBatcher extends AbstractStreamOperator<Row>
         this.catchUpReleaseMs = catchUpReleaseMs;
     }
 
-    /** The batch key of a customer id; must equal {@code flink_jobs.batching.batch_key}. */
+    /** The batch key of a customer id; must equal {@code flink_jobs.runtime.batching.batch_key}. */
     public static int batchKey(String customerId, int batchKeys, CRC32 crc) {
         if (customerId == null) {
             return 0;

@@ -187,7 +187,7 @@ def test_typed_values(jar):
             ["--set", "kafka.boostrap=x:1"],
             {},
             "unknown setting 'kafka.boostrap' in --set (did you mean 'kafka.bootstrap'?); "
-            "see flink_jobs/config.py SETTINGS for the list",
+            "see flink_jobs/config/settings.py SETTINGS for the list",
         ),
         (
             ["--set", "job.state_cache_memory=1t"],
@@ -236,7 +236,7 @@ def test_unknown_key_in_file_is_named_with_the_file(tmp_path, jar):
     with pytest.raises(ConfigError) as err:
         _load(["--config", str(path)], {}, jar)
     assert str(err.value) == (
-        f"unknown setting 'redis.ulr' in {path} (did you mean 'redis.url'?); see flink_jobs/config.py SETTINGS for the list"
+        f"unknown setting 'redis.ulr' in {path} (did you mean 'redis.url'?); see flink_jobs/config/settings.py SETTINGS for the list"
     )
     path.write_text("kafak:\n  bootstrap: x:1\n")
     with pytest.raises(ConfigError, match=r"unknown section 'kafak' \(did you mean 'kafka'\?\)"):

@@ -32,7 +32,7 @@ def _parse(raw: bytes, **limits) -> Event | Invalid:
 
 def test_shipped_schema_is_generated_from_the_catalogue():
     assert serde.shipped_schema() == serde.event_schema(), (
-        "flink_jobs/schemas/event.schema.json is out of date: run python -m flink_jobs.runtime.serde --write-schema"
+        "flink_jobs/runtime/schemas/event.schema.json is out of date: run python -m flink_jobs.runtime.serde --write-schema"
     )
 
 
