@@ -107,8 +107,10 @@ def test_a_checkpoint_restored_with_other_batch_keys_stops_the_job_naming_the_se
     assert "--set job.batch_key_layout=balanced --set job.batch_keys=32 --set job.max_parallelism=128" in text
 
 
-# The last version whose JVM batcher checkpointed its held records as text (held-records-utf8).
+# The last version whose JVM batcher checkpointed its held records as text (held-records-utf8),
+# and the job's module in that version's layout.
 TEXT_HELD_RECORDS = "00a7afe"
+TEXT_HELD_RECORDS_JOB = "flink_jobs.jobs.segmentation_job"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -138,7 +140,7 @@ def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
     checkpoints = tmp_path / "checkpoints"
     settings = _settings(scenario, checkpoints)
     scenario.produce(first)
-    job = _start_job(scenario, tmp_path / "old.log", cwd=old, **settings)
+    job = _start_job(scenario, tmp_path / "old.log", cwd=old, module=TEXT_HELD_RECORDS_JOB, **settings)
     try:
         seen_at = _await_checkpoint(scenario, job, checkpoints, tmp_path / "old.log")
     finally:
@@ -219,12 +221,14 @@ def _tail(log: Path, lines: int = 60) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _start_job(scenario: Scenario, log: Path, cwd: Path | None = None, **settings) -> subprocess.Popen:
+def _start_job(
+    scenario: Scenario, log: Path, cwd: Path | None = None, module: str = "flink_jobs.flink.segmentation_job", **settings
+) -> subprocess.Popen:
     # The environment of a user's shell: none of the variables a loopback Python worker of an
     # earlier job in this process may have left (PYFLINK_GATEWAY_DISABLED would stop the JVM launch).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGMENTS_", "PYFLINK_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    argv = [sys.executable, "-m", "flink_jobs.flink.segmentation_job", *scenario.settings(**settings)]
+    argv = [sys.executable, "-m", module, *scenario.settings(**settings)]
     with open(log, "wb") as out:
         # `-m` imports flink_jobs from the working directory: another checkout runs its own code.
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)

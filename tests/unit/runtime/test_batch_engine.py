@@ -149,19 +149,24 @@ def _changes(outputs: list[Output]) -> list[tuple[str, str, str]]:
     return [(r["customer_id"], r["segment"], r["kind"]) for r in records]
 
 
-NOW = int(time.time() * 1000)  # live: the watermark near the wall clock
-OLD = NOW - 10 * CATCH_UP_LAG  # catching up
+def _now() -> int:
+    """A watermark this near the wall clock means live."""
+    return int(time.time() * 1000)
+
+
+OLD = _now() - 10 * CATCH_UP_LAG  # catching up, however long the tests take
 
 
 def test_live_changes_are_written_to_redis_at_the_end_marker_then_emitted():
+    now = _now()
     engine, writer, _ = _engine()
-    store, timers = Store(), Timers(NOW)
+    store, timers = Store(), Timers(now)
     key = _key("alice")
-    out = list(engine.batch(key, encode_batch([_event(1, "alice", "product_view", NOW - 5)]), NOW, store, timers))
+    out = list(engine.batch(key, encode_batch([_event(1, "alice", "product_view", now - 5)]), now, store, timers))
     assert out == [] and writer.written == []  # held for the release's end marker
-    end = list(engine.batch(key, None, NOW, store, timers))
+    end = list(engine.batch(key, None, now, store, timers))
     assert _changes(end) == [("alice", "viewer", "enter")]
-    assert writer.written == [("alice", "viewer", "enter", NOW - 5, None)]
+    assert writer.written == [("alice", "viewer", "enter", now - 5, None)]
     assert [(tag, k) for tag, k, _ in end] == [(None, "alice")]  # keyed by customer
 
 
@@ -179,22 +184,24 @@ def test_catching_up_states_and_changes_wait_for_the_sync_marker():
 
 
 def test_live_states_are_written_within_the_write_behind():
+    now = _now()
     engine, _, _ = _engine(write_behind=1)
-    store, timers = Store(), Timers(NOW)
+    store, timers = Store(), Timers(now)
     key = _key("carol")
-    list(engine.batch(key, encode_batch([_event(1, "carol", "product_view", NOW - 5)]), NOW, store, timers))
+    list(engine.batch(key, encode_batch([_event(1, "carol", "product_view", now - 5)]), now, store, timers))
     time.sleep(0.01)
-    list(engine.batch(key, encode_batch([_event(2, "carol", "page_view", NOW - 4)]), NOW, store, timers))
+    list(engine.batch(key, encode_batch([_event(2, "carol", "page_view", now - 4)]), now, store, timers))
     assert decode_state(store["carol"]).members.keys() == {"viewer"}
 
 
 def test_invalid_and_misrouted_records_go_to_the_dead_letter_output_at_once():
+    now = _now()
     engine, _, metrics = _engine()
-    store, timers = Store(), Timers(NOW)
+    store, timers = Store(), Timers(now)
     key = _key("dave")
     other = next(c for c in (f"c{i}" for i in range(100)) if _key(c) != key)
-    broken = BatchRecord(3, 7, NOW, b"dave", b"{not json")
-    out = list(engine.batch(key, encode_batch([broken, _event(2, other, "page_view", NOW - 5)]), NOW, store, timers))
+    broken = BatchRecord(3, 7, now, b"dave", b"{not json")
+    out = list(engine.batch(key, encode_batch([broken, _event(2, other, "page_view", now - 5)]), now, store, timers))
     assert [(tag, k) for tag, k, _ in out] == [(DLQ, "dave"), (DLQ, other)]
     first, second = (json.loads(v) for _, _, v in out)
     assert first["code"] == "not_json" and first["source"]["partition"] == 3 and first["source"]["offset"] == 7
@@ -202,8 +209,9 @@ def test_invalid_and_misrouted_records_go_to_the_dead_letter_output_at_once():
 
 
 def test_a_deadline_fires_through_the_keys_event_time_timer():
+    now = _now()
     engine, writer, _ = _engine()
-    added = NOW - 15 * MINUTE + 2_000  # the deadline comes live: its change is written at once
+    added = now - 15 * MINUTE + 2_000  # the deadline comes live: its change is written at once
     store, timers = Store(), Timers(added)
     key = _key("erin")
     list(engine.batch(key, encode_batch([_event(1, "erin", "cart_add", added)]), added, store, timers))
@@ -216,11 +224,12 @@ def test_a_deadline_fires_through_the_keys_event_time_timer():
 
 
 def test_events_behind_the_customers_clock_go_to_the_late_output():
+    now = _now()
     engine, _, _ = _engine()
-    store, timers = Store(), Timers(NOW)
+    store, timers = Store(), Timers(now)
     key = _key("finn")
-    list(engine.batch(key, encode_batch([_event(1, "finn", "page_view", NOW - 5)]), NOW, store, timers))
-    out = list(engine.batch(key, encode_batch([_event(2, "finn", "page_view", NOW - MINUTE)]), NOW, store, timers))
+    list(engine.batch(key, encode_batch([_event(1, "finn", "page_view", now - 5)]), now, store, timers))
+    out = list(engine.batch(key, encode_batch([_event(2, "finn", "page_view", now - MINUTE)]), now, store, timers))
     assert [(tag, k) for tag, k, _ in out] == [(LATE, "finn")]
     assert json.loads(out[0][2])["event"]["event_id"] == "e2"
 
