@@ -1,9 +1,9 @@
 """TaskManager memory with room for the segment function's state caches.
 
 Each parallel task of the segment function keeps decoded customer states within
-``job.state_cache_memory`` (``runtime.state_cache.StateCache``). That is Python memory: in thread mode
-inside the TaskManager's process but outside the JVM heap and every pool Flink sizes, in process
-mode in the Python worker beside it. Flink's place for such memory is task off-heap memory
+``job.state_cache_memory`` (``runtime.state_cache.StateCache``). That is Python memory: in thread
+mode inside the TaskManager's process but outside the JVM heap and every pool Flink sizes, in
+process mode in the Python worker beside it. Flink's place for such memory is task off-heap memory
 (``taskmanager.memory.task.off-heap.size``: "native memory reserved for tasks"), which counts
 in the process size, so a container or a host sized by it has the room. A TaskManager runs one
 segment task per slot, so it reserves the budget once per slot, on top of the memory the cluster
