@@ -364,10 +364,11 @@ def plain_python(topic: str, total: int) -> float:
     from flink_jobs.core.loader import load_rules
     from flink_jobs.core.runner import LocalRunner
     from flink_jobs.runtime.redis_writer import RedisMembershipWriter
-    from flink_jobs.runtime.serde import Invalid, parse_event
+    from flink_jobs.runtime.serde import EventSchema, Invalid, parse_event
 
     rules = load_rules([str(ROOT / "rules")])
     engine = SegmentEngine(rules, EngineConfig())
+    schema = EventSchema(rules.catalog)
     ttl = {s.id: s.ttl for s in rules.segments}
     pending: list = []
     runner = LocalRunner(engine, out_of_orderness=BOUND_MS, on_change=pending.append)
@@ -390,7 +391,7 @@ def plain_python(topic: str, total: int) -> float:
         for records in polled.values():
             for r in records:
                 seen += 1
-                parsed = parse_event(r.value, now_ms=now)
+                parsed = parse_event(r.value, now_ms=now, schema=schema)
                 if not isinstance(parsed, Invalid):
                     runner.feed(parsed)
         if pending:

@@ -147,7 +147,7 @@ def explain_customer(
     now = at if at is not None else max(e.event_time for e in mine)
     runner.advance(now)
     state = runner.states[customer_id]
-    history = History(customer_id, mine, scorer)
+    history = History(customer_id, mine, rules.catalog, scorer)
     by_id = rules.by_id()
     lines = [f"customer {customer_id} at {iso(now)} UTC ({len(history.events)} events, rule set {rules.version})"]
     for sid, member, why in engine.explain(state, now):

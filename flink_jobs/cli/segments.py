@@ -2,6 +2,7 @@
 
 ```
 segments validate rules/            # exit 0 when every file is valid, 1 when not, 2 on usage errors
+segments schema rules/              # the JSON Schema of the events the catalogue declares
 segments generate --events 5000 > sample.jsonl
 segments preview --rules rules/ --events sample.jsonl
 segments explain --rules rules/ --events sample.jsonl --customer c-000042
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core import loader, windows
-from ..core.diagnostics import render_all
+from ..core.diagnostics import RuleLoadError, render_all
 from ..core.durations import format_duration, parse_duration
 from ..core.engine import EngineConfig
 from ..core.model import Event
@@ -60,7 +61,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "paths", nargs="+", metavar="PATH", help="a rule file or a folder of them"
     )
     _add_horizon(validate)
+    _add_catalog(validate)
     validate.set_defaults(func=_cmd_validate)
+
+    schema = commands.add_parser(
+        "schema",
+        help="print the JSON Schema of the events the catalogue declares (for producers)",
+        description="Print the JSON Schema (draft-07) the job validates incoming events with, derived "
+        "from the event catalogue among the paths.",
+    )
+    schema.add_argument("paths", nargs="+", metavar="PATH", help="the rules folder, or the catalogue file")
+    _add_horizon(schema)
+    _add_catalog(schema)
+    schema.set_defaults(func=_cmd_schema)
 
     preview = commands.add_parser(
         "preview",
@@ -110,6 +123,15 @@ def _add_replay_args(parser: argparse.ArgumentParser) -> None:
         help="how late an event may arrive and still be placed in order, as in the job (default 5s)",
     )
     _add_horizon(parser)
+    _add_catalog(parser)
+
+
+def _add_catalog(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--catalog",
+        metavar="FILE",
+        help="the event catalogue, when the paths hold none (by default it is catalog.yaml among the rule files)",
+    )
 
 
 def _add_horizon(parser: argparse.ArgumentParser) -> None:
@@ -130,14 +152,21 @@ def _duration_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _check(command: str, paths: Sequence[str], extra_files: Sequence[str], horizon: int):
+def _check(command: str, paths: Sequence[str], extra_files: Sequence[str], horizon: int, catalog_file: str | None):
     """(rules, rule sources) or an exit code, after reporting missing paths or rule problems."""
-    missing = [p for p in [*paths, *extra_files] if not Path(p).exists()]
+    missing = [p for p in [*paths, *extra_files, *([catalog_file] if catalog_file else [])] if not Path(p).exists()]
     if missing:
         for path in missing:
             print(f"segments {command}: error: no such file or folder: {path}", file=sys.stderr)
         return EXIT_USAGE
-    rule_set, diagnostics, sources = loader.check_rules(paths, horizon=horizon)
+    catalog = None
+    if catalog_file:
+        try:
+            catalog = loader.load_catalog(catalog_file)
+        except RuleLoadError as exc:
+            print(exc.rendered)
+            return EXIT_INVALID
+    rule_set, diagnostics, sources = loader.check_rules(paths, horizon=horizon, catalog=catalog)
     if rule_set is None:
         print(render_all(diagnostics, sources))
         return EXIT_INVALID
@@ -145,7 +174,7 @@ def _check(command: str, paths: Sequence[str], extra_files: Sequence[str], horiz
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    checked = _check("validate", args.paths, (), args.horizon)
+    checked = _check("validate", args.paths, (), args.horizon, args.catalog)
     if isinstance(checked, int):
         return checked
     rule_set, sources = checked
@@ -157,14 +186,26 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _load_for_replay(args: argparse.Namespace):
-    """(rules, events) or an exit code, with problems reported the way `validate` does."""
-    checked = _check(args.command, args.rules, [args.events], args.horizon)
+def _cmd_schema(args: argparse.Namespace) -> int:
+    checked = _check("schema", args.paths, (), args.horizon, args.catalog)
     if isinstance(checked, int):
         return checked
     rule_set, _ = checked
-    from ..runtime.serde import parse_event  # the job's own parser: same validation
+    from ..runtime.serde import schema_text
 
+    print(schema_text(rule_set.catalog), end="")
+    return EXIT_OK
+
+
+def _load_for_replay(args: argparse.Namespace):
+    """(rules, events) or an exit code, with problems reported the way `validate` does."""
+    checked = _check(args.command, args.rules, [args.events], args.horizon, args.catalog)
+    if isinstance(checked, int):
+        return checked
+    rule_set, _ = checked
+    from ..runtime.serde import EventSchema, parse_event  # the job's own parser: same validation
+
+    schema = EventSchema(rule_set.catalog)
     events = []
     invalid = 0
     now = int(time.time() * 1000)
@@ -172,7 +213,7 @@ def _load_for_replay(args: argparse.Namespace):
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            parsed = parse_event(line.rstrip(b"\r\n"), now_ms=now)
+            parsed = parse_event(line.rstrip(b"\r\n"), now_ms=now, schema=schema)
             if isinstance(parsed, Event):
                 events.append(parsed)
                 continue

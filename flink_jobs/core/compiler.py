@@ -71,7 +71,7 @@ class _RuleCompiler(Builder):
 
 def compile_rules(rules: RuleSet, *, horizon: int = DEFAULT_HORIZON, generic_aggregates: bool = True) -> CompiledRules:
     """Compile every segment; raise CompileError on unknown references or cycles."""
-    builder = _RuleCompiler(horizon, generic_aggregates)
+    builder = _RuleCompiler(horizon, generic_aggregates, rules.catalog)
     ordered = _dependency_order(rules.segments)
     compiled = [CompiledSegment(s, builder.node(s.condition)) for s in ordered]
     features = builder.build()

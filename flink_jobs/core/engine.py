@@ -15,7 +15,6 @@ from bisect import insort
 from dataclasses import dataclass, field
 from typing import Any, Generator, Mapping, Sequence
 
-from . import catalog
 from .compiler import CompiledRules, CompiledSegment, compile_rules
 from .durations import DAY, format_duration
 from .features import Feature, FeatureState, TimerBook
@@ -98,6 +97,9 @@ class SegmentEngine:
         self._feature_keys = frozenset(f.key for f in rules.features)
         self._segment_ids = frozenset(s.id for s in rules.segments)
         self._ttl = {c.id: (i, c.segment.ttl) for i, c in enumerate(rules.segments) if c.segment.ttl is not None}
+        catalog = rules.rules.catalog
+        self._profile_types = catalog.profile_types  # events whose properties update the profile
+        self._profile_fields = tuple(catalog.profile_fields)
         self._model_inputs = self._resolve_model_inputs()
 
     @property
@@ -312,7 +314,7 @@ class SegmentEngine:
         profile_changed = False
         if len(events) == 1:
             event = events[0]
-            if event.event_type == "identify":
+            if event.event_type in self._profile_types:
                 profile_changed = self._update_profile(state, event)
             for feature in index.get(event.event_type, ()):
                 self._feed(features, feature, events, now, book)
@@ -321,7 +323,7 @@ class SegmentEngine:
         else:
             grouped: dict[str, tuple[Feature[Any], list[Event]]] = {}
             for event in events:
-                if event.event_type == "identify":
+                if event.event_type in self._profile_types:
                     profile_changed = self._update_profile(state, event) or profile_changed
                 for feature in index.get(event.event_type, ()):
                     grouped.setdefault(feature.key, (feature, []))[1].append(event)
@@ -347,10 +349,9 @@ class SegmentEngine:
         if not feature.empty(fs):
             features[feature.key] = fs
 
-    @staticmethod
-    def _update_profile(state: CustomerState, event: Event) -> bool:
+    def _update_profile(self, state: CustomerState, event: Event) -> bool:
         changed = False
-        for name in catalog.PROFILE_FIELDS:
+        for name in self._profile_fields:
             value = event.properties.get(name)
             if value is not None and state.profile.get(name) != value:
                 state.profile[name] = value
@@ -487,7 +488,7 @@ class SegmentEngine:
     def _resolve_model_inputs(self) -> ModelInputReader:
         if not self.config.generic_aggregates:
             return ModelInputReader.empty()
-        return ModelInputReader.resolve(self.compiled.features)
+        return ModelInputReader.resolve(self.compiled.features, self.compiled.rules.catalog)
 
 
 def _short(text: str, limit: int = 240) -> str:

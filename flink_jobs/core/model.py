@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Literal, Mapping, Union
 
+from .catalog import Catalog
+
 Scalar = Union[str, int, float, bool]
 PropertyValue = Union[str, int, float, bool]
 
@@ -217,10 +219,12 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:
-    """Every segment of a rules folder, with a version that changes whenever any rule changes."""
+    """Every segment of a rules folder and the event catalogue they are written against, with a
+    version that changes whenever any rule or the catalogue changes."""
 
     segments: tuple[Segment, ...]
     version: str
+    catalog: Catalog
 
     def by_id(self) -> dict[str, Segment]:
         return {s.id: s for s in self.segments}

@@ -21,7 +21,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from . import catalog
+from .catalog import MODEL_ROLES, Catalog
 from .durations import DAY, HOUR, MINUTE
 from .features import Feature, FeatureState, StatsFeature, stats_key
 from .model import EventSelector
@@ -84,36 +84,43 @@ class ModelInputReader:
     reads only the buckets it needs (found by bisection in each feature's sorted records).
     """
 
-    def __init__(self, purchases: StatsFeature | None, activity: tuple[tuple[str, StatsFeature], ...]) -> None:
+    def __init__(
+        self, purchases: StatsFeature | None, revenue: str | None, activity: tuple[tuple[str, StatsFeature], ...]
+    ) -> None:
         self._purchases = purchases
         # Offset of the revenue's (n, sum) in a purchase bucket's record (StatsFeature's layout).
-        self._revenue = 2 + 4 * purchases.props.index(catalog.REVENUE_PROPERTY) if purchases else 0
+        self._revenue = 2 + 4 * purchases.props.index(revenue) if purchases and revenue else 0
         self._activity = activity
         self.names: tuple[str, ...] = (_VALUE_NAMES if purchases else ()) + (_BEHAVIOUR_NAMES if activity else ())
 
     @classmethod
-    def resolve(cls, features: Iterable[Feature[Any]]) -> ModelInputReader:
-        """Find the aggregates the inputs read; a group whose aggregates are missing is left out."""
+    def resolve(cls, features: Iterable[Feature[Any]], catalog: Catalog) -> ModelInputReader:
+        """Find the aggregates the inputs read; a group whose aggregates or catalogue roles are
+        missing is left out (value: the purchase role; behaviour: the roles of ``MODEL_ROLES``)."""
         by_base = {f.base: f for f in features if isinstance(f, StatsFeature)}
-        purchases = by_base.get(stats_key(EventSelector((catalog.PURCHASE_EVENT,)), DAY))
+        revenue = catalog.revenue_property
+        purchases = None
+        if catalog.purchase_event is not None:
+            purchases = by_base.get(stats_key(EventSelector((catalog.purchase_event,)), DAY))
         if not (
-            isinstance(purchases, StatsFeature)
-            and catalog.REVENUE_PROPERTY in purchases.props
-            and purchases.retention >= VALUE_WINDOW_DAYS * DAY
+            isinstance(purchases, StatsFeature) and revenue in purchases.props and purchases.retention >= VALUE_WINDOW_DAYS * DAY
         ):
             purchases = None
+        role_of = {event_type: role for role, event_type in catalog.roles.items()}
         activity: list[tuple[str, StatsFeature]] = []
-        for event_type in catalog.EVENT_TYPES:
+        for event_type in catalog.event_types:
             feature = by_base.get(stats_key(EventSelector((event_type,)), MINUTE))
             if not (isinstance(feature, StatsFeature) and feature.retention >= HOUR):
                 activity = []
                 break
-            activity.append((event_type, feature))
-        return cls(purchases, tuple(activity))
+            activity.append((role_of.get(event_type, ""), feature))
+        if any(role not in catalog.roles for role in MODEL_ROLES):
+            activity = []
+        return cls(purchases if isinstance(purchases, StatsFeature) else None, revenue, tuple(activity))
 
     @classmethod
     def empty(cls) -> ModelInputReader:
-        return cls(None, ())
+        return cls(None, None, ())
 
     def read(self, features: Mapping[str, FeatureState], now: int) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -159,7 +166,7 @@ class ModelInputReader:
         recent = minute - _MINUTES_5M + 1
         events_5m = events_1h = page_views = product_views = sessions = 0.0
         active: set[float] = set()
-        for event_type, feature in self._activity:
+        for role, feature in self._activity:
             fs = features.get(feature.key)
             if not fs:
                 continue
@@ -185,11 +192,11 @@ class ModelInputReader:
                         events_5m += count
                     active.add(b)
             events_1h += n
-            if event_type == "page_view":
+            if role == "page_view":
                 page_views = n
-            elif event_type == "product_view":
+            elif role == "product_view":
                 product_views = n
-            elif event_type == "session_start":
+            elif role == "session_start":
                 sessions = n
         out["events_5m"] = float(events_5m)
         out["events_1h"] = float(events_1h)

@@ -12,7 +12,7 @@ import heapq
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from . import catalog
+from .catalog import Catalog
 from .conditions import (
     Absence,
     Aggregate,
@@ -52,12 +52,13 @@ def _in_window(event_time: int, now: int, window: int) -> bool:
 class History:
     """One customer's deduplicated events in (event_time, event_id) order, read at instant ``now``."""
 
-    def __init__(self, customer_id: str, events: Iterable[Event], scorer: Scorer | None = None) -> None:
+    def __init__(self, customer_id: str, events: Iterable[Event], catalog: Catalog, scorer: Scorer | None = None) -> None:
         unique: dict[str, Event] = {}
         for event in events:
             unique.setdefault(event.event_id, event)
         self.customer_id = customer_id
         self.events = sorted(unique.values(), key=Event.sort_key)
+        self.catalog = catalog
         self.scorer = scorer
 
     def upto(self, now: int) -> list[Event]:
@@ -119,7 +120,7 @@ class History:
     def sessions(self, gap: int, now: int) -> list[tuple[int, int]]:
         out: list[list[int]] = []
         for e in self.upto(now):
-            if e.event_type not in catalog.SESSION_EVENT_TYPES:
+            if e.event_type not in self.catalog.activity_types:
                 continue
             if out and e.event_time - out[-1][1] <= gap:
                 out[-1][1] = e.event_time
@@ -196,8 +197,8 @@ class History:
     def profile(self, now: int) -> dict[str, object]:
         out: dict[str, object] = {}
         for e in self.upto(now):
-            if e.event_type == "identify":
-                for name in catalog.PROFILE_FIELDS:
+            if e.event_type in self.catalog.profile_types:
+                for name in self.catalog.profile_fields:
                     if e.properties.get(name) is not None:
                         out[name] = e.properties[name]
         return out
@@ -251,7 +252,7 @@ def reference_changes(
     scorer: Scorer | None = None,
 ) -> tuple[list[RefChange], dict[str, int]]:
     """All membership changes up to ``until`` and the memberships then (segment -> entered at)."""
-    history = History(customer_id, events, scorer)
+    history = History(customer_id, events, rules.catalog, scorer)
     order = _order(rules)
     queue = sorted(t for t in history.instants(order) if t <= until)
     heapq.heapify(queue)

@@ -174,7 +174,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         placed_keys=list(placed_keys(job)[0]),
         source_topic=config.kafka.events_topic,
         metrics_config=config.metrics,
-        scorer=functools.partial(load_scorer, job.model_artifacts) if job.models else None,
+        scorer=functools.partial(load_scorer, job.model_artifacts, rules.catalog.scores) if job.models else None,
         cache_memory=job.state_cache_memory,
         full_gc_interval=job.python_full_gc_interval,
         write_behind=job.state_write_behind,

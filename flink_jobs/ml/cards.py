@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..core import catalog
 from ..core.model_inputs import BY_NAME
 
 CARD_SUFFIX = ".card.json"
@@ -38,7 +37,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class ScoreSpec:
-    name: str  # the published score, one of catalog.KNOWN_SCORES
+    name: str  # the published score, one of the catalogue's scores
     output: str  # ONNX output it is read from
     transform: str  # one of TRANSFORMS
     column: int = 0  # for "column": which column of a 2-d output
@@ -92,8 +91,10 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def load_card(path: Path) -> ModelCard:
-    """Parse and check a card on its own; raise ModelCardError listing every problem."""
+def load_card(path: Path, known_scores: Sequence[str] | None = None) -> ModelCard:
+    """Parse and check a card on its own; raise ModelCardError listing every problem.
+    ``known_scores``: the scores rules may test (the event catalogue's), which the card must
+    publish under; not checked when None."""
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -133,8 +134,8 @@ def load_card(path: Path) -> ModelCard:
         column=int(score_raw.get("column", 0)),
         offset=float(score_raw.get("offset", 0.0)),
     )
-    if score.name and score.name not in catalog.KNOWN_SCORES:
-        problems.append(f"score '{score.name}' is not one of the scores rules know ({', '.join(catalog.KNOWN_SCORES)})")
+    if known_scores is not None and score.name and score.name not in known_scores:
+        problems.append(f"score '{score.name}' is not one of the scores rules know ({', '.join(known_scores)})")
     if score.transform and score.transform not in TRANSFORMS:
         problems.append(f"score.transform '{score.transform}' is not one of {', '.join(TRANSFORMS)}")
     if score.output and outputs and score.output not in outputs:
@@ -154,7 +155,7 @@ def load_card(path: Path) -> ModelCard:
             need("name", str, g, "outlier_guard."), need("input", str, g, "outlier_guard."),
             float(g.get("median", 0.0)), float(g.get("scale", 0.0)),
         )
-        if guard.name not in catalog.KNOWN_SCORES:
+        if known_scores is not None and guard.name not in known_scores:
             problems.append(f"outlier_guard.name '{guard.name}' is not one of the scores rules know")
         if guard.input not in BY_NAME:
             problems.append(f"outlier_guard.input '{guard.input}' is not a model input")

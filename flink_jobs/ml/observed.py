@@ -36,8 +36,9 @@ class ObservedScorer:
         self._next_psi = time.monotonic() + self.PSI_EVERY
 
     @classmethod
-    def load(cls, artifacts: str, m: ModelMetrics) -> ObservedScorer:
-        """The models in ``artifacts`` (empty: the default folder, see ``serving.OnnxScorer``)."""
+    def load(cls, artifacts: str, m: ModelMetrics, known_scores: Sequence[str] | None = None) -> ObservedScorer:
+        """The models in ``artifacts`` (empty: the default folder, see ``serving.OnnxScorer``),
+        publishing only scores among ``known_scores`` (the rules' catalogue's) when given."""
 
         from .serving import OnnxScorer  # onnxruntime is imported only where the models run
 
@@ -45,7 +46,7 @@ class ObservedScorer:
             m.observe_inference(model, (seconds,))
             m.observe_scores(model, scores)
 
-        scorer = OnnxScorer(artifacts or None, observer=observe)
+        scorer = OnnxScorer(artifacts or None, observer=observe, known_scores=known_scores)
         return cls(scorer, DriftMonitor(scorer.cards.values()), m)
 
     def score(self, customer_id: str, features: Mapping[str, float]) -> Mapping[str, float]:
@@ -69,7 +70,7 @@ class ObservedScorer:
         return self._scorer.score_batch(rows)
 
 
-def load_scorer(artifacts: str, m: ModelMetrics) -> ObservedScorer:
+def load_scorer(artifacts: str, known_scores: Sequence[str], m: ModelMetrics) -> ObservedScorer:
     """``ObservedScorer.load`` as a function, for ``functools.partial`` (the scorer loader the
     job hands the batch engine travels to the workers pickled)."""
-    return ObservedScorer.load(artifacts, m)
+    return ObservedScorer.load(artifacts, m, known_scores)

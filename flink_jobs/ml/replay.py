@@ -7,11 +7,18 @@ runs (``SegmentEngine.model_features``), never from a second implementation.
 from __future__ import annotations
 
 import sys
+from functools import cache
+from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
+from ..core.catalog import Catalog
 from ..core.engine import EngineConfig, SegmentEngine
+from ..core.loader import load_catalog
 from ..core.model import Event, RuleSet
 from ..core.runner import LocalRunner
+
+# The event catalogue the shipped models are trained on: the example one beside the rules.
+TRAINING_CATALOG = Path(__file__).resolve().parents[2] / "rules" / "catalog.yaml"
 
 Progress = Callable[[int], None]
 
@@ -29,9 +36,14 @@ class RecordingScorer:
         return {}
 
 
-def _engine(scorer: RecordingScorer | None = None) -> SegmentEngine:
+@cache
+def training_catalog() -> Catalog:
+    return load_catalog(TRAINING_CATALOG)
+
+
+def _engine(catalog: Catalog | None, scorer: RecordingScorer | None = None) -> SegmentEngine:
     # No rules: the model inputs read only the generic aggregates, which the engine always keeps.
-    return SegmentEngine(RuleSet((), "model-inputs"), EngineConfig(), scorer)
+    return SegmentEngine(RuleSet((), "model-inputs", catalog or training_catalog()), EngineConfig(), scorer)
 
 
 def _feed(runner: LocalRunner, events: Iterable[Event], progress: Progress | None) -> None:
@@ -41,9 +53,12 @@ def _feed(runner: LocalRunner, events: Iterable[Event], progress: Progress | Non
             progress(n)
 
 
-def features_at(events: Iterable[Event], at: int, progress: Progress | None = None) -> dict[str, dict[str, float]]:
-    """customer id -> model inputs at instant ``at``, after replaying ``events`` (all <= ``at``)."""
-    engine = _engine()
+def features_at(
+    events: Iterable[Event], at: int, progress: Progress | None = None, catalog: Catalog | None = None
+) -> dict[str, dict[str, float]]:
+    """customer id -> model inputs at instant ``at``, after replaying ``events`` (all <= ``at``),
+    read with ``catalog`` (default: the training catalogue)."""
+    engine = _engine(catalog)
     runner = LocalRunner(engine)
     _feed(runner, events, progress)
     runner.advance(at)
@@ -51,11 +66,11 @@ def features_at(events: Iterable[Event], at: int, progress: Progress | None = No
 
 
 def scored_rows(
-    events: Iterable[Event], out_of_orderness: int = 0, progress: Progress | None = None
+    events: Iterable[Event], out_of_orderness: int = 0, progress: Progress | None = None, catalog: Catalog | None = None
 ) -> list[tuple[str, dict[str, float]]]:
     """(customer id, model inputs) at every instant the stream would score, in processing order."""
     scorer = RecordingScorer()
-    runner = LocalRunner(_engine(scorer), out_of_orderness=out_of_orderness)
+    runner = LocalRunner(_engine(catalog, scorer), out_of_orderness=out_of_orderness)
     _feed(runner, events, progress)
     runner.advance(2**62)
     return scorer.calls

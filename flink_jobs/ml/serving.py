@@ -2,7 +2,7 @@
 
 Loads every ``*.card.json`` + ONNX model in a folder once (per Flink task: build it in the
 function's ``open()``), checks each card against the model's real input and output names, types
-and shapes, and publishes scores under the names rules use (``catalog.KNOWN_SCORES``):
+and shapes, and publishes scores under the names rules use (the event catalogue's ``scores``):
 
 - ``purchase_propensity``: P(buys again within 273 days); only for customers with a purchase in
   the last 365 days (the card's ``applies_when``), absent otherwise.
@@ -85,6 +85,7 @@ class OnnxScorer:
         models: Sequence[str] | None = None,
         cache_size: int = 65_536,
         observer: Observer | None = None,
+        known_scores: Sequence[str] | None = None,
     ) -> None:
         folder = Path(artifacts or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS)
         paths = card_paths(folder) if folder.is_dir() else []
@@ -93,7 +94,7 @@ class OnnxScorer:
                 f"{folder}: no model cards (*.card.json) found; set {ARTIFACTS_ENV} or pass the folder, "
                 "or run `python -m flink_jobs.ml.train` to create them"
             )
-        cards = [load_card(p) for p in paths]
+        cards = [load_card(p, known_scores) for p in paths]
         if models is not None:
             unknown = sorted(set(models) - {c.name for c in cards})
             if unknown:

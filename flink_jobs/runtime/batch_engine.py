@@ -30,7 +30,7 @@ from .batching import BatchRecord, batch_key, decode_batch
 from .metrics import JobMetrics, MetricsConfig, job_metrics, redis_error_kind, start_exporter
 from .redis_writer import MembershipWriter, RedisConfig, RedisMembershipWriter
 from .rule_files import RuleFileStore, active_rules, is_rule_file, take_rule_file
-from .serde import Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
+from .serde import EventSchema, Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
 from .state_cache import StateCache
 
 _log = logging.getLogger(__name__)
@@ -252,6 +252,7 @@ class BatchEngine:
         # The state cache would make Python's full collections pause every call (see gc_policy).
         self._gc = gc_policy.install(self._full_gc_interval / 1000, observer=self._m.observe_gc_pause)
         self._scorer = self._scorer_loader(self._m) if self._scorer_loader is not None else None
+        self._schema = EventSchema(self._rules.catalog)
         self.use_rules(self._rules)
         # Decoded states of recently seen customers: saves reading and decoding (see state_cache).
         self._cache = StateCache(self._cache_memory)
@@ -303,6 +304,8 @@ class BatchEngine:
     def use_rules(self, rules: RuleSet) -> None:
         """Evaluate ``rules`` from now on (compiled here, in the worker)."""
         self._engine = SegmentEngine(rules, self._engine_config, scorer=self._scorer)
+        if self._schema.catalog.version != rules.catalog.version:
+            self._schema = EventSchema(rules.catalog)  # which records are valid comes with the rules
         self._ttl = {s.id: s.ttl for s in rules.segments}
         self._m.rules_loaded(rules.version, len(rules.segments))
         # Every batch key moves its customers to the new rules on its next call.
@@ -357,14 +360,14 @@ class BatchEngine:
         watermark = max(timers.current_watermark(), batcher_watermark)
         call = self._prepare(key, watermark, store)
         now_ms = int(time.time() * 1000)
-        limits, batch_keys = self._limits, self._batch_keys
+        limits, batch_keys, schema = self._limits, self._batch_keys, self._schema
         records = decode_batch(payload)
         m = self._m
         m.events_received(len(records))
         valid = 0
         events: dict[str, list[Event]] = {}
         for record in records:
-            parsed = parse_event(record.value, now_ms=now_ms, limits=limits, ingest_ms=record.timestamp)
+            parsed = parse_event(record.value, now_ms=now_ms, schema=schema, limits=limits, ingest_ms=record.timestamp)
             if not isinstance(parsed, Invalid) and batch_key(parsed.customer_id, batch_keys) != key:
                 parsed = Invalid(
                     "routing",

@@ -7,10 +7,9 @@ Incoming events are JSON objects (the Kafka key is the customer id)::
      "properties": {"product_id": "p-1", "price": 19.9}}
 
 ``parse_event`` turns raw bytes into an ``Event`` or an ``Invalid`` with a reason a person can
-act on; it never raises on bad input. Validation uses the JSON Schema shipped in
-``flink_jobs/runtime/schemas/event.schema.json``, which ``event_schema()`` generates from the event
-catalogue (``core/catalog.py``); a unit test fails when the two disagree. Regenerate it with
-``python -m flink_jobs.runtime.serde --write-schema``.
+act on; it never raises on bad input. It validates with the JSON Schema ``event_schema(catalog)``
+derives from the event catalogue that travels with the rules (``EventSchema`` compiles it once per
+catalogue); ``segments schema rules/`` prints it for producers.
 
 Choices a producer may notice: properties the catalogue does not declare for the event type are
 dropped (no rule can use them), a ``null`` property is the same as a missing one, timestamps
@@ -23,21 +22,17 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Callable, Mapping
 
 import fastjsonschema
 import orjson
 
-from ..core import catalog
+from ..core.catalog import Catalog, PropertySpec
 from ..core.durations import DAY, format_duration
 from ..core.model import Change, Event, PropertyValue
 
-SCHEMA_RESOURCE = "runtime/schemas/event.schema.json"
 SCHEMA_ID = "https://flink-segments.invalid/schemas/event.schema.json"
 MAX_ID_LENGTH = 256
 EARLIEST_EVENT_TIME = 946_684_800_000  # 2000-01-01T00:00:00Z: anything before is a broken clock
@@ -82,30 +77,34 @@ def _id_schema(what: str) -> dict[str, Any]:
     }
 
 
-def event_schema() -> dict[str, Any]:
+def _property_schema(spec: PropertySpec) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": _JSON_TYPES[spec.type]}
+    if spec.values and spec.type != "timestamp":  # timestamps are compared once read, as epoch ms
+        out["enum"] = [*spec.values, None]
+    return out
+
+
+def event_schema(catalog: Catalog) -> dict[str, Any]:
     """The JSON Schema (draft-07) of an incoming event, generated from the event catalogue."""
     by_type = []
-    for event_type, props in catalog.EVENT_TYPES.items():
-        by_type.append(
-            {
-                "if": {"properties": {"event_type": {"const": event_type}}},
-                "then": {
-                    "properties": {
-                        "properties": {
-                            "type": "object",
-                            "properties": {name: {"type": _JSON_TYPES[kind]} for name, kind in props.items()},
-                        }
-                    }
-                },
-            }
-        )
+    for event_type, declared in catalog.events.items():
+        properties: dict[str, Any] = {
+            "type": "object",
+            "properties": {name: _property_schema(spec) for name, spec in declared.properties.items()},
+        }
+        then: dict[str, Any] = {"properties": {"properties": properties}}
+        required = [name for name, spec in declared.properties.items() if spec.required]
+        if required:
+            properties["required"] = required
+            then["required"] = ["properties"]
+        by_type.append({"if": {"properties": {"event_type": {"const": event_type}}}, "then": then})
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "$id": SCHEMA_ID,
         "title": "Customer event",
         "description": (
             "One customer event as produced to the events topic (key = customer_id). Generated from "
-            "flink_jobs/core/catalog.py by `python -m flink_jobs.runtime.serde --write-schema`; do not edit. "
+            f"the event catalogue ({catalog.version}) by `segments schema`; edit the catalogue, not this. "
             "Timestamps are ISO-8601 with a UTC offset or epoch milliseconds. Properties not declared "
             "for the event type are ignored; null means absent."
         ),
@@ -114,7 +113,7 @@ def event_schema() -> dict[str, Any]:
         "properties": {
             "event_id": _id_schema("unique id of the event, for deduplication"),
             "customer_id": _id_schema("the customer the event belongs to"),
-            "event_type": {"enum": list(catalog.EVENT_TYPES)},
+            "event_type": {"enum": list(catalog.event_types)},
             "event_time": {
                 "type": ["integer", "string"],
                 "description": "when it happened: ISO-8601 with offset, or epoch milliseconds",
@@ -125,43 +124,47 @@ def event_schema() -> dict[str, Any]:
     }
 
 
-def shipped_schema() -> dict[str, Any]:
-    """The schema file in the package (what the job validates with)."""
-    text = resources.files("flink_jobs").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
-    return json.loads(text)
+def schema_text(catalog: Catalog) -> str:
+    return json.dumps(event_schema(catalog), indent=2) + "\n"
 
 
-def schema_text() -> str:
-    return json.dumps(event_schema(), indent=2) + "\n"
+class EventSchema:
+    """A catalogue's events as ``parse_event`` checks them: the JSON Schema compiled as a top-level
+    validator and one per event type (the same verdicts as the whole schema, whose ``allOf``
+    branches are each ``if event_type == X then ...``; about 4x faster, and the job validates every
+    record), and each type's declared and required properties."""
 
+    __slots__ = ("catalog", "schema", "_top", "_by_type", "declared", "required")
 
-@lru_cache(maxsize=1)
-def _validators() -> tuple[Callable[[Any], Any], dict[str, Callable[[Any], Any]]]:
-    """The shipped schema compiled as (top-level validator, {event_type: properties validator}).
-
-    Same verdicts as compiling the whole schema (each ``allOf`` branch is an ``if event_type ==
-    X then ...``, so only the matching one can fail), about 4x faster: the job validates every
-    record, and one compiled ``allOf`` tries every branch.
-    """
-    schema = shipped_schema()
-    top = fastjsonschema.compile({k: v for k, v in schema.items() if k != "allOf"})
-    by_type = {}
-    for branch in schema.get("allOf", ()):
-        event_type = branch["if"]["properties"]["event_type"]["const"]
-        by_type[event_type] = fastjsonschema.compile(branch["then"])
-    return top, by_type
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.schema = event_schema(catalog)
+        self._top = fastjsonschema.compile({k: v for k, v in self.schema.items() if k != "allOf"})
+        self._by_type: dict[str, Callable[[Any], Any]] = {}
+        for branch in self.schema["allOf"]:
+            event_type = branch["if"]["properties"]["event_type"]["const"]
+            self._by_type[event_type] = fastjsonschema.compile(branch["then"])
+        self.declared = {t: catalog.property_types(t) for t in catalog.event_types}
+        self.required = {
+            t: tuple(name for name, spec in e.properties.items() if spec.required) for t, e in catalog.events.items()
+        }
 
 
 # ---- parsing --------------------------------------------------------------------------------------
 
 
 def parse_event(
-    raw: bytes | str | None, *, now_ms: int, limits: ParseLimits = ParseLimits(), ingest_ms: int | None = None
+    raw: bytes | str | None,
+    *,
+    now_ms: int,
+    schema: EventSchema,
+    limits: ParseLimits = ParseLimits(),
+    ingest_ms: int | None = None,
 ) -> Event | Invalid:
-    """Parse and validate one record: its bytes, or its text when already decoded from UTF-8.
-    ``now_ms``: the time now (future-time check); ``ingest_ms``: when the record entered the
-    system (its Kafka timestamp; ``Event.ingest_time``), ``now_ms`` if not given. Never raises on
-    bad input."""
+    """Parse and validate one record, its bytes or its text when already decoded from UTF-8,
+    against the catalogue of ``schema``. ``now_ms``: the time now (future-time check);
+    ``ingest_ms``: when the record entered the system (its Kafka timestamp; ``Event.ingest_time``),
+    ``now_ms`` if not given. Never raises on bad input."""
     if raw is None:
         return Invalid("not_json", "empty record (no value)")
     if isinstance(raw, str):
@@ -193,12 +196,16 @@ def parse_event(
             return Invalid("not_json", "not JSON: nested too deeply")
     if not isinstance(data, dict):
         return Invalid("not_object", f"expected a JSON object, got {_json_kind(data)}")
-    top, by_type = _validators()
     try:
-        top(data)
-        by_type[data["event_type"]](data)
+        schema._top(data)
     except fastjsonschema.JsonSchemaValueException as exc:
-        return Invalid("schema", _schema_reason(exc, data))
+        return Invalid("schema", _schema_reason(exc, data, schema))
+    try:
+        schema._by_type[data["event_type"]](data)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        if exc.rule == "required":
+            return Invalid("schema", _missing_properties(data, schema))
+        return Invalid("schema", _schema_reason(exc, data, schema))
     try:
         event_time = _timestamp(data["event_time"])
     except ValueError as exc:
@@ -207,7 +214,7 @@ def parse_event(
     if problem is not None:
         return Invalid("event_time", problem)
     event_type = data["event_type"]
-    declared = catalog.EVENT_TYPES[event_type]
+    declared = schema.declared[event_type]
     props: dict[str, PropertyValue] = {}
     given = data.get("properties")
     if given:
@@ -238,7 +245,14 @@ def _json_kind(value: object) -> str:
     return "null"
 
 
-def _schema_reason(exc: fastjsonschema.JsonSchemaValueException, data: dict) -> str:
+def _missing_properties(data: dict[str, Any], schema: EventSchema) -> str:
+    event_type = data["event_type"]
+    given = data.get("properties") or {}
+    missing = [name for name in schema.required[event_type] if given.get(name) is None]
+    return f"{event_type} is missing required propert{'ies' if len(missing) > 1 else 'y'}: {', '.join(missing)}"
+
+
+def _schema_reason(exc: fastjsonschema.JsonSchemaValueException, data: dict[str, Any], schema: EventSchema) -> str:
     path = ".".join(str(p) for p in (exc.path or [])[1:])
     rule = exc.rule
     if rule == "required":
@@ -246,7 +260,7 @@ def _schema_reason(exc: fastjsonschema.JsonSchemaValueException, data: dict) -> 
         return f"missing required field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}"
     if path == "event_type" and rule == "enum":
         return (
-            f"unknown event_type {data.get('event_type')!r}; expected one of: {', '.join(catalog.EVENT_TYPES)}"
+            f"unknown event_type {data.get('event_type')!r}; expected one of: {', '.join(schema.catalog.event_types)}"
         )
     if path in ("event_id", "customer_id") and rule in ("minLength", "pattern"):
         return f"{path} is empty"
@@ -411,21 +425,3 @@ def _text_or_b64(data: bytes, *, allow_cut_char: bool = False) -> tuple[str, str
         if allow_cut_char and exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
             return data[: exc.start].decode("utf-8"), "utf-8"
         return base64.b64encode(data).decode("ascii"), "base64"
-
-
-def _main(argv: list[str]) -> int:
-    if argv == ["--write-schema"]:
-        target = resources.files("flink_jobs").joinpath(SCHEMA_RESOURCE)
-        with open(str(target), "w", encoding="utf-8") as fh:
-            fh.write(schema_text())
-        print(f"wrote {target}")
-        return 0
-    if argv == ["--print-schema"]:
-        print(schema_text(), end="")
-        return 0
-    print("usage: python -m flink_jobs.runtime.serde --write-schema | --print-schema", file=sys.stderr)
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

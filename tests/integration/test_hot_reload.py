@@ -59,7 +59,7 @@ def _wait_for(scenario: Scenario, predicate, customer: str, first_at: int, timeo
 
 def test_new_rules_apply_live_and_broken_rules_are_rejected(scenario: Scenario):
     base = (RULES / "scenarios.yaml").read_text()
-    new_texts = {"scenarios.yaml": base + FRENCH}
+    new_texts = {"catalog.yaml": (RULES / "catalog.yaml").read_text(), "scenarios.yaml": base + FRENCH}
     new_version = load_rules_from_texts(new_texts).version
 
     _produce_with_tick(scenario, [event("d1", "c-de", "identify", 0, country="DE")])
@@ -69,7 +69,9 @@ def test_new_rules_apply_live_and_broken_rules_are_rejected(scenario: Scenario):
         assert [(k, v["segment"], v["kind"]) for k, v in first] == [("c-de", "german_speaker", "enter")]
         old_version = first[0][1]["rule_version"]
 
+        # A set is its rules and their catalogue: the rules alone are rejected until it comes.
         _publish(scenario, "scenarios.yaml", new_texts["scenarios.yaml"])
+        _publish(scenario, "catalog.yaml", new_texts["catalog.yaml"])
         changes = _wait_for(
             scenario, lambda cs: any(v["segment"] == "french_speaker" for _, v in cs), "c-fr", 1 * MINUTE
         )

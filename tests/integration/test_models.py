@@ -12,7 +12,7 @@ from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.loader import load_rules
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.ml.serving import OnnxScorer
-from flink_jobs.runtime.serde import encode_change, parse_event
+from flink_jobs.runtime.serde import EventSchema, encode_change, parse_event
 
 from .conftest import T0, Scenario, event
 from .test_segmentation_job import _by_customer
@@ -38,7 +38,7 @@ def test_a_rule_on_a_model_score_changes_membership_in_the_running_job(scenario:
 
     runner = LocalRunner(SegmentEngine(load_rules([str(RULES)]), EngineConfig(), scorer=OnnxScorer()), out_of_orderness=60_000)
     for raw in events:
-        runner.feed(parse_event(json.dumps(raw).encode(), now_ms=T0 + 400 * DAY))
+        runner.feed(parse_event(json.dumps(raw).encode(), schema=EventSchema(runner.engine.compiled.rules.catalog), now_ms=T0 + 400 * DAY))
     runner.advance(2**63 - 1)
     expected = [(c.customer_id, json.loads(encode_change(c, runner.states[c.customer_id].scores))) for c in runner.changes]
 

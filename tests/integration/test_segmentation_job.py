@@ -16,7 +16,7 @@ import pytest
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.loader import load_rules
 from flink_jobs.core.runner import LocalRunner
-from flink_jobs.runtime.serde import ParseLimits, encode_change, parse_event
+from flink_jobs.runtime.serde import EventSchema, ParseLimits, encode_change, parse_event
 
 from .conftest import HOUR, MINUTE, RULES, T0, Scenario, event
 
@@ -31,9 +31,11 @@ def _changes(records):
 
 def _simulated(produced_values, out_of_orderness=5 * MINUTE):
     """What core/runner.py (the pure simulation of the Flink function) says the change topic must hold."""
-    runner = LocalRunner(SegmentEngine(load_rules([str(RULES)]), EngineConfig()), out_of_orderness=out_of_orderness)
+    rules = load_rules([str(RULES)])
+    runner = LocalRunner(SegmentEngine(rules, EngineConfig()), out_of_orderness=out_of_orderness)
+    schema = EventSchema(rules.catalog)
     for raw in produced_values:
-        parsed = parse_event(json.dumps(raw).encode(), now_ms=T0 + 365 * 24 * HOUR, limits=ParseLimits())
+        parsed = parse_event(json.dumps(raw).encode(), now_ms=T0 + 365 * 24 * HOUR, schema=schema, limits=ParseLimits())
         runner.feed(parsed)
     runner.advance(MAX_WATERMARK)
     return [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]

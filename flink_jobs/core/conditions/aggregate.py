@@ -75,7 +75,7 @@ def check_metric(r: RuleReader, c: Cond) -> Condition | None:
         assert isinstance(prop_node, ScalarNode)
         prop_type = r.property(prop_node, selector.event_types, kind)
         if prop_type is not None and kind != "distinct" and prop_type != "number":
-            numbers = common_properties(selector.event_types, "number")
+            numbers = common_properties(r.catalog, selector.event_types, "number")
             hint = "; to count different values use 'distinct'" if prop_type == "string" else ""
             r.error(
                 prop_node,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
-from .. import catalog
+from ..catalog import Catalog
 from ..durations import HOUR
 from ..features import DistinctFeature, Feature, LastTimeFeature, StatsFeature, distinct_key, stats_key
 from ..model import Comparison, Condition, EventSelector
@@ -89,12 +89,13 @@ class Builder(ABC):
     """Gathers the features of one rule set; ``node`` compiles a condition (for constructs made
     of other conditions)."""
 
-    def __init__(self, horizon: int, generic: bool) -> None:
+    def __init__(self, horizon: int, generic: bool, catalog: Catalog) -> None:
         self.horizon = horizon
         self.generic = generic
+        self.catalog = catalog
         self._specs: dict[str, FeatureSpec] = {}
         if generic:
-            for event_type in catalog.EVENT_TYPES:
+            for event_type in catalog.event_types:
                 selector = EventSelector((event_type,))
                 props = set(catalog.numeric_properties(event_type))
                 for resolution in _GENERIC_RESOLUTIONS:

@@ -1,4 +1,4 @@
-"""``profile``: the latest value of a profile field (from ``identify`` events).
+"""``profile``: the latest value of a profile field (from the events that update the profile).
 
     profile: country
     in: [DE, AT, CH]
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import catalog
 from ..features import TimerBook
 from ..model import Comparison, Condition, SourceRef
 from ..state import CustomerState
@@ -22,7 +21,7 @@ from .logic import leaves
 
 @dataclass(frozen=True, slots=True)
 class ProfileField(Condition):
-    """The latest value of a profile field (from ``identify`` events)."""
+    """The latest value of a profile field (from the catalogue's profile events)."""
 
     prop: str
     comparison: Comparison
@@ -30,10 +29,12 @@ class ProfileField(Condition):
 
 
 def check(r: RuleReader, c: Cond) -> Condition | None:
-    name = r.choice(c.construct, tuple(catalog.PROFILE_FIELDS), "profile field", "Profile fields", "e.g. 'profile: country'")
+    fields = r.catalog.profile_fields
+    example = f"e.g. 'profile: {next(iter(fields), 'country')}'"
+    name = r.choice(c.construct, tuple(fields), "profile field", "Profile fields", example)
     if name is None:
         return None
-    prop_type = catalog.PROFILE_FIELDS[name]
+    prop_type = fields[name]
     comparisons = r.comparisons(c, Subject(f"'{name}'", prop_type, OPS_BY_TYPE[prop_type]))
     if comparisons is None:
         return None

@@ -10,7 +10,6 @@ as the ``since_last`` and ``count``/``sum`` conditions it stands for.
 
 from __future__ import annotations
 
-from .. import catalog
 from ..model import Condition, EventSelector
 from ..syntax.help import NUMBER_RESULT_OPS, ORDERING, Subject
 from ..syntax.reader import Cond, RuleReader
@@ -39,7 +38,15 @@ def check(r: RuleReader, c: Cond) -> Condition | None:
         if entry.key not in _PARTS:
             r.unknown_key(entry, _PARTS, "in 'rfm'", "rfm takes")
             ok = False
-    purchases = EventSelector((catalog.PURCHASE_EVENT,))
+    purchase_event, revenue = r.catalog.purchase_event, r.catalog.revenue_property
+    if purchase_event is None or revenue is None:
+        r.error(
+            c.construct.key_node,
+            "'rfm' needs a purchase event, and the catalogue names none",
+            "declare it in the catalogue's roles, e.g. 'purchase: {event: order_paid, revenue: amount}'",
+        )
+        return None
+    purchases = EventSelector((purchase_event,))
     needs_window = "frequency" in fields or "monetary" in fields
     window: int | None = None
     if needs_window:
@@ -72,7 +79,7 @@ def check(r: RuleReader, c: Cond) -> Condition | None:
             if part == "recency":
                 leaves.append(SinceLast(purchases, cmp, source))
             elif window is not None:
-                prop = None if part == "frequency" else catalog.REVENUE_PROPERTY
+                prop = None if part == "frequency" else revenue
                 kind = "count" if part == "frequency" else "sum"
                 leaves.append(Aggregate(kind, purchases, prop, window, cmp, source))
     if not ok or not leaves:

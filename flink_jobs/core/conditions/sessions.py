@@ -16,7 +16,6 @@ from typing import Iterable
 
 from yaml.nodes import ScalarNode
 
-from .. import catalog
 from ..durations import MINUTE, format_duration
 from ..features import Feature, TimerBook
 from ..model import Comparison, Condition, Event, SourceRef
@@ -173,15 +172,16 @@ class SessionsFeature(Feature["list[list[int]]"]):
 class _SessionsSpec:
     """One SessionsFeature per gap, kept as long as its longest window needs."""
 
-    def __init__(self, gap: int) -> None:
+    def __init__(self, gap: int, activity: frozenset[str]) -> None:
         self.key = f"sessions|{gap}"
         self.order = (3, f"{gap:020d}")
         self.gap = gap
+        self.activity = activity
         self.retention = 0
         self.windows: set[tuple[int, int]] = set()
 
     def build(self) -> SessionsFeature:
-        return SessionsFeature(self.gap, catalog.SESSION_EVENT_TYPES, self.retention, tuple(sorted(self.windows)))
+        return SessionsFeature(self.gap, self.activity, self.retention, tuple(sorted(self.windows)))
 
 
 class SessionsNode(FeatureNode[SessionsFeature]):
@@ -218,7 +218,7 @@ class SessionsNode(FeatureNode[SessionsFeature]):
 
 def compile(c: Condition, b: Builder) -> Node:
     assert isinstance(c, Sessions)
-    spec = b.feature(_SessionsSpec(c.gap))
+    spec = b.feature(_SessionsSpec(c.gap, b.catalog.activity_types))
     assert isinstance(spec, _SessionsSpec)
     spec.retention = max(spec.retention, c.window)
     spec.windows.add((c.window, resolution_for(c.window)))

@@ -16,12 +16,26 @@ import hashlib
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from .. import catalog, model, windows
+from .. import model, windows
+from ..catalog import Catalog
 from ..diagnostics import Diagnostic, RuleLoadError
 from ..syntax.help import suggest
+from .catalog_file import CatalogChecker, is_catalog_text
 from .checker import SUPPORTED_VERSION, Draft, FileChecker
 
-__all__ = ["SUPPORTED_VERSION", "RuleLoadError", "check_rules", "load_rules", "load_rules_from_texts", "rule_set_version"]
+__all__ = [
+    "CATALOG_FILE",
+    "SUPPORTED_VERSION",
+    "RuleLoadError",
+    "check_rules",
+    "load_catalog",
+    "load_rules",
+    "load_rules_from_texts",
+    "rule_set_version",
+]
+
+# The catalogue's file name beside the rule files (any file whose top level has 'catalog:' is one).
+CATALOG_FILE = "catalog.yaml"
 
 
 # ---- public API -------------------------------------------------------------------------------
@@ -31,11 +45,14 @@ def load_rules(
     paths: Sequence[str | Path],
     *,
     horizon: int = windows.DEFAULT_HORIZON,
-    known_scores: Sequence[str] = catalog.KNOWN_SCORES,
+    catalog: Catalog | None = None,
+    known_scores: Sequence[str] | None = None,
 ) -> model.RuleSet:
     """Load rule files and folders (every ``*.yaml``/``*.yml`` directly inside, except names
-    starting with ``_`` or ``.``); raise ``RuleLoadError`` with every problem of every file."""
-    rule_set, diagnostics, sources = check_rules(paths, horizon=horizon, known_scores=known_scores)
+    starting with ``_`` or ``.``), the event catalogue among them (or ``catalog`` when none is);
+    raise ``RuleLoadError`` with every problem of every file. ``known_scores``: the scores rules
+    may test, when not the catalogue's."""
+    rule_set, diagnostics, sources = check_rules(paths, horizon=horizon, catalog=catalog, known_scores=known_scores)
     if rule_set is None:
         raise RuleLoadError(diagnostics, sources)
     return rule_set
@@ -45,11 +62,13 @@ def load_rules_from_texts(
     texts: Mapping[str, str],
     *,
     horizon: int = windows.DEFAULT_HORIZON,
-    known_scores: Sequence[str] = catalog.KNOWN_SCORES,
+    catalog: Catalog | None = None,
+    known_scores: Sequence[str] | None = None,
 ) -> model.RuleSet:
-    """Load rules from ``{file name: YAML text}`` without touching the filesystem (the job gets
-    rule files from Kafka); raise ``RuleLoadError`` with every problem of every file."""
-    rule_set, diagnostics = _check_texts(texts, horizon, tuple(known_scores))
+    """Load rules (and their catalogue) from ``{file name: YAML text}`` without touching the
+    filesystem (the job gets rule files from Kafka); raise ``RuleLoadError`` with every problem of
+    every file."""
+    rule_set, diagnostics = _check_texts(texts, horizon, catalog, known_scores)
     if rule_set is None:
         raise RuleLoadError(diagnostics, texts)
     return rule_set
@@ -59,7 +78,8 @@ def check_rules(
     paths: Sequence[str | Path],
     *,
     horizon: int = windows.DEFAULT_HORIZON,
-    known_scores: Sequence[str] = catalog.KNOWN_SCORES,
+    catalog: Catalog | None = None,
+    known_scores: Sequence[str] | None = None,
 ) -> tuple[model.RuleSet | None, list[Diagnostic], dict[str, str]]:
     """Like ``load_rules`` but returns ``(rule set or None, problems, {file name: text})``.
 
@@ -67,16 +87,35 @@ def check_rules(
     (folder path joined with the file name), which is how messages show them.
     """
     texts, read_problems = _read_paths(paths)
-    rule_set, diagnostics = _check_texts(texts, horizon, tuple(known_scores))
+    if read_problems and not texts:
+        return None, sorted(read_problems, key=lambda d: d.file), texts
+    rule_set, diagnostics = _check_texts(texts, horizon, catalog, known_scores)
     if read_problems:
         diagnostics = sorted([*read_problems, *diagnostics], key=lambda d: d.file)
         rule_set = None
     return rule_set, diagnostics, texts
 
 
-def rule_set_version(texts: Mapping[str, str]) -> str:
-    """``rs-`` and 12 hex digits of a SHA-256 over the sorted (file name, text) pairs."""
+def load_catalog(path: str | Path) -> Catalog:
+    """One catalogue file; raise ``RuleLoadError`` with its problems."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleLoadError([Diagnostic(f"cannot read the catalogue: {exc.strerror}", name, 0, 0)]) from None
+    checker = CatalogChecker(name, text)
+    catalog = checker.check()
+    if catalog is None:
+        raise RuleLoadError(checker.diagnostics, {name: text})
+    return catalog
+
+
+def rule_set_version(texts: Mapping[str, str], catalog: Catalog | None = None) -> str:
+    """``rs-`` and 12 hex digits of a SHA-256 over the sorted (file name, text) pairs, and the
+    version of ``catalog`` when it is not among the texts."""
     digest = hashlib.sha256()
+    if catalog is not None:
+        digest.update(f"{catalog.version}\n".encode("ascii"))
     for name, text in sorted(texts.items()):
         for part in (name, text):
             data = part.encode("utf-8")
@@ -141,18 +180,52 @@ def _read_paths(paths: Sequence[str | Path]) -> tuple[dict[str, str], list[Diagn
 # ---- checks across files ------------------------------------------------------------------------
 
 
-# ---- checks across files ------------------------------------------------------------------------
+def _is_catalog(name: str, text: str) -> bool:
+    return Path(name).stem == Path(CATALOG_FILE).stem or is_catalog_text(text)
 
 
 def _check_texts(
-    texts: Mapping[str, str], horizon: int, known_scores: tuple[str, ...]
+    texts: Mapping[str, str], horizon: int, catalog: Catalog | None, known_scores: Sequence[str] | None
 ) -> tuple[model.RuleSet | None, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
-    drafts: list[Draft] = []
-    for name in sorted(texts):
-        checker = FileChecker(name, texts[name], horizon, known_scores)
-        drafts.extend(checker.check())
+    catalog_names = [name for name in sorted(texts) if _is_catalog(name, texts[name])]
+    for extra in catalog_names[1:]:
+        diagnostics.append(
+            Diagnostic(
+                "a second event catalogue",
+                extra,
+                0,
+                0,
+                help=f"the rules are checked against one catalogue, {catalog_names[0]}: merge the two into it",
+            )
+        )
+    given = catalog
+    if catalog_names:
+        checker = CatalogChecker(catalog_names[0], texts[catalog_names[0]])
+        catalog = checker.check()
         diagnostics.extend(checker.diagnostics)
+    elif catalog is None:
+        diagnostics.append(
+            Diagnostic(
+                "no event catalogue",
+                CATALOG_FILE,
+                0,
+                0,
+                help=f"rules are checked against the events a company sends: put {CATALOG_FILE} beside the rule "
+                "files (rules/catalog.yaml is an example; rules/README.md describes it)",
+            )
+        )
+    if catalog is None or diagnostics:
+        # The rules would only repeat what the catalogue's problems cause.
+        return None, sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))
+    drafts: list[Draft] = []
+    scores = None if known_scores is None else tuple(known_scores)
+    for name in sorted(texts):
+        if name in catalog_names:
+            continue
+        file_checker = FileChecker(name, texts[name], horizon, catalog, scores)
+        drafts.extend(file_checker.check())
+        diagnostics.extend(file_checker.diagnostics)
 
     first_by_id: dict[str, Draft] = {}
     for draft in drafts:
@@ -190,7 +263,8 @@ def _check_texts(
     if diagnostics:
         return None, diagnostics
     segments = tuple(d.segment for d in drafts if d.segment is not None)
-    return model.RuleSet(segments=segments, version=rule_set_version(texts)), []
+    version = rule_set_version(texts, given if not catalog_names else None)
+    return model.RuleSet(segments=segments, version=version, catalog=catalog), []
 
 
 def _cycle_problems(by_id: Mapping[str, Draft]) -> list[Diagnostic]:

@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal, Mapping, Sequence
 
-from .. import catalog
+from ..catalog import Catalog
 from ..durations import format_duration
 from ..model import COMPARISON_OPS, OP_ALIASES
 
@@ -130,13 +130,13 @@ def types_text(types: Sequence[str]) -> str:
     return ", ".join(types[:-1]) + " and " + types[-1]
 
 
-def common_properties(types: Sequence[str], of_type: str | None = None) -> list[str]:
+def common_properties(catalog: Catalog, types: Sequence[str], of_type: str | None = None) -> list[str]:
     """Properties every one of the event types has (with one type), in catalogue order."""
     if not types:
         return []
     return [
         prop
-        for prop, prop_type in catalog.EVENT_TYPES[types[0]].items()
+        for prop, prop_type in catalog.property_types(types[0]).items()
         if catalog.property_type(tuple(types), prop) is not None and (of_type is None or prop_type == of_type)
     ]
 

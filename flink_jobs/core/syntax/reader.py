@@ -1,10 +1,11 @@
-"""The reader of one rule file's pieces: event selectors, property filters, comparisons,
-durations and windows, each checked where it is written.
+"""The readers of a rule file's pieces (event selectors, property filters, comparisons, durations
+and windows) and of a catalogue file's, each checked where it is written.
 
-``RuleReader`` collects every problem of its file as a ``Diagnostic`` (file, line, column, the
-span to underline and a help text) instead of stopping at the first. The loader's ``FileChecker``
-extends it with the file's own structure (version, segments, which construct a condition is), and
-each construct's ``check`` (``core/conditions``) reads its condition with these methods.
+``YamlReader`` collects every problem of its file as a ``Diagnostic`` (file, line, column, the
+span to underline and a help text) instead of stopping at the first. ``RuleReader`` adds what
+conditions are made of, against the event catalogue: the loader's ``FileChecker`` extends it with
+the file's own structure (version, segments, which construct a condition is), and each
+construct's ``check`` (``core/conditions``) reads its condition with its methods.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Callable, Literal, Sequence
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .. import catalog, windows
+from .. import windows
+from ..catalog import Catalog, PropertyType
 from ..diagnostics import Diagnostic
 from ..durations import HOUR, parse_duration
 from ..model import Comparison, Condition, EventSelector, PropertyFilter, Scalar, SourceRef
@@ -24,6 +26,7 @@ from .help import (
     LIST_LIMIT,
     OPS_BY_TYPE,
     Subject,
+    closest,
     common_properties,
     days,
     example_comparison,
@@ -60,21 +63,14 @@ class Cond:
         return self.construct.key
 
 
-class RuleReader(ABC):
-    """Reads the pieces of one rule file; every problem goes to ``diagnostics``."""
+class YamlReader:
+    """Reads one YAML file's nodes; every problem goes to ``diagnostics``."""
 
-    def __init__(self, file: str, text: str, horizon: int, known_scores: tuple[str, ...]) -> None:
+    def __init__(self, file: str, text: str) -> None:
         self.file = file
         self.text = text
         self.lines = text.splitlines()
-        self.horizon = horizon
-        self.known_scores = known_scores
         self.diagnostics: list[Diagnostic] = []
-        self.refs: list[Ref] = []  # the segment references of the segment being read
-
-    @abstractmethod
-    def condition(self, node: Node, owner: Entry) -> Condition | None:
-        """The condition in ``node``, the value of ``owner`` (``when``, ``not``, a list item)."""
 
     # -- positions and problems --
 
@@ -108,10 +104,6 @@ class RuleReader(ABC):
         if is_null(value) or value.start_mark.line != value.end_mark.line:
             return entry.key_node
         return value
-
-    def add_ref(self, target: str, node: Node) -> None:
-        """The segment being read refers to segment ``target`` (written at ``node``)."""
-        self.refs.append(Ref(target, self.place(node)))
 
     # -- mappings and keys --
 
@@ -166,12 +158,6 @@ class RuleReader(ABC):
             suggest(entry.key, tuple(allowed), label, limit),
         )
 
-    def required(self, c: Cond, key: str, help: str) -> Entry | None:
-        entry = c.fields.get(key)
-        if entry is None and c.keys_ok:
-            self.error(c.construct.key_node, f"'{c.name}' needs '{key}'", help)
-        return entry
-
     def choice(self, entry: Entry, choices: tuple[str, ...], noun: str, label: str, example: str) -> str | None:
         value = word(entry.value)
         if isinstance(value, str) and value in choices:
@@ -181,28 +167,6 @@ class RuleReader(ABC):
         else:
             self.error(entry.value, f"unknown {noun} '{value}'", suggest(value, choices, label))
         return None
-
-    def combine(
-        self,
-        node: SequenceNode,
-        owner: Entry,
-        make: Callable[[tuple[Condition, ...], SourceRef], Condition],
-        source: SourceRef,
-    ) -> Condition | None:
-        """The conditions of a list, combined by ``make`` (one condition alone is itself)."""
-        if not node.value:
-            self.error(
-                owner.key_node,
-                f"'{owner.key}' has no conditions",
-                f"add at least one condition under '{owner.key}:', or remove it",
-            )
-            return None
-        children = [self.condition(item, Entry(owner.key, owner.key_node, item)) for item in node.value]
-        if any(c is None for c in children):
-            return None
-        if len(children) == 1:
-            return children[0]
-        return make(tuple(c for c in children if c is not None), source)
 
     # -- durations and windows --
 
@@ -236,6 +200,57 @@ class RuleReader(ABC):
             message, _, help = str(exc).partition("; ")
             self.error(node, message, help or None)
             return None
+
+
+class RuleReader(YamlReader, ABC):
+    """Reads the pieces conditions are made of, against the event catalogue."""
+
+    def __init__(
+        self, file: str, text: str, horizon: int, catalog: Catalog, known_scores: tuple[str, ...] | None = None
+    ) -> None:
+        super().__init__(file, text)
+        self.horizon = horizon
+        self.catalog = catalog
+        self.known_scores = catalog.scores if known_scores is None else known_scores
+        self.refs: list[Ref] = []  # the segment references of the segment being read
+
+    @abstractmethod
+    def condition(self, node: Node, owner: Entry) -> Condition | None:
+        """The condition in ``node``, the value of ``owner`` (``when``, ``not``, a list item)."""
+
+    def add_ref(self, target: str, node: Node) -> None:
+        """The segment being read refers to segment ``target`` (written at ``node``)."""
+        self.refs.append(Ref(target, self.place(node)))
+
+    def required(self, c: Cond, key: str, help: str) -> Entry | None:
+        entry = c.fields.get(key)
+        if entry is None and c.keys_ok:
+            self.error(c.construct.key_node, f"'{c.name}' needs '{key}'", help)
+        return entry
+
+    def combine(
+        self,
+        node: SequenceNode,
+        owner: Entry,
+        make: Callable[[tuple[Condition, ...], SourceRef], Condition],
+        source: SourceRef,
+    ) -> Condition | None:
+        """The conditions of a list, combined by ``make`` (one condition alone is itself)."""
+        if not node.value:
+            self.error(
+                owner.key_node,
+                f"'{owner.key}' has no conditions",
+                f"add at least one condition under '{owner.key}:', or remove it",
+            )
+            return None
+        children = [self.condition(item, Entry(owner.key, owner.key_node, item)) for item in node.value]
+        if any(c is None for c in children):
+            return None
+        if len(children) == 1:
+            return children[0]
+        return make(tuple(c for c in children if c is not None), source)
+
+    # -- windows --
 
     def window(self, c: Cond, help: str) -> int | None:
         """The ``within`` of a sliding window: a whole number of its step, within the horizon."""
@@ -350,7 +365,7 @@ class RuleReader(ABC):
             self.error(
                 entry.key_node,
                 f"'{entry.key}' needs an event type",
-                f"e.g. '{entry.key}: product_view'; event types: {', '.join(catalog.EVENT_TYPES)}",
+                f"e.g. '{entry.key}: {self.catalog.event_types[0]}'; event types: {', '.join(self.catalog.event_types)}",
             )
             return None
         items = node.value if isinstance(node, SequenceNode) else [node]
@@ -358,7 +373,7 @@ class RuleReader(ABC):
             self.error(
                 self.at_value(entry),
                 "the list of event types is empty",
-                f"name at least one event type: {', '.join(catalog.EVENT_TYPES)}",
+                f"name at least one event type: {', '.join(self.catalog.event_types)}",
             )
             return None
         types: list[str] = []
@@ -369,14 +384,19 @@ class RuleReader(ABC):
                 self.error(
                     item,
                     f"expected an event type, found {shape(item)}",
-                    f"event types: {', '.join(catalog.EVENT_TYPES)}",
+                    f"event types: {', '.join(self.catalog.event_types)}",
                 )
                 ok = False
-            elif name not in catalog.EVENT_TYPES:
+            elif name not in self.catalog.events:
+                declared = self.catalog.event_types
                 self.error(
                     item,
                     f"unknown event type '{name}'",
-                    suggest(name, tuple(catalog.EVENT_TYPES), "Event types"),
+                    _or_declare(
+                        suggest(name, declared, f"Event types{self.catalog.declared_in()}"),
+                        closest(name, declared),
+                        f"declare a new event type under 'events:' in {self.catalog.file or 'the catalogue'}",
+                    ),
                 )
                 ok = False
             elif name not in types:
@@ -430,22 +450,27 @@ class RuleReader(ABC):
             filters.extend(PropertyFilter(prop_entry.key, cmp) for cmp in comparisons)
         return tuple(filters) if ok else None
 
-    def property(self, node: ScalarNode, types: tuple[str, ...], purpose: str) -> catalog.PropertyType | None:
+    def property(self, node: ScalarNode, types: tuple[str, ...], purpose: str) -> PropertyType | None:
         """The property's type when every event type has it, else report why not."""
         prop = node.value
-        prop_type = catalog.property_type(types, prop)
+        prop_type = self.catalog.property_type(types, prop)
         if prop_type is not None:
             return prop_type
-        common = common_properties(types)
-        having = [t for t in types if prop in catalog.EVENT_TYPES[t]]
+        common = common_properties(self.catalog, types)
+        having = [t for t in types if prop in self.catalog.events[t].properties]
         if not having:
-            label = f"Properties of {types_text(types)}"
+            where = self.catalog.declared_in()
+            label = f"Properties of {types_text(types)}{where}"
             if len(types) > 1:
-                label = f"Properties that {types_text(types)} all have"
+                label = f"Properties that {types_text(types)} all have{where}"
             self.error(
                 node,
                 f"unknown property '{prop}' for {types_text(types)}",
-                suggest(prop, common, label),
+                _or_declare(
+                    suggest(prop, common, label),
+                    closest(prop, common),
+                    f"declare a new property with its event type in {self.catalog.file or 'the catalogue'}",
+                ),
             )
         elif len(having) < len(types):
             missing = tuple(t for t in types if t not in having)
@@ -652,3 +677,9 @@ class RuleReader(ABC):
             )
         return millis
 
+
+def _or_declare(hint: str | None, close: str | None, declare: str) -> str:
+    """A suggestion, and how to declare a new name when none is close to what was written."""
+    if close is not None:
+        return hint or declare
+    return f"{hint}; {declare}" if hint else declare

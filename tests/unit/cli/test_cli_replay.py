@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 from flink_jobs.cli import main
+
+CATALOG = Path(__file__).resolve().parents[3] / "rules" / "catalog.yaml"
 
 RULES = """\
 version: 1
@@ -30,6 +34,7 @@ segments:
 def _write(tmp_path, events):
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "r.yaml").write_text(RULES)
+    shutil.copy(CATALOG, tmp_path / "rules" / "catalog.yaml")  # the shipped example's events
     path = tmp_path / "events.jsonl"
     lines = [json.dumps(e) for e in events] + ["{broken"]
     path.write_text("\n".join(lines) + "\n")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flink_jobs.core import loader
 from flink_jobs.core.conditions import Absence, Aggregate
 from flink_jobs.core.durations import DAY, MINUTE, SECOND
@@ -11,6 +13,8 @@ from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import Scorer
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
+# The shipped example catalogue: the events every test's rules are written against.
+CATALOG = loader.load_catalog(Path(__file__).resolve().parents[3] / "rules" / "catalog.yaml")
 
 
 # ---- rules as the loader reads them ---------------------------------------------------------------
@@ -20,7 +24,7 @@ def condition(yaml_condition: str, **options) -> Condition:
     """Load one segment whose ``when`` is the given YAML (indented under it) and return it."""
     body = "\n".join("      " + line for line in yaml_condition.strip("\n").splitlines())
     text = f"version: 1\nsegments:\n  - id: s\n    when:\n{body}\n"
-    rules = loader.load_rules_from_texts({"t.yaml": text}, **options)
+    rules = loader.load_rules_from_texts({"t.yaml": text}, catalog=CATALOG, **options)
     return rules.segments[0].condition
 
 
@@ -40,7 +44,7 @@ def seg(sid: str, condition, **kw) -> Segment:
 
 
 def rules(*segments: Segment) -> RuleSet:
-    return RuleSet(segments, "rs-1")
+    return RuleSet(segments, "rs-1", CATALOG)
 
 
 def ev(n: int, kind: str, at: int, customer: str = "c1", **props) -> Event:

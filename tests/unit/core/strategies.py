@@ -20,6 +20,8 @@ from flink_jobs.core.conditions import (
 from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.model import Comparison, Event, EventSelector, PropertyFilter, RuleSet, Segment
 
+from .helpers import CATALOG
+
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 PROPS = {
@@ -154,7 +156,7 @@ def rule_sets(draw, max_segments: int = 4):
         ttl = draw(st.sampled_from([None, None, 10 * MINUTE, 1 * DAY]))
         exclude = tuple(draw(st.sets(st.sampled_from(earlier), max_size=1))) if earlier else ()
         segments.append(Segment(f"s{i}", "generated", "tests", condition, ttl, exclude))
-    return RuleSet(tuple(segments), "rs-test")
+    return RuleSet(tuple(segments), "rs-test", CATALOG)
 
 
 # ---- events ------------------------------------------------------------------------------------

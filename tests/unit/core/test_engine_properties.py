@@ -16,6 +16,7 @@ from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import CustomerState, decode_state, encode_state
 
+from .helpers import CATALOG
 from .strategies import PROPS, T0, arrivals, histories, rule_sets
 
 SCORER = FixedScorer({"alice": {"purchase_propensity": 0.9}}, default={"purchase_propensity": 0.3})
@@ -252,7 +253,7 @@ def test_step_many_sends_one_batch_per_round_of_requests():
         "version: 1\nsegments:\n  - id: likely\n    description: Likely buyers.\n    owner: tests\n"
         "    when:\n      score: purchase_propensity\n      at_least: 0.5\n"
     )
-    rules = load_rules_from_texts({"r.yaml": text})
+    rules = load_rules_from_texts({"r.yaml": text}, catalog=CATALOG)
     scorer = _InputScorer()
     engine = SegmentEngine(rules, EngineConfig(), scorer=scorer)
     states = [engine.new_state(c) for c in ("a", "b", "c")]

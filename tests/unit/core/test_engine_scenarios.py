@@ -14,7 +14,7 @@ from flink_jobs.core.model import Comparison, RuleSet
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.state import state_size
 
-from .helpers import ABANDONED, T0, VIEWED_TWICE, changes, ev, rules, run, seg, sel
+from .helpers import ABANDONED, CATALOG, T0, VIEWED_TWICE, changes, ev, rules, run, seg, sel
 
 
 def test_duplicates_are_ignored_and_counted():
@@ -88,7 +88,7 @@ def test_new_rule_is_evaluated_from_state_already_held_without_replay():
         old.step(state, ev(i, "purchase", i * DAY, revenue=100), watermark=T0 + i * DAY)
     assert state.members == {}
     loyal = seg("loyal", Aggregate("count", sel("purchase"), None, 30 * DAY, Comparison("at_least", 3)))
-    result = SegmentEngine(RuleSet((ABANDONED, loyal), "rs-2")).step(state, None, watermark=T0 + 2 * DAY)
+    result = SegmentEngine(RuleSet((ABANDONED, loyal), "rs-2", CATALOG)).step(state, None, watermark=T0 + 2 * DAY)
     assert [(c.segment_id, c.kind, c.event_time - T0, c.rule_version) for c in result.changes] == [("loyal", "enter", 2 * DAY, "rs-2")]
     # and its exit is scheduled from the buckets already held: the first purchase leaves the
     # 30-day window (1 h steps) 30 days after its hour began
@@ -102,7 +102,7 @@ def test_new_rule_over_a_short_window_fills_from_live_events():
     state = old.new_state("c1")
     for i in range(3):
         old.step(state, ev(i, "product_view", i * SECOND), watermark=T0 + i * SECOND)
-    engine = SegmentEngine(RuleSet((ABANDONED, VIEWED_TWICE), "rs-2"))
+    engine = SegmentEngine(RuleSet((ABANDONED, VIEWED_TWICE), "rs-2", CATALOG))
     assert engine.step(state, None, watermark=T0 + 2 * SECOND).changes == []
     for i in range(3, 6):
         result = engine.step(state, ev(i, "product_view", i * SECOND), watermark=T0 + i * SECOND)
@@ -128,11 +128,11 @@ def test_a_rule_summing_a_new_property_of_counted_events_keeps_the_counts_and_su
     sums another property changes its layout. The counts held go on, the new sum starts empty
     (no replay), and a property the new rules no longer read leaves while the others stay."""
     cfg = EngineConfig(generic_aggregates=False)
-    first = SegmentEngine(RuleSet((COUNTED, PRICED), "rs-1"), cfg)
+    first = SegmentEngine(RuleSet((COUNTED, PRICED), "rs-1", CATALOG), cfg)
     state = first.new_state("c1")
     assert _cart_adds(first, state, 0, 1) == []
 
-    second = SegmentEngine(RuleSet((COUNTED, PRICED, SUMMED), "rs-2"), cfg)
+    second = SegmentEngine(RuleSet((COUNTED, PRICED, SUMMED), "rs-2", CATALOG), cfg)
     # 3 cart adds: counted enters with the two held; 10 + 10 + 10 of cart_value are summed from
     # the change on, so summed enters only at the third add after it (30 > 25), not at the second
     assert _cart_adds(second, state, 2, 4) == [("counted", "enter", 2), ("summed", "enter", 4)]
@@ -142,7 +142,7 @@ def test_a_rule_summing_a_new_property_of_counted_events_keeps_the_counts_and_su
     ]
 
     # counted leaves the rules (its members exit at the clock); its counts stay, read by the others
-    third = SegmentEngine(RuleSet((PRICED, SUMMED), "rs-3"), cfg)
+    third = SegmentEngine(RuleSet((PRICED, SUMMED), "rs-3", CATALOG), cfg)
     assert _cart_adds(third, state, 5, 7) == [("counted", "exit", 4), ("priced", "enter", 7)]
     assert [k.rpartition("|")[2] for k in state.features] == ["cart_value,price"]
     assert [why for _, _, why in third.explain(state)] == [
@@ -150,7 +150,7 @@ def test_a_rule_summing_a_new_property_of_counted_events_keeps_the_counts_and_su
         "sum(cart_value of cart_add where cart_id = k, 1h) = 60 > 25",
     ]
 
-    fourth = SegmentEngine(RuleSet((PRICED,), "rs-4"), cfg)  # cart_value is no longer read
+    fourth = SegmentEngine(RuleSet((PRICED,), "rs-4", CATALOG), cfg)  # cart_value is no longer read
     assert _cart_adds(fourth, state, 8, 8) == [("summed", "exit", 7)]
     assert [k.rpartition("|")[2] for k in state.features] == ["price"]
     assert fourth.explain(state) == [("priced", True, "max(price of cart_add where cart_id = k, 1h) = 8 >= 7")]
@@ -210,7 +210,7 @@ def test_removed_segment_members_exit():
     for i in range(3):
         engine.step(state, ev(i, "product_view", i), watermark=T0 + i)
     assert "product_viewed_repeatedly" in state.members
-    result = SegmentEngine(RuleSet((ABANDONED,), "rs-2")).step(state, None, watermark=T0 + 2)
+    result = SegmentEngine(RuleSet((ABANDONED,), "rs-2", CATALOG)).step(state, None, watermark=T0 + 2)
     assert [(c.segment_id, c.kind, c.reason) for c in result.changes] == [
         ("product_viewed_repeatedly", "exit", "segment removed from the rules")
     ]

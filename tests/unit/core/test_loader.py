@@ -23,6 +23,7 @@ from flink_jobs.core.diagnostics import Diagnostic, RuleLoadError
 from flink_jobs.core.durations import DAY, HOUR, MINUTE
 from flink_jobs.core.model import Comparison, Segment, SourceRef
 
+from .helpers import CATALOG
 from .helpers import condition as _condition
 from .helpers import selector as _sel
 
@@ -40,7 +41,9 @@ def test_broken_case_prints_exactly_its_expected_output(case, monkeypatch, capsy
     monkeypatch.chdir(REPO)
     expected = (BROKEN / Path(case).with_suffix(".expected").name).read_text(encoding="utf-8")
 
-    code = main(["validate", f"tests/rules_broken/{case}"])
+    # Rule files are checked against the shipped catalogue; a broken catalogue (catalog_*) alone.
+    catalog = [] if case.startswith("catalog_") else ["--catalog", "rules/catalog.yaml"]
+    code = main(["validate", *catalog, f"tests/rules_broken/{case}"])
 
     assert capsys.readouterr().out == expected
     assert code == 1
@@ -54,7 +57,7 @@ def test_every_broken_case_has_an_expected_file_and_none_is_orphaned():
 
 def test_broken_case_problems_are_the_same_through_the_library():
     with pytest.raises(RuleLoadError) as caught:
-        loader.load_rules([BROKEN / "several_errors.yaml"])
+        loader.load_rules([BROKEN / "several_errors.yaml"], catalog=CATALOG)
     error = caught.value
     assert len(error.diagnostics) == 8
     assert {d.line for d in error.diagnostics} == {10, 11, 16, 17, 18, 20, 22, 24}
@@ -152,7 +155,7 @@ segments:
 
 
 def test_segment_fields_and_sources_point_at_the_yaml():
-    rules = loader.load_rules_from_texts({"rules/value.yaml": SEGMENT_TEXT})
+    rules = loader.load_rules_from_texts({"rules/value.yaml": SEGMENT_TEXT}, catalog=CATALOG)
     big_cart, bot = rules.segments
 
     assert big_cart == Segment(
@@ -177,11 +180,11 @@ def test_segment_fields_and_sources_point_at_the_yaml():
 def test_version_depends_on_names_and_texts_not_on_their_order():
     a = "version: 1\nsegments: []\n"
     b = "version: 1\nsegments:\n  - id: x\n    when: {score: anomaly_score, at_least: 1}\n"
-    one = loader.load_rules_from_texts({"a.yaml": a, "b.yaml": b})
-    same = loader.load_rules_from_texts({"b.yaml": b, "a.yaml": a})
+    one = loader.load_rules_from_texts({"a.yaml": a, "b.yaml": b}, catalog=CATALOG)
+    same = loader.load_rules_from_texts({"b.yaml": b, "a.yaml": a}, catalog=CATALOG)
     edited_b = b.replace("at_least: 1", "at_least: 2")
-    edited = loader.load_rules_from_texts({"a.yaml": a, "b.yaml": edited_b})
-    renamed = loader.load_rules_from_texts({"a.yaml": a, "c.yaml": b})
+    edited = loader.load_rules_from_texts({"a.yaml": a, "b.yaml": edited_b}, catalog=CATALOG)
+    renamed = loader.load_rules_from_texts({"a.yaml": a, "c.yaml": b}, catalog=CATALOG)
 
     assert one.version == same.version
     assert len({one.version, edited.version, renamed.version}) == 3
@@ -196,7 +199,7 @@ def test_all_problems_of_all_files_are_reported_in_file_order():
         "  - id: also_ok\n    when: {count: page_veiw, within: 1h, at_least: 1}\n"
     )
     with pytest.raises(RuleLoadError) as caught:
-        loader.load_rules_from_texts({"z.yaml": good, "a.yaml": bad})
+        loader.load_rules_from_texts({"z.yaml": good, "a.yaml": bad}, catalog=CATALOG)
     assert [(d.file, d.line, d.message) for d in caught.value.diagnostics] == [
         ("a.yaml", 1, "unsupported version '3'"),
         ("a.yaml", 4, "unknown event type 'page_veiw'"),
@@ -213,7 +216,7 @@ def test_a_cycle_through_several_files_is_reported_once():
         "c.yaml": "version: 1\nsegments:\n  - id: c\n    when: {segment: a}\n",
     }
     with pytest.raises(RuleLoadError) as caught:
-        loader.load_rules_from_texts(texts)
+        loader.load_rules_from_texts(texts, catalog=CATALOG)
     assert [(d.file, d.message) for d in caught.value.diagnostics] == [
         ("a.yaml", "segments depend on each other in a loop: a -> b -> c -> a"),
     ]
@@ -224,7 +227,7 @@ def test_yaml_quirks_free_text_stays_as_written_but_values_must_be_typed():
         "version: 1\nsegments:\n  - id: no\n    description: no\n    owner: on\n"
         "    when: {profile: country, equals: 'NO'}\n"
     )
-    segment = loader.load_rules_from_texts({"t.yaml": text}).segments[0]
+    segment = loader.load_rules_from_texts({"t.yaml": text}, catalog=CATALOG).segments[0]
     assert (segment.id, segment.description, segment.owner) == ("no", "no", "on")
     assert segment.condition == ProfileField("country", Comparison("equals", "NO"))
 
@@ -239,7 +242,7 @@ def test_load_rules_reads_folders_and_skips_drafts_hidden_and_other_files(tmp_pa
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.yaml").write_text("not: [valid")
 
-    rules = loader.load_rules([tmp_path])
+    rules = loader.load_rules([tmp_path], catalog=CATALOG)
 
     assert [s.id for s in rules.segments] == ["a", "b"]
     assert rules.segments[0].source.file == str(tmp_path / "a.yml")
@@ -336,7 +339,7 @@ def test_edited_rule_files_load_or_fail_with_positioned_problems(data):
     text = "\n".join(lines) + "\n"
 
     try:
-        loader.load_rules_from_texts({name: text})
+        loader.load_rules_from_texts({name: text}, catalog=CATALOG)
     except RuleLoadError as error:
         assert error.diagnostics
         for d in error.diagnostics:

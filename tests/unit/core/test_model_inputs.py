@@ -8,11 +8,13 @@ from flink_jobs.core.model import Event, RuleSet
 from flink_jobs.core.model_inputs import MODEL_INPUT_NAMES
 from flink_jobs.core.runner import LocalRunner
 
+from .helpers import CATALOG
+
 T0 = 1_000 * DAY  # a UTC midnight
 
 
 def replay(events: list[Event], *, generic: bool = True) -> tuple[SegmentEngine, LocalRunner]:
-    engine = SegmentEngine(RuleSet((), "empty"), EngineConfig(generic_aggregates=generic))
+    engine = SegmentEngine(RuleSet((), "empty", CATALOG), EngineConfig(generic_aggregates=generic))
     runner = LocalRunner(engine)
     runner.feed_all(events)
     runner.advance(max(e.event_time for e in events))  # apply the last instant too

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +22,7 @@ from flink_jobs.runtime.rule_files import ACTIVE_RULES
 from flink_jobs.runtime.serde import ParseLimits
 
 BATCH_KEYS = 4
+CATALOG = (Path(__file__).resolve().parents[3] / "rules" / "catalog.yaml").read_text()
 MINUTE = 60_000
 
 RULES = """
@@ -114,7 +116,7 @@ class Writer:
 
 def _engine(rules: str = RULES, **kw) -> tuple[BatchEngine, Writer, JobMetrics]:
     engine = BatchEngine(
-        load_rules_from_texts({"rules.yaml": rules}),
+        load_rules_from_texts({"catalog.yaml": CATALOG, "rules.yaml": rules}),
         EngineConfig(),
         limits=ParseLimits(),
         redis=RedisConfig("redis://unused", "seg:", 0),
@@ -253,8 +255,9 @@ def test_published_rules_replace_the_set_and_reach_every_customer_on_the_keys_ne
     key = _key("hana")
     list(engine.batch(key, encode_batch([_event(1, "hana", "product_view", OLD - 5)]), OLD, store, timers))
     started = engine.rule_version
+    files.put("catalog.yaml", CATALOG)  # published before: a set is its rules and its catalogue
     engine.rule_file(files, "buyer.yaml", BUYER)
-    assert engine.rule_version != started and set(files) == {"buyer.yaml", ACTIVE_RULES}
+    assert engine.rule_version != started and set(files) == {"catalog.yaml", "buyer.yaml", ACTIVE_RULES}
     # hana sends nothing new: the key's next call brings her to the new rules all the same.
     other = _neighbour("hana")
     list(engine.batch(key, encode_batch([_event(2, other, "page_view", OLD - 4)]), OLD, store, timers))
@@ -264,7 +267,7 @@ def test_published_rules_replace_the_set_and_reach_every_customer_on_the_keys_ne
 
 def test_a_set_that_does_not_load_is_rejected_and_the_last_good_one_stays():
     engine, _, metrics = _engine()
-    files = Files()
+    files = Files({"catalog.yaml": CATALOG})
     engine.rule_file(files, "buyer.yaml", BUYER)
     good = engine.rule_version
     engine.rule_file(files, "broken.yaml", "version: 1\nsegments:\n  - id: Bad Id\n")
@@ -272,13 +275,14 @@ def test_a_set_that_does_not_load_is_rejected_and_the_last_good_one_stays():
     assert metrics.registry.get_sample_value("segments_rules_rejected_total") == 1
     engine.rule_file(files, "broken.yaml", None)  # deleting the broken file: the good set again
     assert engine.rule_version == good
-    engine.rule_file(files, "buyer.yaml", None)  # no file left: the rules the job started with
+    engine.rule_file(files, "buyer.yaml", None)
+    engine.rule_file(files, "catalog.yaml", None)  # no file left: the rules the job started with
     assert engine.rule_version == _engine()[0].rule_version and files == {}
 
 
 def test_a_restored_instance_takes_the_rules_in_use_from_the_files_store():
     first, _, _ = _engine()
-    files = Files()
+    files = Files({"catalog.yaml": CATALOG})
     first.rule_file(files, "buyer.yaml", BUYER)
     restored, _, _ = _engine()  # a new instance, as after a restore: started with RULES
     assert restored.rule_version != first.rule_version

@@ -8,10 +8,13 @@ import json
 import fastjsonschema
 import pytest
 
-from flink_jobs.core import catalog
 from flink_jobs.core.model import Change, Event
 from flink_jobs.runtime import serde
-from flink_jobs.runtime.serde import Invalid, ParseLimits, SourceRecord, parse_event
+from flink_jobs.runtime.serde import EventSchema, Invalid, ParseLimits, SourceRecord, parse_event
+
+from ..core.helpers import CATALOG
+
+SCHEMA = EventSchema(CATALOG)
 
 NOW = 1_795_000_000_000  # 2026-11-18T11:06:40Z
 T = 1_767_261_600_000  # 2026-01-01T10:00:00Z
@@ -27,23 +30,18 @@ _DROP = object()
 
 
 def _parse(raw: bytes, **limits) -> Event | Invalid:
-    return parse_event(raw, now_ms=NOW, limits=ParseLimits(**limits))
-
-
-def test_shipped_schema_is_generated_from_the_catalogue():
-    assert serde.shipped_schema() == serde.event_schema(), (
-        "flink_jobs/runtime/schemas/event.schema.json is out of date: run python -m flink_jobs.runtime.serde --write-schema"
-    )
+    return parse_event(raw, now_ms=NOW, schema=SCHEMA, limits=ParseLimits(**limits))
 
 
 def test_schema_names_every_event_type_and_property_of_the_catalogue():
-    schema = serde.shipped_schema()
-    assert schema["properties"]["event_type"]["enum"] == list(catalog.EVENT_TYPES)
+    schema = serde.event_schema(CATALOG)
+    assert schema["properties"]["event_type"]["enum"] == list(CATALOG.event_types)
     branches = {b["if"]["properties"]["event_type"]["const"]: b["then"] for b in schema["allOf"]}
-    assert set(branches) == set(catalog.EVENT_TYPES)
-    for event_type, props in catalog.EVENT_TYPES.items():
+    assert set(branches) == set(CATALOG.event_types)
+    for event_type in CATALOG.event_types:
         declared = branches[event_type]["properties"]["properties"]["properties"]
-        assert set(declared) == set(props)
+        assert set(declared) == set(CATALOG.property_types(event_type))
+    assert set(branches["identify"]["properties"]["properties"]["properties"]) >= set(CATALOG.profile_fields)
 
 
 DOCS = [
@@ -60,16 +58,15 @@ DOCS = [
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_split_validators_agree_with_the_whole_schema(doc):
-    whole = fastjsonschema.compile(serde.shipped_schema())
+    whole = fastjsonschema.compile(serde.event_schema(CATALOG))
     try:
         whole(doc)
         whole_ok = True
     except fastjsonschema.JsonSchemaValueException:
         whole_ok = False
-    top, by_type = serde._validators()
     try:
-        top(doc)
-        by_type[doc["event_type"]](doc)
+        SCHEMA._top(doc)
+        SCHEMA._by_type[doc["event_type"]](doc)
         split_ok = True
     except fastjsonschema.JsonSchemaValueException:
         split_ok = False
@@ -109,7 +106,7 @@ def test_timestamp_property_converted_to_epoch_ms():
         (
             _raw(event_type="product_vew"),
             "schema",
-            "unknown event_type 'product_vew'; expected one of: " + ", ".join(catalog.EVENT_TYPES),
+            "unknown event_type 'product_vew'; expected one of: " + ", ".join(CATALOG.event_types),
         ),
         (
             _raw(properties={"price": "cheap"}),
@@ -163,9 +160,9 @@ def test_oversized_record_is_rejected_before_parsing():
 
 
 def test_none_and_deep_nesting_do_not_raise():
-    assert parse_event(None, now_ms=NOW).code == "not_json"
+    assert parse_event(None, now_ms=NOW, schema=SCHEMA).code == "not_json"
     deep = b"[" * 100_000 + b"]" * 100_000
-    assert isinstance(parse_event(deep, now_ms=NOW, limits=ParseLimits(max_bytes=10**6)), Invalid)
+    assert isinstance(parse_event(deep, now_ms=NOW, schema=SCHEMA, limits=ParseLimits(max_bytes=10**6)), Invalid)
 
 
 def test_late_record_round_trips_the_event():
@@ -176,7 +173,7 @@ def test_late_record_round_trips_the_event():
         "late: event_time 2026-01-01T10:00:00.000Z is 1m30s behind the customer's processed time "
         "2026-01-01T10:01:30.000Z, beyond the allowed lateness of 1m"
     )
-    again = parse_event(json.dumps(record["event"]).encode(), now_ms=NOW)
+    again = parse_event(json.dumps(record["event"]).encode(), now_ms=NOW, schema=SCHEMA)
     assert again == event
 
 

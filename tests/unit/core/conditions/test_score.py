@@ -8,7 +8,7 @@ from flink_jobs.core.durations import HOUR
 from flink_jobs.core.model import Comparison
 from flink_jobs.core.scoring import FixedScorer
 
-from ..helpers import changes, ev, rules, run, seg
+from ..helpers import CATALOG, changes, ev, rules, run, seg
 from ..helpers import condition as _condition
 
 # ---- reading it -----------------------------------------------------------------------------------
@@ -23,7 +23,7 @@ def test_score_and_segment():
         "  - id: a\n    when: {segment: b}\n"
         "  - id: b\n    when: {score: anomaly_score, '>': 0.5}\n"
     )
-    assert loader.load_rules_from_texts({"t.yaml": text}).segments[0].condition == InSegment("b")
+    assert loader.load_rules_from_texts({"t.yaml": text}, catalog=CATALOG).segments[0].condition == InSegment("b")
 
 
 # ---- evaluating it --------------------------------------------------------------------------------
