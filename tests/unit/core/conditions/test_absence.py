@@ -87,3 +87,23 @@ def test_cancelled_deadline_timers_are_deleted():
     second = engine.step(state, ev(2, "checkout", MINUTE, cart_id="k1"), watermark=T0 + MINUTE + 1)
     assert second.timers_to_delete == [T0 + 15 * MINUTE, T0 + 15 * MINUTE + DAY]
     assert T0 + 15 * MINUTE not in state.timers
+
+
+def test_a_follow_up_at_exactly_the_deadline_cancels_and_one_after_it_ends_the_match():
+    # rules/README.md, "Late and repeated events": the deadline is inclusive.
+    on_time = [ev(1, "cart_add", 0, cart_id="k1"), ev(2, "purchase", 15 * MINUTE, cart_id="k1")]
+    assert changes(run(rules(ABANDONED), on_time, until=HOUR)) == []
+    after = [ev(1, "cart_add", 0, cart_id="k1"), ev(2, "purchase", 15 * MINUTE + 1, cart_id="k1")]
+    assert changes(run(rules(ABANDONED), after, until=HOUR)) == [
+        ("c1", "abandoned_cart", "enter", 15 * MINUTE),
+        ("c1", "abandoned_cart", "exit", 15 * MINUTE + 1),
+    ]
+
+
+def test_duplicates_are_found_per_customer():
+    # The same event id sent for two customers is two events.
+    events = [ev(1, "cart_add", 0, cart_id="k1"), ev(1, "cart_add", 0, customer="c2", cart_id="k1")]
+    assert sorted(changes(run(rules(ABANDONED), events, until=HOUR))) == [
+        ("c1", "abandoned_cart", "enter", 15 * MINUTE),
+        ("c2", "abandoned_cart", "enter", 15 * MINUTE),
+    ]
