@@ -19,11 +19,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from ..config import ConfigError, parse_timestamp
 from ..core import loader, windows
 from ..core.diagnostics import RuleLoadError, render_all
 from ..core.durations import format_duration, parse_duration
 from ..core.engine import EngineConfig
 from ..core.model import Event
+from ..runtime.serde import EARLIEST_EVENT_TIME
 from ..synthetic import FeedConfig, generate_feed
 from .preview import explain_customer, render_preview, run_preview
 
@@ -122,6 +124,14 @@ def _add_replay_args(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="how late an event may arrive and still be placed in order, as in the job (default 5s)",
     )
+    parser.add_argument(
+        "--earliest",
+        type=_time_arg,
+        default=EARLIEST_EVENT_TIME,
+        metavar="TIME",
+        help="events before this time are skipped, as the job sends them to the dead-letter topic "
+        "(events.earliest_event_time; default 2000-01-01)",
+    )
     _add_horizon(parser)
     _add_catalog(parser)
 
@@ -143,6 +153,13 @@ def _add_horizon(parser: argparse.ArgumentParser) -> None:
         help="how far back the job keeps state, as in its configuration "
         f"(default {format_duration(windows.DEFAULT_HORIZON)})",
     )
+
+
+def _time_arg(text: str) -> int:
+    try:
+        return parse_timestamp("--earliest", text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _duration_arg(text: str) -> int:
@@ -203,9 +220,10 @@ def _load_for_replay(args: argparse.Namespace):
     if isinstance(checked, int):
         return checked
     rule_set, _ = checked
-    from ..runtime.serde import EventSchema, parse_event  # the job's own parser: same validation
+    from ..runtime.serde import EventSchema, ParseLimits, parse_event  # the job's own parser
 
     schema = EventSchema(rule_set.catalog)
+    limits = ParseLimits(earliest=args.earliest)
     events = []
     invalid = 0
     now = int(time.time() * 1000)
@@ -213,7 +231,7 @@ def _load_for_replay(args: argparse.Namespace):
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
-            parsed = parse_event(line.rstrip(b"\r\n"), now_ms=now, schema=schema)
+            parsed = parse_event(line.rstrip(b"\r\n"), now_ms=now, schema=schema, limits=limits)
             if isinstance(parsed, Event):
                 events.append(parsed)
                 continue

@@ -15,7 +15,7 @@ from .local_stack import (
     read_env_file,
 )
 from .sections import Config, EventsConfig, JobConfig, KafkaConfig
-from .settings import ENV_PREFIX, SETTINGS, ConfigError, Setting, env_name, parse_memory_size
+from .settings import ENV_PREFIX, SETTINGS, ConfigError, Setting, env_name, parse_memory_size, parse_timestamp
 
 __all__ = [
     "DEFAULT_CHECKPOINT_DIR",
@@ -37,6 +37,7 @@ __all__ = [
     "load_config_for_tools",
     "parse_args",
     "parse_memory_size",
+    "parse_timestamp",
     "read_env_file",
     "resolve_config",
 ]

@@ -38,12 +38,14 @@ class EventsConfig:
     max_event_bytes: int
     max_future: int  # ms
     watermark_interval: int  # ms between watermarks (Flink's pipeline.auto-watermark-interval)
+    earliest_event_time: int  # epoch ms; earlier events go to the DLQ
 
 
 @dataclass(frozen=True)
 class JobConfig:
     name: str
     rules_path: tuple[str, ...]
+    horizon: int  # ms: the longest window a rule may use, and how long state keeps history
     parallelism: int
     checkpoint_interval: int  # ms; 0 = off (not allowed with exactly-once)
     checkpoint_dir: str  # URI of the checkpoint storage (file:///..., s3://...)

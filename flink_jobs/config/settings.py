@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from ..core.durations import format_duration, parse_duration
+from ..core.durations import DAY, format_duration, parse_duration
 from ..core.syntax.help import closest
 from .local_stack import DEFAULT_CHECKPOINT_DIR, DEFAULT_METRICS_TARGETS_DIR
 
@@ -34,8 +35,11 @@ class Setting:
     help: str
 
     def show(self, value: Any) -> str:
-        if self.parse is _duration and isinstance(value, int):
+        if self.parse in _DURATIONS and isinstance(value, int):
             return format_duration(value, weeks=False) if value else "0"
+        if self.parse is parse_timestamp and isinstance(value, int):
+            moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=value)
+            return moment.isoformat().replace("+00:00", "Z")
         if self.name == "kafka.properties" and value:
             return "{" + ", ".join(f"{k}=***" if _secret(k) else f"{k}={v}" for k, v in value.items()) + "}"
         return str(value)
@@ -139,6 +143,27 @@ def _duration(name: str, raw: Any) -> int:
     return value
 
 
+def parse_timestamp(name: str, raw: Any) -> int:
+    """An instant: ISO-8601 text (a date, or a date and time; UTC when no offset is given) or
+    epoch milliseconds."""
+    if isinstance(raw, bool):
+        raise ConfigError(f"{name}: expected a date and time such as 2000-01-01, got {raw!r}")
+    if isinstance(raw, int):
+        return raw
+    text = str(raw).strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{name}: {raw!r} is not a date and time; write e.g. 1997-01-01, 1997-01-01T00:00:00Z or epoch milliseconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return (moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(milliseconds=1)
+
+
 def _duration_between(minimum: int, maximum: int) -> Callable[[str, Any], int]:
     def parse(name: str, raw: Any) -> int:
         value = _duration(name, raw)
@@ -146,7 +171,11 @@ def _duration_between(minimum: int, maximum: int) -> Callable[[str, Any], int]:
             raise ConfigError(f"{name}: {raw!r} is out of range; allowed: {minimum} ms to {maximum} ms")
         return value
 
+    _DURATIONS.add(parse)
     return parse
+
+
+_DURATIONS: set[Callable[[str, Any], int]] = {_duration}  # parsers whose values show as durations
 
 
 def _bool(name: str, raw: Any) -> bool:
@@ -261,13 +290,32 @@ SETTINGS: dict[str, Setting] = {
         Setting("events.max_event_bytes", 64 * 1024, _int(256, 16 * 1024 * 1024), "larger records go to the DLQ"),
         Setting("events.max_future", 24 * 3600 * 1000, _duration, "event times further ahead of ingestion go to the DLQ"),
         Setting(
+            "events.earliest_event_time",
+            946_684_800_000,
+            parse_timestamp,
+            "events before this time go to the DLQ (a broken clock, or seconds sent as milliseconds); set it earlier "
+            "to import old history. ISO-8601 (UTC when no offset is given) or epoch milliseconds",
+        ),
+        Setting(
             "events.watermark_interval",
             50,
             _duration_between(10, 60_000),
             "how often watermarks advance: segment changes wait up to this long after the out-of-orderness bound",
         ),
         Setting("job.name", "segmentation", _text(), "Flink job name"),
-        Setting("job.rules_path", ("rules",), _paths, "rules files or folders, comma-separated"),
+        Setting(
+            "job.rules_path",
+            ("rules",),
+            _paths,
+            "rules files or folders, comma-separated; the event catalogue (catalog.yaml) is one of the files",
+        ),
+        Setting(
+            "job.horizon",
+            400 * DAY,
+            _duration_between(DAY, 10 * 365 * DAY),
+            "the longest window a rule may use, and how far back the state keeps each event type's daily "
+            "aggregates; a longer one costs state per customer",
+        ),
         Setting("job.parallelism", 1, _int(1, 1024), "parallelism of every operator"),
         Setting("job.checkpoint_interval", 10_000, _duration, "checkpoint interval; 0 = off"),
         Setting("job.checkpoint_dir", DEFAULT_CHECKPOINT_DIR, _uri, "checkpoint storage URI, e.g. file:///var/flink/checkpoints or s3://bucket/path"),

@@ -32,7 +32,7 @@ def window_problem(window: int, horizon: int = DEFAULT_HORIZON) -> str | None:
     if window > horizon:
         return (
             f"window {_days(window)} is longer than the state horizon "
-            f"{_days(horizon)}; shorten it or raise the horizon in the job configuration"
+            f"{_days(horizon)}; shorten it, or raise the horizon (job.horizon; --horizon for segments)"
         )
     r = resolution_for(window)
     if window % r:

@@ -151,6 +151,7 @@ def engine_config(config: Config) -> EngineConfig:
     return EngineConfig(
         dedup_horizon=config.events.dedup_horizon,
         allowed_lateness=config.events.allowed_lateness,
+        horizon=config.job.horizon,
         generic_aggregates=config.job.generic_aggregates,
     )
 
@@ -158,7 +159,7 @@ def engine_config(config: Config) -> EngineConfig:
 def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleSet | None = None) -> None:
     """Add the job's operators to ``env`` (rules from ``config.job.rules_path`` unless given)."""
     if rules is None:
-        rules = load_rules(list(config.job.rules_path))
+        rules = load_rules(list(config.job.rules_path), horizon=config.job.horizon)
     t_env = StreamTableEnvironment.create(env)
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     statements = t_env.create_statement_set()
@@ -168,7 +169,11 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
     engine = BatchEngine(
         rules,
         engine_config(config),
-        limits=ParseLimits(max_bytes=config.events.max_event_bytes, max_future=config.events.max_future),
+        limits=ParseLimits(
+            max_bytes=config.events.max_event_bytes,
+            max_future=config.events.max_future,
+            earliest=config.events.earliest_event_time,
+        ),
         redis=config.redis,
         batch_keys=job.batch_keys,
         placed_keys=list(placed_keys(job)[0]),
@@ -218,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(config.describe())
         return 0
     try:
-        rules = load_rules(list(config.job.rules_path))
+        rules = load_rules(list(config.job.rules_path), horizon=config.job.horizon)
     except RuleLoadError as exc:
         print(str(exc), file=sys.stderr)
         return 2

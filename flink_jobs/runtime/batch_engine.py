@@ -319,7 +319,7 @@ class BatchEngine:
         if self._rules_restored:
             return
         self._rules_restored = True
-        rules = active_rules(files)
+        rules = active_rules(files, self._engine_config.horizon)
         if rules is not None and rules.version != self._engine.rule_version:
             self.use_rules(rules)
 
@@ -327,7 +327,7 @@ class BatchEngine:
         """A record of the rules topic: a rule file's text, or None when it was deleted."""
         if name is None or not is_rule_file(name):
             return
-        outcome = take_rule_file(files, name, text, self._rules)
+        outcome = take_rule_file(files, name, text, self._rules, self._engine_config.horizon)
         self._rules_restored = True
         if isinstance(outcome, RuleLoadError):
             self._m.rules_rejected()

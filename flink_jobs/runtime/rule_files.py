@@ -39,16 +39,18 @@ def is_rule_file(name: str | None) -> bool:
     return bool(name) and name != ACTIVE_RULES
 
 
-def active_rules(files: RuleFileStore) -> RuleSet | None:
+def active_rules(files: RuleFileStore, horizon: int) -> RuleSet | None:
     """The rule set in use when the store was checkpointed (None: the rules the job started with)."""
     active = files.get(ACTIVE_RULES)
-    return None if active is None else load_rules_from_texts(json.loads(active))
+    return None if active is None else load_rules_from_texts(json.loads(active), horizon=horizon)
 
 
-def take_rule_file(files: RuleFileStore, name: str, text: str | None, start: RuleSet) -> RuleSet | RuleLoadError:
+def take_rule_file(
+    files: RuleFileStore, name: str, text: str | None, start: RuleSet, horizon: int
+) -> RuleSet | RuleLoadError:
     """Keep a rule file (``text`` None: delete it) and return the rules to use from now on: the set
-    the stored files make, ``start`` when none is left, or the ``RuleLoadError`` of a set that does
-    not load (the rules in use stay)."""
+    the stored files make (read with the job's ``horizon``), ``start`` when none is left, or the
+    ``RuleLoadError`` of a set that does not load (the rules in use stay)."""
     if text is None:
         if files.contains(name):
             files.remove(name)
@@ -60,7 +62,7 @@ def take_rule_file(files: RuleFileStore, name: str, text: str | None, start: Rul
             files.remove(ACTIVE_RULES)
         return start
     try:
-        rules = load_rules_from_texts(texts)
+        rules = load_rules_from_texts(texts, horizon=horizon)
     except RuleLoadError as exc:
         return exc
     files.put(ACTIVE_RULES, json.dumps(texts))

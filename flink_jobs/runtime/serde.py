@@ -35,7 +35,7 @@ from ..core.model import Change, Event, PropertyValue
 
 SCHEMA_ID = "https://flink-segments.invalid/schemas/event.schema.json"
 MAX_ID_LENGTH = 256
-EARLIEST_EVENT_TIME = 946_684_800_000  # 2000-01-01T00:00:00Z: anything before is a broken clock
+EARLIEST_EVENT_TIME = 946_684_800_000  # 2000-01-01T00:00:00Z: the default; before, a broken clock
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
 
@@ -53,6 +53,7 @@ class ParseLimits:
 
     max_bytes: int = 64 * 1024
     max_future: int = DAY  # how far ahead of ingestion an event time may be, in ms
+    earliest: int = EARLIEST_EVENT_TIME  # the earliest event time accepted, epoch ms (old history needs earlier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +312,11 @@ def _timestamp(value: object) -> int:
 
 
 def _event_time_problem(event_time: int, now_ms: int, limits: ParseLimits) -> str | None:
-    if event_time < EARLIEST_EVENT_TIME:
+    if event_time < limits.earliest:
         hint = " (looks like seconds since the epoch; send milliseconds)" if 0 < event_time < 10**11 else ""
-        return f"event_time {format_time(event_time)} is before 2000-01-01{hint}"
+        earliest = format_time(limits.earliest)
+        shown = earliest[:10] if earliest.endswith("T00:00:00.000Z") else earliest
+        return f"event_time {format_time(event_time)} is before {shown}{hint}"
     if event_time > now_ms + limits.max_future:
         return (
             f"event_time {format_time(event_time)} is more than {format_duration(limits.max_future)} "

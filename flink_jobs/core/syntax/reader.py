@@ -294,7 +294,7 @@ class RuleReader(YamlReader, ABC):
             f"within {days(within)} + {key} {days(extra)}{note} = "
             f"{days(within + extra)}, but rules can look back at most "
             f"{days(self.horizon)}; shorten within or {key}, "
-            "or raise the horizon in the job configuration",
+            "or raise the horizon (job.horizon; --horizon for segments)",
         )
         return False
 

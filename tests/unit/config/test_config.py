@@ -278,3 +278,19 @@ def test_the_engine_settings_follow_the_config(jar):
     assert engine_config(_load(jar=jar)).generic_aggregates is True
     off = engine_config(_load(["--set", "job.generic_aggregates=false", "--set", "events.allowed_lateness=1m"], jar=jar))
     assert (off.generic_aggregates, off.allowed_lateness, off.dedup_horizon) == (False, 60_000, 24 * 3600 * 1000)
+
+
+def test_old_history_needs_an_earlier_earliest_event_time_and_long_windows_a_longer_horizon(jar):
+    from flink_jobs.flink.segmentation_job import engine_config
+
+    default = _load(jar=jar)
+    assert default.events.earliest_event_time == 946_684_800_000  # 2000-01-01
+    assert default.job.horizon == 400 * 24 * 3600 * 1000
+    cdnow = _load(["--set", "events.earliest_event_time=1997-01-01", "--set", "job.horizon=600d"], jar=jar)
+    assert cdnow.events.earliest_event_time == 852_076_800_000
+    assert engine_config(cdnow).horizon == 600 * 24 * 3600 * 1000
+    assert "events.earliest_event_time = 1997-01-01T00:00:00Z" in cdnow.describe()
+    with pytest.raises(ConfigError, match=r"^events.earliest_event_time: 'last year' is not a date and time; write e.g."):
+        _load(["--set", "events.earliest_event_time=last year"], jar=jar)
+    with pytest.raises(ConfigError, match=r"^job.horizon: '12h' is out of range"):
+        _load(["--set", "job.horizon=12h"], jar=jar)

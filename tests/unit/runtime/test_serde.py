@@ -212,3 +212,9 @@ def test_dlq_record_of_binary_and_oversized_payloads():
     assert cut["payload"] == "é" * 49
     assert cut["payload_truncated"] is True
     assert cut["payload_size"] == 200
+
+
+def test_the_earliest_event_time_is_a_setting():
+    old = _raw(event_time="1997-03-01T12:00:00Z")
+    assert _parse(old) == Invalid("event_time", "event_time 1997-03-01T12:00:00.000Z is before 2000-01-01")
+    assert isinstance(_parse(old, earliest=852_076_800_000), Event)  # 1997-01-01
