@@ -1,6 +1,9 @@
 """A synthetic but realistic event feed: personas, duplicates, disorder, late and malformed events.
 
 Used by the demo, the benchmarks and ``segments preview`` examples. Deterministic for a seed.
+The persona feed speaks the example shop's events (``rules/catalog.yaml``); for any other event
+catalogue, ``generate_feed(config, catalog)`` draws visits of that catalogue's own event types,
+with properties typed as it declares them.
 
 Personas (share of customers): browsers look around; buyers view, add to cart, check out and buy;
 cart abandoners add to cart and leave; engaged regulars come back for several longer sessions;
@@ -17,6 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from .core.catalog import Catalog, PropertySpec
 from .core.durations import DAY, HOUR, MINUTE, SECOND
 
 PERSONAS: dict[str, float] = {
@@ -197,9 +201,90 @@ class _Feed:
         return FeedRecord(e["customer_id"].encode(), json.dumps(broken).encode(), "malformed", None)
 
 
-def generate_feed(config: FeedConfig) -> Iterator[FeedRecord]:
-    """Records in arrival order, deterministic for ``config.seed``."""
-    return _Feed(config).records()
+class _CatalogFeed(_Feed):
+    """Visits of a catalogue's own event types: a few events seconds to minutes apart, now and then
+    a profile update; every required property, most optional ones, values of the declared type
+    (one of the allowed values when the catalogue lists them)."""
+
+    def __init__(self, config: FeedConfig, catalog: Catalog) -> None:
+        super().__init__(config)
+        self.catalog = catalog
+        self.activity = [t for t in catalog.event_types if t not in catalog.profile_types] or list(catalog.event_types)
+        self.profile = sorted(catalog.profile_types)
+
+    def _value(self, name: str, spec: PropertySpec, t: int) -> object:
+        rng = self.rng
+        if spec.values:
+            return rng.choice(spec.values)
+        if spec.type == "string":
+            return f"{name}-{rng.randint(1, 5)}"
+        if spec.type == "number":
+            return round(rng.uniform(1, 200), 2)
+        if spec.type == "bool":
+            return rng.random() < 0.5
+        return t - rng.randint(0, 30) * DAY  # a timestamp: some time before the event
+
+    def _typed_event(self, cust: int, event_type: str, t: int) -> dict:
+        props = {
+            name: self._value(name, spec, t)
+            for name, spec in self.catalog.events[event_type].properties.items()
+            if spec.required or self.rng.random() < 0.6
+        }
+        return self._event(cust, event_type, t, **props)
+
+    def journey(self, cust: int, t: int) -> list[dict]:
+        rng = self.rng
+        out = []
+        if self.profile and rng.random() < 0.1:
+            out.append(self._typed_event(cust, rng.choice(self.profile), t))
+        for _ in range(rng.randint(1, 8)):
+            t += rng.randint(5 * SECOND, 90 * SECOND)
+            out.append(self._typed_event(cust, rng.choice(self.activity), t))
+        return out
+
+    def malformed(self, e: dict) -> FeedRecord:
+        rng = self.rng
+        broken = dict(e, event_id=self._id())
+        how = rng.choice(("not_json", "no_customer", "bad_time", "unknown_event", "absurd_time"))
+        if how == "not_json":
+            return FeedRecord(e["customer_id"].encode(), b'{"event_id": "x", "customer_id": ', "malformed", None)
+        if how == "no_customer":
+            broken.pop("customer_id")
+        elif how == "bad_time":
+            broken["event_time"] = "yesterday"
+        elif how == "unknown_event":
+            broken["event_type"] = e["event_type"] + "_x"
+        else:
+            broken["event_time"] = 32_503_680_000_000  # year 3000
+        return FeedRecord(e["customer_id"].encode(), json.dumps(broken).encode(), "malformed", None)
+
+
+# What the persona feed sends: a catalogue that declares these can take it.
+PERSONA_EVENTS: dict[str, tuple[str, ...]] = {
+    "session_start": ("session_id", "device"),
+    "identify": ("country", "email_opt_in"),
+    "page_view": ("url", "page_type", "session_id"),
+    "product_view": ("product_id", "category", "price", "session_id"),
+    "cart_add": ("cart_id", "product_id", "category", "price", "quantity", "cart_value"),
+    "checkout": ("cart_id", "cart_value"),
+    "purchase": ("order_id", "cart_id", "revenue", "items"),
+}
+
+
+def speaks_personas(catalog: Catalog) -> bool:
+    """Whether ``catalog`` declares every event type and property the persona feed sends."""
+    return all(
+        event_type in catalog.events and set(props) <= set(catalog.events[event_type].properties)
+        for event_type, props in PERSONA_EVENTS.items()
+    )
+
+
+def generate_feed(config: FeedConfig, catalog: Catalog | None = None) -> Iterator[FeedRecord]:
+    """Records in arrival order, deterministic for ``config.seed``: the example shop's personas,
+    or, for a ``catalog`` that does not declare their events, visits of its own event types."""
+    if catalog is None or speaks_personas(catalog):
+        return _Feed(config).records()
+    return _CatalogFeed(config, catalog).records()
 
 
 def span_hint(config: FeedConfig) -> str:

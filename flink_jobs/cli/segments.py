@@ -103,8 +103,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "generate",
         help="write a synthetic event file (JSON lines) to try rules on",
         description="Write realistic synthetic events (browsers, buyers, cart abandoners, "
-        "regulars, bots; some out of order and duplicated) as JSON lines.",
+        "regulars, bots; some out of order and duplicated) as JSON lines; with --rules, visits of "
+        "the event types their catalogue declares when it is not the example shop's.",
     )
+    generate.add_argument(
+        "--rules", nargs="+", metavar="PATH", help="rule files or folders whose catalogue the events follow"
+    )
+    _add_catalog(generate)
     generate.add_argument("--events", type=int, default=5000, help="number of events (default 5000)")
     generate.add_argument("--customers", type=int, default=300, help="number of customers (default 300)")
     generate.add_argument("--seed", type=int, default=7)
@@ -265,6 +270,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    catalog = None
+    if args.rules or args.catalog:
+        checked = _check("generate", args.rules or [args.catalog], (), windows.DEFAULT_HORIZON, args.catalog)
+        if isinstance(checked, int):
+            return checked
+        catalog = checked[0].catalog
     feed = FeedConfig(
         customers=args.customers,
         events=args.events,
@@ -274,7 +285,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     )
     out = sys.stdout.buffer if args.out == "-" else open(args.out, "wb")
     try:
-        for record in generate_feed(feed):
+        for record in generate_feed(feed, catalog):
             out.write(record.value + b"\n")
     finally:
         if out is not sys.stdout.buffer:
