@@ -212,9 +212,10 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
     from pyflink.datastream.state import ValueStateDescriptor
 
     from flink_jobs.config import load_config
+    from flink_jobs.core.loader import load_rules
     from flink_jobs.flink.batcher import build_batches
     from flink_jobs.flink.segmentation_job import build_pipeline, create_environment
-    from flink_jobs.flink.sources import SOURCE_TABLE, build_event_source
+    from flink_jobs.flink.sources import SOURCE_TABLE, build_event_source, event_gate
 
     argv = _job_settings(topic, run) + ["--set", f"job.parallelism={parallelism}"] + (["--bounded"] if bounded else [])
     for extra in os.environ.get("BENCH_SETTINGS", "").split():
@@ -229,7 +230,8 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
         from pyflink.table import StreamTableEnvironment
 
         t_env = StreamTableEnvironment.create(env)
-        records = build_event_source(t_env, config)
+        gate = event_gate(config, load_rules(list(config.job.rules_path), horizon=config.job.horizon).catalog)
+        records = build_event_source(t_env, config, gate)
 
         class Count(KeyedProcessFunction):
             def open(self, ctx):
@@ -247,7 +249,7 @@ def child(mode: str, topic: str, run: str, parallelism: int, bounded: bool) -> N
             )
             ids.key_by(lambda r: r[0] or "", key_type=Types.STRING()).process(Count()).name("no-op keyed")
         else:
-            build_batches(records, config).process(Count()).name("no-op batched")
+            build_batches(records, config, gate).process(Count()).name("no-op batched")
     start = time.time()
     if bounded:
         env.execute(f"bench-{mode}")

@@ -37,14 +37,13 @@ from ..core.loader import load_rules
 from ..core.model import RuleSet
 from ..ml.observed import load_scorer
 from ..runtime.batch_engine import BatchEngine
-from ..runtime.serde import ParseLimits
 from .batcher import build_batches, placed_keys
 from .descriptors import DLQ_TAG, KEY_VALUE_TYPE, LATE_TAG, RULE_FILES
 from .functions import BroadcastTimeAssigner, SegmentBroadcastFunction, SegmentFunction
 from .jvm import JarBuildError, ensure_jar, on_local_jvm_classpath
 from .reporter import flink_metrics_configuration, reporter_on_local_classpath
 from .sinks import build_kafka_sink
-from .sources import build_event_source, build_rules_source
+from .sources import build_event_source, build_rules_source, event_gate, parse_limits
 
 log = logging.getLogger("segmentation_job")
 
@@ -164,16 +163,13 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
     t_env.get_config().set("table.exec.uid.generation", "ALWAYS")
     statements = t_env.create_statement_set()
 
-    batches = build_batches(build_event_source(t_env, config), config)
+    gate = event_gate(config, rules.catalog)
+    batches = build_batches(build_event_source(t_env, config, gate), config, gate)
     job = config.job
     engine = BatchEngine(
         rules,
         engine_config(config),
-        limits=ParseLimits(
-            max_bytes=config.events.max_event_bytes,
-            max_future=config.events.max_future,
-            earliest=config.events.earliest_event_time,
-        ),
+        limits=parse_limits(config),
         redis=config.redis,
         batch_keys=job.batch_keys,
         placed_keys=list(placed_keys(job)[0]),

@@ -19,6 +19,8 @@ from pyflink.datastream import DataStream
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor, TableEnvironment
 
 from ..config import Config, KafkaConfig
+from ..core.catalog import Catalog
+from ..runtime.serde import EventSchema, ParseLimits, gate_spec
 
 SOURCE_TABLE = "events_source"
 # Row fields of the source stream, in order: what jvm/EventKeys.java reads.
@@ -52,16 +54,31 @@ def register_event_time_function(t_env: TableEnvironment) -> None:
     t_env.create_java_temporary_system_function(EVENT_TIME_FUNCTION, EVENT_TIME_CLASS)
 
 
-def event_time_sql(value_column: str, max_future_ms: int) -> str:
+def parse_limits(config: Config) -> ParseLimits:
+    """What the parser accepts beyond the catalogue, from the ``events.*`` settings."""
+    events = config.events
+    return ParseLimits(max_bytes=events.max_event_bytes, max_future=events.max_future, earliest=events.earliest_event_time)
+
+
+def event_gate(config: Config, catalog: Catalog) -> str:
+    """The spec of the JVM's event gate (``jvm/EventGate.java``) for ``catalog`` and the job's
+    limits: which records may count for event time."""
+    return gate_spec(EventSchema(catalog), parse_limits(config))
+
+
+def event_time_sql(value_column: str, gate: str) -> str:
     """SQL for a record's event time in epoch ms, read from the raw JSON, for the watermark only.
 
-    Epoch ms (a JSON integer) and ISO-8601 text with an offset are read (as ``jvm/EventKeys.java``
-    reads them); anything else, and times further ahead than ``max_future_ms``, give 0, which
-    never moves a watermark (so a record the parser would reject cannot push time forward).
-    Python's parser stays the authority on each event's time; this only decides how far the
-    watermark goes. Needs ``register_event_time_function``.
+    A record counts only if the parser will accept it, judged by the event gate ``gate``
+    (``event_gate``: the catalogue and the parser's limits) and its time is at most
+    ``events.max_future`` ahead: otherwise 0, which never moves a watermark, so a record bound for
+    the dead-letter topic (an undeclared event type, a wrong property type, a time before
+    ``events.earliest_event_time``) cannot make valid events late. Python's parser stays the
+    authority on each event; this only decides how far the watermark goes. Needs
+    ``register_event_time_function``.
     """
-    return f"{EVENT_TIME_FUNCTION}(`{value_column}`, CAST({max_future_ms} AS BIGINT))"
+    literal = gate.replace("'", "''")
+    return f"{EVENT_TIME_FUNCTION}(`{value_column}`, '{literal}')"
 
 
 def _interval(ms: int) -> str:
@@ -73,12 +90,13 @@ def _interval(ms: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
-def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStream:
+def build_event_source(t_env: StreamTableEnvironment, config: Config, gate: str) -> DataStream:
     """A stream of Rows (partition, offset, Kafka timestamp, key bytes, value bytes) that carries
     event-time watermarks.
 
     The watermark is generated in the Kafka source, per partition (FLIP-27 split watermarks),
-    from the event time in the raw JSON (``event_time_sql``): bounded out-of-orderness plus 1 ms
+    from the event time in the raw JSON of the records the event gate ``gate`` passes
+    (``event_time_sql``): bounded out-of-orderness plus 1 ms
     (as ``for_bounded_out_of_orderness``), and ``events.idleness``. Generated after parsing
     instead, one subtask reading several partitions would take the maximum over partitions that
     it happens to read ahead of the others (Kafka fetches a batch per partition), and events of
@@ -98,7 +116,7 @@ def build_event_source(t_env: StreamTableEnvironment, config: Config) -> DataStr
         .column_by_metadata("kafka_ts", DataTypes.TIMESTAMP_LTZ(3), "timestamp", True)
         .column("key", DataTypes.BYTES())
         .column("value", DataTypes.BYTES())
-        .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({event_time_sql('value', events.max_future)}, 3)")
+        .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({event_time_sql('value', gate)}, 3)")
         .watermark("rowtime", f"rowtime - {delay}")
         .build()
     )

@@ -149,9 +149,10 @@ def test_a_watermark_release_goes_to_python_with_that_watermark(scenario: Scenar
     from pyflink.datastream import KeyedProcessFunction
     from pyflink.table import StreamTableEnvironment
 
+    from flink_jobs.core.loader import load_catalog
     from flink_jobs.flink.batcher import build_batches
     from flink_jobs.flink.segmentation_job import create_environment
-    from flink_jobs.flink.sources import build_event_source
+    from flink_jobs.flink.sources import build_event_source, event_gate
     from flink_jobs.runtime.batching import decode_batch
 
     events = [event(f"e{i}", f"c-{i % 7}", "page_view", i * 1_000, url="/") for i in range(60)]
@@ -166,7 +167,8 @@ def test_a_watermark_release_goes_to_python_with_that_watermark(scenario: Scenar
                 times = [json.loads(r.value)["event_time"] for r in decode_batch(value[1])]
                 yield value[0], value[2], json.dumps(times)
 
-    batches = build_batches(build_event_source(t_env, config), config)
+    gate = event_gate(config, load_catalog(RULES / "catalog.yaml"))
+    batches = build_batches(build_event_source(t_env, config, gate), config, gate)
     out = batches.process(Inspect(), output_type=Types.TUPLE([Types.INT(), Types.LONG(), Types.STRING()]))
     with out.execute_and_collect() as rows:
         got = [(key, mark, json.loads(times)) for key, mark, times in rows]

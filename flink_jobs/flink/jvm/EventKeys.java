@@ -3,8 +3,6 @@ package dev.segments.flink;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.time.Instant;
-import java.time.OffsetDateTime;
-import java.time.format.DateTimeParseException;
 import java.util.zip.CRC32;
 
 import org.apache.flink.api.common.functions.MapFunction;
@@ -27,9 +25,9 @@ import org.apache.flink.types.Row;
  *
  * <p>Only top-level fields are read; when a field appears twice the last one counts (as in
  * Python's json). The customer id is a string ({@code batchKey(null)} = 0 otherwise). The event
- * time is epoch milliseconds (a non-negative integer) or ISO-8601 text with an offset; anything
- * else, or a time more than {@code maxFutureMs} ahead of the clock, is null: the record is then
- * not held for the watermark (the parser, which has the last word, rejects or buffers it).
+ * time is the one {@link EventGate} finds, null when the gate does not pass the record (the
+ * catalogue's parser would reject it, or its time is too far ahead): the record is then not held
+ * for the watermark and reaches the parser, which has the last word, at once.
  */
 public class EventKeys implements MapFunction<Row, Row> {
 
@@ -37,61 +35,61 @@ public class EventKeys implements MapFunction<Row, Row> {
     private static final JsonFactory JSON = new JsonFactory();
 
     private final int batchKeys;
-    private final long maxFutureMs;
+    private final String gateSpec;
     private transient CRC32 crc;
+    private transient EventGate gate;
 
-    public EventKeys(int batchKeys, long maxFutureMs) {
+    /** {@code gateSpec}: the catalogue as {@link EventGate} reads it ({@code serde.gate_spec}). */
+    public EventKeys(int batchKeys, String gateSpec) {
         this.batchKeys = batchKeys;
-        this.maxFutureMs = maxFutureMs;
+        this.gateSpec = gateSpec;
+        EventGate.of(gateSpec); // a bad spec fails where the job is built, not in a task
     }
 
-    /** What {@link #read} finds in a raw event. */
-    static final class Fields {
-        String customerId;
-        Long eventTime; // null: none, unreadable, or more than maxFutureMs ahead of the clock
-        boolean whole; // the object was read to its end (not cut short, not garbage inside)
-    }
-
-    /** The top-level customer id and event time of a raw event, in one streaming pass. */
-    static Fields read(byte[] value, long maxFutureMs) {
-        Fields f = new Fields();
+    /** The top-level customer id of a raw event (the last one, if a string), or null; what was
+     * read of a broken record stands. */
+    static String customerId(byte[] value) {
+        String customerId = null;
         if (value == null) {
-            return f;
+            return null;
         }
         try (JsonParser p = JSON.createParser(value)) {
             if (p.nextToken() == JsonToken.START_OBJECT) {
                 while (p.nextToken() == JsonToken.FIELD_NAME) {
-                    String name = p.getCurrentName();
+                    String name = p.currentName();
                     JsonToken v = p.nextToken();
                     if ("customer_id".equals(name)) {
-                        f.customerId = v == JsonToken.VALUE_STRING ? p.getText() : null;
-                    } else if ("event_time".equals(name)) {
-                        f.eventTime = eventTime(p, v);
+                        customerId = v == JsonToken.VALUE_STRING ? p.getText() : null;
                     } else {
                         p.skipChildren();
                     }
                 }
-                f.whole = true;
             }
         } catch (IOException | RuntimeException e) {
-            // Not JSON, or cut short: what was read stands (whole stays false).
+            // Not JSON, or cut short.
         }
-        if (f.eventTime != null && f.eventTime > System.currentTimeMillis() + maxFutureMs) {
-            f.eventTime = null;
-        }
-        return f;
+        return customerId;
     }
 
     @Override
     public Row map(Row row) {
         if (crc == null) {
             crc = new CRC32();
+            gate = EventGate.of(gateSpec);
         }
         byte[] value = (byte[]) row.getField(4);
-        // What was read of a broken record stands: the parser has the last word on it.
-        Fields f = read(value, maxFutureMs);
-        String customerId = f.customerId;
-        Long eventTime = f.eventTime;
+        String customerId;
+        Long eventTime;
+        EventGate.Verdict v = gate.check(value, System.currentTimeMillis());
+        if (v != null) {
+            customerId = v.customerId;
+            eventTime = v.eventTime;
+        } else {
+            // Bound for the dead-letter topic: not held for the watermark, keyed by what can be
+            // read of it (the parser has the last word).
+            customerId = customerId(value);
+            eventTime = null;
+        }
         Instant kafkaTs = (Instant) row.getField(2);
         byte[] record = record(
                 (Integer) row.getField(0),
@@ -131,32 +129,5 @@ public class EventKeys implements MapFunction<Row, Row> {
             out.put(value);
         }
         return out.array();
-    }
-
-    static Long eventTime(JsonParser p, JsonToken v) throws IOException {
-        if (v == JsonToken.VALUE_NUMBER_INT) {
-            if (p.getNumberType() == JsonParser.NumberType.BIG_INTEGER) {
-                return null;
-            }
-            long ms = p.getLongValue();
-            return ms >= 0 && ms < 1_000_000_000_000_000L ? ms : null;
-        }
-        if (v == JsonToken.VALUE_STRING) {
-            return isoTime(p.getText());
-        }
-        p.skipChildren();
-        return null;
-    }
-
-    /** Epoch ms of ISO-8601 text with an offset (e.g. 2026-11-22T10:00:00.123+01:00), else null. */
-    static Long isoTime(String text) {
-        if (text.length() < 20 || text.charAt(10) != 'T') {
-            return null;
-        }
-        try {
-            return OffsetDateTime.parse(text).toInstant().toEpochMilli();
-        } catch (DateTimeParseException | ArithmeticException e) {
-            return null;
-        }
     }
 }

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...config.local_stack import REPO_ROOT
 
-SOURCES = ("KeyGroupBatcher.java", "EventKeys.java", "EventTimeOf.java")
+SOURCES = ("KeyGroupBatcher.java", "EventKeys.java", "EventGate.java", "EventTimeOf.java")
 BATCHER_CLASS = "dev.segments.flink.KeyGroupBatcher"
 _HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = REPO_ROOT / ".cache" / "jars" / "segments"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import fastjsonschema
 import pytest
@@ -42,6 +43,25 @@ def test_schema_names_every_event_type_and_property_of_the_catalogue():
         declared = branches[event_type]["properties"]["properties"]["properties"]
         assert set(declared) == set(CATALOG.property_types(event_type))
     assert set(branches["identify"]["properties"]["properties"]["properties"]) >= set(CATALOG.profile_fields)
+
+
+def test_gate_spec_carries_what_the_parser_checks():
+    """The JVM's event gate (jvm/EventGate.java) gets the catalogue and the parser's limits;
+    tests/integration/test_sources.py runs the two side by side."""
+    from flink_jobs.core.loader import load_catalog
+
+    team = load_catalog(Path(__file__).resolve().parents[2] / "integration" / "team_rules" / "catalog.yaml")
+    limits = ParseLimits(max_bytes=1000, max_future=5, earliest=7)
+    spec = json.loads(serde.gate_spec(EventSchema(team), limits))
+    assert (spec["max_bytes"], spec["max_future_ms"], spec["earliest_ms"]) == (1000, 5, 7)
+    assert spec["max_id_length"] == serde.MAX_ID_LENGTH
+    assert set(spec["types"]) == set(team.event_types)
+    email_open = spec["types"]["email_open"]
+    assert email_open["required"] == ["campaign"]
+    assert email_open["properties"]["platform"] == {"type": "string", "values": ["ios", "android", "web"]}
+    assert email_open["properties"]["campaign"] == {"type": "string", "values": None}
+    shop = json.loads(serde.gate_spec(EventSchema(CATALOG), ParseLimits()))
+    assert shop["types"]["identify"]["properties"]["signup_at"] == {"type": "timestamp", "values": None}
 
 
 DOCS = [
