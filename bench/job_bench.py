@@ -154,6 +154,7 @@ def _job_settings(topic: str, run: str) -> list[str]:
         "kafka.late_topic": f"bench.{run}.late",
         "kafka.changes_topic": f"bench.{run}.changes",
         "kafka.rules_topic": f"bench.{run}.rules",
+        "kafka.status_topic": f"bench.{run}.status",
         "kafka.group_id": f"bench-{run}",
         "kafka.starting_offsets": "earliest",
         "redis.key_prefix": f"bench:{run}:",
@@ -301,7 +302,7 @@ def run_child(mode: str, topic: str, parallelism: int, settings: str | None = No
     ``settings``: job settings for this run instead of the ones given with --set."""
     run = f"{mode}-{uuid.uuid4().hex[:6]}"
     bootstrap = os.environ["KAFKA_BOOTSTRAP"]
-    _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules", "status")])
     env = dict(os.environ) if settings is None else {**os.environ, "BENCH_SETTINGS": settings}
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", mode, "--topic", topic, "--run", run, "--parallelism", str(parallelism)],
@@ -339,7 +340,7 @@ def _cleanup(bootstrap: str, run: str) -> None:
 
     admin = _admin(bootstrap)
     try:
-        admin.delete_topics([f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+        admin.delete_topics([f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules", "status")])
     except UnknownTopicOrPartitionError:
         pass  # the plain Python run creates none
     admin.close()
@@ -436,7 +437,7 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     ):
         feed.append((r.key, r.value if r.kind == "malformed" else json.loads(r.value)))
     _create_topics(bootstrap, [topic], PARTITIONS)
-    _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules")])
+    _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules", "status")])
     errors = open(ROOT / ".cache" / f"bench-{run}.log", "w+")  # the job's log, shown if it fails
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "job", "--topic", topic, "--run", run, "--parallelism", str(parallelism), "--live"],

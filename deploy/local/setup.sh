@@ -34,9 +34,11 @@ if [[ ! -x "${VENV}/bin/python" ]]; then
 fi
 
 want="$(sha256sum "${REPO_ROOT}/pyproject.toml" | cut -d' ' -f1)"
-# The job's JVM batching operator, compiled against the installed Flink (skipped when built).
+# The job's JVM operators, compiled against the installed Flink and the Kafka connector jar
+# (skipped when built).
 build_jvm() {
   command -v javac >/dev/null 2>&1 || die "javac is not on PATH: the job compiles its batching operator (flink_jobs/flink/jvm) with it (apt-get install -y openjdk-17-jdk-headless)"
+  "${LOCAL_DIR}/fetch-jars.sh" flink >/dev/null
   "${VENV}/bin/python" -m flink_jobs.flink.jvm >/dev/null || die "could not build flink_jobs/flink/jvm (see above)"
 }
 

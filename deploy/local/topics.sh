@@ -6,7 +6,9 @@
 #   events.dlq        1                               invalid input + reason
 #   events.late       1                               events beyond allowed lateness
 #   segment-changes   EVENTS_PARTITIONS               membership enter/exit, key = customer_id
-#   segment-rules     1, cleanup.policy=compact       rule versions (broadcast), key = rule id
+#   segment-rules     1, cleanup.policy=compact       rule files (broadcast), key = file name
+#   segment-rules-status 1, cleanup.policy=compact    what the job announces (the catalogue in
+#                                                     use, for the sources' event gate), key = gate/<job>/<run>
 #
 # Usage: deploy/local/topics.sh [--bootstrap HOST:PORT]
 #   default bootstrap: KAFKA_BOOTSTRAP from the environment, else from .cache/stack/stack.env
@@ -36,6 +38,7 @@ TOPICS=(
   "events.late 1 -"
   "segment-changes ${EVENTS_PARTITIONS} -"
   "segment-rules 1 cleanup.policy=compact"
+  "segment-rules-status 1 cleanup.policy=compact"
 )
 
 start="$(now)"

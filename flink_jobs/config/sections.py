@@ -26,6 +26,7 @@ class KafkaConfig:
     late_topic: str
     changes_topic: str
     rules_topic: str
+    status_topic: str
     properties: Mapping[str, str]  # passed to every Kafka client as is (SASL/SSL settings, ...)
 
 

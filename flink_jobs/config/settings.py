@@ -279,6 +279,12 @@ SETTINGS: dict[str, Setting] = {
         Setting("kafka.late_topic", "events.late", _text(), "topic events beyond the allowed lateness go to"),
         Setting("kafka.changes_topic", "segment-changes", _text(), "topic membership changes go to"),
         Setting("kafka.rules_topic", "segment-rules", _text(), "compacted topic of rule files (key: file name, value: YAML)"),
+        Setting(
+            "kafka.status_topic",
+            "segment-rules-status",
+            _text(),
+            "compacted topic where the job announces the rules and catalogue it uses (the sources' event gate follows it)",
+        ),
         Setting("kafka.properties", {}, _properties, "extra Kafka client properties (key=value;key=value)"),
         Setting("redis.url", "redis://localhost:6379/0", _redis_url, "Redis URL"),
         Setting("redis.key_prefix", "seg:", _key_prefix, "prefix of every Redis key the job writes"),

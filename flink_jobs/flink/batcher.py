@@ -26,7 +26,7 @@ def placed_keys(job: JobConfig) -> tuple[Any, str]:
     return j_placed, batcher.layoutOf(j_placed, job.max_parallelism, balanced)
 
 
-def build_batches(records: DataStream, config: Config, gate: str) -> KeyedStream:
+def build_batches(records: DataStream, config: Config, gate: str, channel: str = "") -> KeyedStream:
     """Source records keyed by batch key, held until the watermark passes them and packed into
     batches by the JVM operator ``jvm/KeyGroupBatcher.java`` (rows of ``descriptors.BATCH_TYPE``;
     see ``runtime/batching.py``), as a stream keyed by batch key for the segment function.
@@ -34,7 +34,8 @@ def build_batches(records: DataStream, config: Config, gate: str) -> KeyedStream
     The batcher runs after the shuffle, right before the segment function: its output is the
     segment function's input as is (reinterpreted as keyed by the same key, no second shuffle),
     so the watermark a batch carries is the one the segment function is about to get. ``gate``:
-    the event gate's spec (``sources.event_gate``); a record it does not pass is not held."""
+    the event gate's spec (``sources.event_gate``), following the job's announcements on
+    ``channel`` (``sources.gate_channel``); a record it does not pass is not held."""
     job = config.job
     jvm = get_gateway().jvm
     key_type = Types.ROW([Types.INT()]).get_java_type_info()
@@ -44,7 +45,7 @@ def build_batches(records: DataStream, config: Config, gate: str) -> KeyedStream
     # The shape PyFlink's keyed operators take: (key, element), keyed by KeyByKeySelector.
     keyed_type = Types.ROW([Types.INT(), BATCH_TYPE])
     j_keys = records._j_data_stream.map(
-        jvm.dev.segments.flink.EventKeys(job.batch_keys, gate), keys_type.get_java_type_info()
+        jvm.dev.segments.flink.EventKeys(job.batch_keys, gate, channel), keys_type.get_java_type_info()
     )
     keyed_records = DataStream(j_keys).uid("event-keys").name("read customer and event time")
     j_placed, layout = placed_keys(job)

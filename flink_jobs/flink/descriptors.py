@@ -25,3 +25,5 @@ CUSTOMERS = MapStateDescriptor("customers", Types.STRING(), Types.PICKLED_BYTE_A
 RULE_FILES = MapStateDescriptor("rule_files", Types.STRING(), Types.STRING())
 DLQ_TAG = OutputTag("invalid-events", KEY_VALUE_TYPE)
 LATE_TAG = OutputTag("late-events", KEY_VALUE_TYPE)
+# The catalogue in use, for the sources' event gate (runtime/batch_engine.py announcement).
+GATE_TAG = OutputTag("event-gate", KEY_VALUE_TYPE)

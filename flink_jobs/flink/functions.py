@@ -14,19 +14,19 @@ from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.time_domain import TimeDomain
 
-from ..runtime.batch_engine import DLQ, MAX_TIMESTAMP, BatchEngine, Output
+from ..runtime.batch_engine import DLQ, GATE, MAX_TIMESTAMP, BatchEngine, Output
 from . import beam_sampler
-from .descriptors import CUSTOMERS, DLQ_TAG, LATE_TAG, RULE_FILES
+from .descriptors import CUSTOMERS, DLQ_TAG, GATE_TAG, LATE_TAG, RULE_FILES
 
 
 def _emit(outputs: Iterable[Output]) -> Iterator[Any]:
     """The engine's outputs as Flink records: membership changes on the main output, invalid
-    records and late events on their side outputs."""
+    records, late events and the catalogue's announcements on their side outputs."""
     for tag, key, value in outputs:
         if tag is None:
             yield Row(key, value)
         else:
-            yield (DLQ_TAG if tag == DLQ else LATE_TAG), Row(key, value)
+            yield (DLQ_TAG if tag == DLQ else GATE_TAG if tag == GATE else LATE_TAG), Row(key, value)
 
 
 class _EngineFunction:
@@ -79,8 +79,10 @@ class SegmentBroadcastFunction(_EngineFunction, KeyedBroadcastProcessFunction):
         self._engine.restore_rules(ctx.get_broadcast_state(RULE_FILES))
         yield from self._on_timer(ctx)
 
-    def process_broadcast_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.Context) -> None:
+    def process_broadcast_element(self, value: Row, ctx: KeyedBroadcastProcessFunction.Context) -> Iterator[Any]:
         self._engine.rule_file(ctx.get_broadcast_state(RULE_FILES), value[0], value[1])
+        # A catalogue taken here reaches the sources' event gate at once, not at the next batch.
+        yield from _emit(self._engine.announcement())
 
 
 class BroadcastTimeAssigner(TimestampAssigner):

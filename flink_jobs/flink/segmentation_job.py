@@ -23,6 +23,7 @@ import functools
 import logging
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Sequence
 
@@ -38,12 +39,12 @@ from ..core.model import RuleSet
 from ..ml.observed import load_scorer
 from ..runtime.batch_engine import BatchEngine
 from .batcher import build_batches, placed_keys
-from .descriptors import DLQ_TAG, KEY_VALUE_TYPE, LATE_TAG, RULE_FILES
+from .descriptors import DLQ_TAG, GATE_TAG, KEY_VALUE_TYPE, LATE_TAG, RULE_FILES
 from .functions import BroadcastTimeAssigner, SegmentBroadcastFunction, SegmentFunction
 from .jvm import JarBuildError, ensure_jar, on_local_jvm_classpath
 from .reporter import flink_metrics_configuration, reporter_on_local_classpath
 from .sinks import build_kafka_sink
-from .sources import build_event_source, build_rules_source, event_gate, parse_limits
+from .sources import build_event_source, build_rules_source, event_gate, gate_channel, parse_limits
 
 log = logging.getLogger("segmentation_job")
 
@@ -141,7 +142,7 @@ def batcher_jar(config: Config) -> Path:
             raise ConfigError(f"job.batcher_jar: {path} is not a file")
         return path
     try:
-        return ensure_jar()
+        return ensure_jar(connector=connector_jar(config))
     except JarBuildError as exc:
         raise ConfigError(f"job.batcher_jar: {exc}") from exc
 
@@ -164,7 +165,11 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
     statements = t_env.create_statement_set()
 
     gate = event_gate(config, rules.catalog)
-    batches = build_batches(build_event_source(t_env, config, gate), config, gate)
+    # The sources judge records by the catalogue in use: the one of `rules` until the segment
+    # function announces another (a restore, the rules topic) under this run's key.
+    gate_key = f"gate/{config.job.name}/{uuid.uuid4().hex[:12]}" if config.job.hot_reload else None
+    channel = gate_channel(config, gate_key) if gate_key else ""
+    batches = build_batches(build_event_source(t_env, config, gate, channel), config, gate, channel)
     job = config.job
     engine = BatchEngine(
         rules,
@@ -179,6 +184,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         cache_memory=job.state_cache_memory,
         full_gc_interval=job.python_full_gc_interval,
         write_behind=job.state_write_behind,
+        gate_key=gate_key,
     )
     if config.job.hot_reload:
         rule_files = (
@@ -204,6 +210,18 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         t_env, statements, changes.get_side_output(LATE_TAG), name="late", topic=config.kafka.late_topic, config=config
     )
     build_kafka_sink(t_env, statements, changes, name="changes", topic=config.kafka.changes_topic, config=config)
+    if gate_key:
+        # Not transactional: the sources must see an announcement at once, not at the next
+        # checkpoint (it is idempotent: the same key and value whenever it is repeated).
+        build_kafka_sink(
+            t_env,
+            statements,
+            changes.get_side_output(GATE_TAG),
+            name="event-gate",
+            topic=config.kafka.status_topic,
+            config=config,
+            delivery_guarantee="at-least-once",
+        )
     statements.attach_as_datastream()
 
 

@@ -24,8 +24,11 @@ def build_kafka_sink(
     name: str,
     topic: str,
     config: Config,
+    delivery_guarantee: str | None = None,
 ) -> None:
-    """Write a stream of ``descriptors.KEY_VALUE_TYPE`` rows to ``topic`` (key and value as UTF-8 bytes)."""
+    """Write a stream of ``descriptors.KEY_VALUE_TYPE`` rows to ``topic`` (key and value as UTF-8
+    bytes), with ``job.delivery_guarantee`` unless ``delivery_guarantee`` is given."""
+    guarantee = delivery_guarantee or config.job.delivery_guarantee
     schema = Schema.new_builder().column("k", DataTypes.STRING()).column("v", DataTypes.STRING()).build()
     options = {
         **kafka_client_options(config.kafka),
@@ -34,9 +37,9 @@ def build_kafka_sink(
         "key.fields": "k",
         "value.format": "raw",
         "value.fields-include": "EXCEPT_KEY",
-        "sink.delivery-guarantee": _GUARANTEES[config.job.delivery_guarantee],
+        "sink.delivery-guarantee": _GUARANTEES[guarantee],
     }
-    if config.job.delivery_guarantee == "exactly-once":
+    if guarantee == "exactly-once":
         # One prefix per sink: two sinks sharing transactional ids would fence each other.
         options["sink.transactional-id-prefix"] = f"{config.job.transactional_id_prefix}-{name}"
     builder = TableDescriptor.for_connector("kafka").schema(schema)

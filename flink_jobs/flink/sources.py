@@ -13,6 +13,7 @@ pipeline is built the same way), not ones we name.
 
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 from pyflink.datastream import DataStream
@@ -66,19 +67,33 @@ def event_gate(config: Config, catalog: Catalog) -> str:
     return gate_spec(EventSchema(catalog), parse_limits(config))
 
 
-def event_time_sql(value_column: str, gate: str) -> str:
+def gate_channel(config: Config, key: str) -> str:
+    """Where the sources' event gate follows the catalogue the job announces
+    (``jvm/GateFollower.java``): the status topic, the announcements' key, and the Kafka client's
+    connection settings."""
+    kafka = config.kafka
+    properties = {"security.protocol": kafka.security_protocol, **kafka.properties}
+    channel = {"bootstrap": kafka.bootstrap, "topic": kafka.status_topic, "key": key, "properties": properties}
+    return json.dumps(channel, separators=(",", ":"), sort_keys=True)
+
+
+def event_time_sql(value_column: str, gate: str, channel: str = "") -> str:
     """SQL for a record's event time in epoch ms, read from the raw JSON, for the watermark only.
 
     A record counts only if the parser will accept it, judged by the event gate ``gate``
     (``event_gate``: the catalogue and the parser's limits) and its time is at most
     ``events.max_future`` ahead: otherwise 0, which never moves a watermark, so a record bound for
     the dead-letter topic (an undeclared event type, a wrong property type, a time before
-    ``events.earliest_event_time``) cannot make valid events late. Python's parser stays the
-    authority on each event; this only decides how far the watermark goes. Needs
+    ``events.earliest_event_time``) cannot make valid events late. The gate follows the catalogues
+    the job announces on ``channel`` (``gate_channel``; empty: it keeps ``gate``). Python's parser
+    stays the authority on each event; this only decides how far the watermark goes. Needs
     ``register_event_time_function``.
     """
-    literal = gate.replace("'", "''")
-    return f"{EVENT_TIME_FUNCTION}(`{value_column}`, '{literal}')"
+    return f"{EVENT_TIME_FUNCTION}(`{value_column}`, {_literal(gate)}, {_literal(channel)})"
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _interval(ms: int) -> str:
@@ -90,13 +105,13 @@ def _interval(ms: int) -> str:
     return f"INTERVAL '{days} {hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}' DAY TO SECOND(3)"
 
 
-def build_event_source(t_env: StreamTableEnvironment, config: Config, gate: str) -> DataStream:
+def build_event_source(t_env: StreamTableEnvironment, config: Config, gate: str, channel: str = "") -> DataStream:
     """A stream of Rows (partition, offset, Kafka timestamp, key bytes, value bytes) that carries
     event-time watermarks.
 
     The watermark is generated in the Kafka source, per partition (FLIP-27 split watermarks),
-    from the event time in the raw JSON of the records the event gate ``gate`` passes
-    (``event_time_sql``): bounded out-of-orderness plus 1 ms
+    from the event time in the raw JSON of the records the event gate ``gate`` passes, following
+    the catalogues the job announces on ``channel`` (``event_time_sql``): bounded out-of-orderness plus 1 ms
     (as ``for_bounded_out_of_orderness``), and ``events.idleness``. Generated after parsing
     instead, one subtask reading several partitions would take the maximum over partitions that
     it happens to read ahead of the others (Kafka fetches a batch per partition), and events of
@@ -116,7 +131,7 @@ def build_event_source(t_env: StreamTableEnvironment, config: Config, gate: str)
         .column_by_metadata("kafka_ts", DataTypes.TIMESTAMP_LTZ(3), "timestamp", True)
         .column("key", DataTypes.BYTES())
         .column("value", DataTypes.BYTES())
-        .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({event_time_sql('value', gate)}, 3)")
+        .column_by_expression("rowtime", f"TO_TIMESTAMP_LTZ({event_time_sql('value', gate, channel)}, 3)")
         .watermark("rowtime", f"rowtime - {delay}")
         .build()
     )

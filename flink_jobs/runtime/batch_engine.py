@@ -15,6 +15,7 @@ timers and records, and emit what it returns; unit tests hand it dicts and a fak
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import random
 import time
@@ -30,7 +31,17 @@ from .batching import BatchRecord, batch_key, decode_batch
 from .metrics import JobMetrics, MetricsConfig, job_metrics, redis_error_kind, start_exporter
 from .redis_writer import MembershipWriter, RedisConfig, RedisMembershipWriter
 from .rule_files import RuleFileStore, active_rules, is_rule_file, take_rule_file
-from .serde import EventSchema, Invalid, ParseLimits, SourceRecord, encode_change, encode_dlq, encode_late, parse_event
+from .serde import (
+    EventSchema,
+    Invalid,
+    ParseLimits,
+    SourceRecord,
+    encode_change,
+    encode_dlq,
+    encode_late,
+    gate_spec_data,
+    parse_event,
+)
 from .state_cache import StateCache
 
 _log = logging.getLogger(__name__)
@@ -49,9 +60,11 @@ CATCH_UP_LAG = 60_000
 HOLD_SECONDS = 1.0
 HOLD_CHANGES = 5_000
 
-# Side outputs: invalid records (the dead-letter topic) and events beyond the allowed lateness.
+# Side outputs: invalid records (the dead-letter topic), events beyond the allowed lateness, and
+# the catalogue in use announced to the sources' event gate (the rules status topic).
 DLQ = "dlq"
 LATE = "late"
+GATE = "gate"
 # What the engine emits: (side output or None for a membership change, record key, record value).
 Output = tuple["str | None", "str | None", str]
 
@@ -221,8 +234,12 @@ class BatchEngine:
         write_behind: int = 1_000,
         dirty_limit: int = 256_000,
         full_gc_interval: int = 3_600_000,
+        gate_key: str | None = None,
     ) -> None:
         self._rules = rules
+        # Where the sources' event gate follows the catalogue in use (flink/jvm/GateFollower.java);
+        # None: it cannot change (no hot reload).
+        self._gate_key = gate_key
         self._engine_config = engine_config
         self._limits = limits
         self._redis_config = redis
@@ -253,6 +270,7 @@ class BatchEngine:
         self._gc = gc_policy.install(self._full_gc_interval / 1000, observer=self._m.observe_gc_pause)
         self._scorer = self._scorer_loader(self._m) if self._scorer_loader is not None else None
         self._schema = EventSchema(self._rules.catalog)
+        self._announce = False
         self.use_rules(self._rules)
         # Decoded states of recently seen customers: saves reading and decoding (see state_cache).
         self._cache = StateCache(self._cache_memory)
@@ -306,6 +324,9 @@ class BatchEngine:
         self._engine = SegmentEngine(rules, self._engine_config, scorer=self._scorer)
         if self._schema.catalog.version != rules.catalog.version:
             self._schema = EventSchema(rules.catalog)  # which records are valid comes with the rules
+        # Announced with the next output: at start (a restore may bring another catalogue than the
+        # one the job was built with) and whenever rules are taken.
+        self._announce = self._gate_key is not None
         self._ttl = {s.id: s.ttl for s in rules.segments}
         self._m.rules_loaded(rules.version, len(rules.segments))
         # Every batch key moves its customers to the new rules on its next call.
@@ -322,6 +343,20 @@ class BatchEngine:
         rules = active_rules(files, self._engine_config.horizon)
         if rules is not None and rules.version != self._engine.rule_version:
             self.use_rules(rules)
+
+    def announcement(self) -> Iterator[Output]:
+        """The catalogue in use for the sources' event gate, once after each change of rules: key
+        ``gate_key``, value the gate's spec with the versions (``flink/jvm/GateFollower.java``)."""
+        if not self._announce or self._gate_key is None:
+            return
+        self._announce = False
+        value = {
+            "rule_version": self._engine.rule_version,
+            "catalog_version": self._schema.catalog.version,
+            "at": int(time.time() * 1000),
+            "gate": gate_spec_data(self._schema, self._limits),
+        }
+        yield GATE, self._gate_key, json.dumps(value, separators=(",", ":"))
 
     def rule_file(self, files: RuleFileStore, name: str | None, text: str | None) -> None:
         """A record of the rules topic: a rule file's text, or None when it was deleted."""
@@ -347,6 +382,7 @@ class BatchEngine:
         marker (write the key's changed states, then the held changes; before every checkpoint
         barrier), records None an end marker (a release is complete: write the held changes)."""
         self._gc.tick()
+        yield from self.announcement()
         if payload is None:
             if self._held.at_end:
                 yield from self.flush()
@@ -404,6 +440,7 @@ class BatchEngine:
         customer of it that is due."""
         key = self._batch_key_of[flink_key]
         self._gc.tick()
+        yield from self.announcement()
         watermark = timers.current_watermark()
         if self._armed.get(key, MAX_TIMESTAMP) <= watermark:
             # Not there when an earlier timer already took it, and the final watermark (the

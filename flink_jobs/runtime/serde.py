@@ -155,6 +155,11 @@ def gate_spec(schema: EventSchema, limits: ParseLimits) -> str:
     """The catalogue and limits as the JVM's event gate reads them (``flink/jvm/EventGate.java``):
     what ``parse_event`` checks, so that the source lets only records it will accept move event
     time. JSON text, compact (it travels in the job's SQL)."""
+    return json.dumps(gate_spec_data(schema, limits), separators=(",", ":"), sort_keys=True)
+
+
+def gate_spec_data(schema: EventSchema, limits: ParseLimits) -> dict[str, Any]:
+    """``gate_spec`` as data."""
     types: dict[str, Any] = {}
     for event_type, declared in schema.catalog.events.items():
         properties: dict[str, Any] = {}
@@ -162,14 +167,13 @@ def gate_spec(schema: EventSchema, limits: ParseLimits) -> str:
             values = list(prop.values) if prop.values and prop.type != "timestamp" else None
             properties[name] = {"type": prop.type, "values": values}
         types[event_type] = {"required": list(schema.required[event_type]), "properties": properties}
-    spec = {
+    return {
         "max_bytes": limits.max_bytes,
         "max_future_ms": limits.max_future,
         "earliest_ms": limits.earliest,
         "max_id_length": MAX_ID_LENGTH,
         "types": types,
     }
-    return json.dumps(spec, separators=(",", ":"), sort_keys=True)
 
 
 # ---- parsing --------------------------------------------------------------------------------------

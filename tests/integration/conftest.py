@@ -87,6 +87,7 @@ class Scenario:
             "kafka.late_topic": self.topics["late"],
             "kafka.changes_topic": self.topics["changes"],
             "kafka.rules_topic": self.topics["rules"],
+            "kafka.status_topic": self.topics["status"],
             "kafka.group_id": f"it-{self.name}",
             "kafka.starting_offsets": "earliest",
             "redis.key_prefix": self.prefix,
@@ -101,7 +102,8 @@ class Scenario:
         values.update(overrides)
         argv: list[str] = []
         for key, value in values.items():
-            argv += ["--set", f"{key}={value}"]
+            if value is not None:  # None: leave the setting out (a version that does not know it)
+                argv += ["--set", f"{key}={value}"]
         return argv
 
     def config(self, *, bounded: bool = True, **overrides: Any) -> Config:
@@ -215,7 +217,7 @@ def scenario(stack: Stack, request) -> Iterable[Scenario]:
     from kafka.admin import NewTopic
 
     name = f"{request.node.name[:30].replace('_', '-').strip('-')}-{uuid.uuid4().hex[:6]}"
-    topics = {kind: f"it-{name}-{kind}" for kind in ("events", "dlq", "late", "changes", "rules")}
+    topics = {kind: f"it-{name}-{kind}" for kind in ("events", "dlq", "late", "changes", "rules", "status")}
     admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap)
     admin.create_topics([NewTopic(t, num_partitions=1, replication_factor=1) for t in topics.values()])
     s = Scenario(stack, name, topics, prefix=f"it:{name}:")

@@ -145,9 +145,9 @@ def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
     old_rules.mkdir()
     shutil.copy(RULES / "scenarios.yaml", old_rules / "scenarios.yaml")
     scenario.produce(first)
-    job = _start_job(
-        scenario, tmp_path / "old.log", cwd=old, module=TEXT_HELD_RECORDS_JOB, **settings, **{"job.rules_path": str(old_rules)}
-    )
+    # Nor a status topic.
+    old_settings = {**settings, "job.rules_path": str(old_rules), "kafka.status_topic": None}
+    job = _start_job(scenario, tmp_path / "old.log", cwd=old, module=TEXT_HELD_RECORDS_JOB, **old_settings)
     try:
         seen_at = _await_checkpoint(scenario, job, checkpoints, tmp_path / "old.log")
     finally:

@@ -107,8 +107,16 @@ final class EventGate implements Serializable {
     /** The gate of a spec ({@code serde.gate_spec}'s JSON text); fails on a malformed spec. */
     static EventGate of(String spec) {
         try {
-            return new EventGate(new ObjectMapper().readTree(spec));
-        } catch (IOException | RuntimeException e) {
+            return of(new ObjectMapper().readTree(spec));
+        } catch (IOException e) {
+            throw new IllegalArgumentException("not an event gate spec: " + e, e);
+        }
+    }
+
+    static EventGate of(JsonNode spec) {
+        try {
+            return new EventGate(spec);
+        } catch (RuntimeException e) {
             throw new IllegalArgumentException("not an event gate spec: " + e, e);
         }
     }

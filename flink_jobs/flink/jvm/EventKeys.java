@@ -5,7 +5,7 @@ import java.nio.ByteBuffer;
 import java.time.Instant;
 import java.util.zip.CRC32;
 
-import org.apache.flink.api.common.functions.MapFunction;
+import org.apache.flink.api.common.functions.RichMapFunction;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonFactory;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
@@ -29,21 +29,33 @@ import org.apache.flink.types.Row;
  * catalogue's parser would reject it, or its time is too far ahead): the record is then not held
  * for the watermark and reaches the parser, which has the last word, at once.
  */
-public class EventKeys implements MapFunction<Row, Row> {
+public class EventKeys extends RichMapFunction<Row, Row> {
 
     private static final long serialVersionUID = 1L;
     private static final JsonFactory JSON = new JsonFactory();
 
     private final int batchKeys;
     private final String gateSpec;
+    private final String gateChannel;
     private transient CRC32 crc;
-    private transient EventGate gate;
+    private transient GateFollower.LiveGate gate;
 
-    /** {@code gateSpec}: the catalogue as {@link EventGate} reads it ({@code serde.gate_spec}). */
-    public EventKeys(int batchKeys, String gateSpec) {
+    /** {@code gateSpec}: the catalogue as {@link EventGate} reads it ({@code serde.gate_spec});
+     * {@code gateChannel}: where the job announces the next ({@link GateFollower}; empty: never). */
+    public EventKeys(int batchKeys, String gateSpec, String gateChannel) {
         this.batchKeys = batchKeys;
         this.gateSpec = gateSpec;
+        this.gateChannel = gateChannel;
         EventGate.of(gateSpec); // a bad spec fails where the job is built, not in a task
+    }
+
+    @Override
+    public void close() throws Exception {
+        if (gate != null) {
+            gate.close(); // the last one in the TaskManager stops the gate's follower
+            gate = null;
+        }
+        super.close();
     }
 
     /** The top-level customer id of a raw event (the last one, if a string), or null; what was
@@ -75,12 +87,13 @@ public class EventKeys implements MapFunction<Row, Row> {
     public Row map(Row row) {
         if (crc == null) {
             crc = new CRC32();
-            gate = EventGate.of(gateSpec);
+            gate = new GateFollower.LiveGate(EventGate.of(gateSpec), gateChannel, true);
         }
         byte[] value = (byte[]) row.getField(4);
         String customerId;
         Long eventTime;
-        EventGate.Verdict v = gate.check(value, System.currentTimeMillis());
+        long now = System.currentTimeMillis();
+        EventGate.Verdict v = gate.at(now).check(value, now);
         if (v != null) {
             customerId = v.customerId;
             eventTime = v.eventTime;

@@ -1,10 +1,11 @@
-"""The job's own JVM operators (``EventKeys.java``, ``KeyGroupBatcher.java``), compiled against
-the Flink that the apache-flink wheel ships.
+"""The job's own JVM operators (``EventKeys.java``, ``KeyGroupBatcher.java``, the event gate),
+compiled against the Flink that the apache-flink wheel ships and the Kafka connector jar (the
+gate's follower reads the rules status topic with the connector's Kafka client).
 
 Shipped as source and compiled with ``javac`` on first use (or by ``deploy/local/setup.sh``):
 a jar built here always matches the installed Flink, and nothing binary is checked in. The jar
-lands in ``.cache/jars/segments/`` under a name that carries a hash of the source and the Flink
-version, so an edit or a Flink upgrade builds a new one.
+lands in ``.cache/jars/segments/`` under a name that carries a hash of the source, the Flink
+version and the connector's, so an edit or an upgrade builds a new one.
 
     python -m flink_jobs.flink.jvm          # build if needed, print the jar's path
 """
@@ -19,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ...config.local_stack import REPO_ROOT
+from ...config.local_stack import REPO_ROOT, STACK_ENV, default_connector_jar, read_env_file
 
-SOURCES = ("KeyGroupBatcher.java", "EventKeys.java", "EventGate.java", "EventTimeOf.java")
+SOURCES = ("KeyGroupBatcher.java", "EventKeys.java", "EventGate.java", "GateFollower.java", "EventTimeOf.java")
 BATCHER_CLASS = "dev.segments.flink.KeyGroupBatcher"
 _HERE = Path(__file__).resolve().parent
 DEFAULT_DIR = REPO_ROOT / ".cache" / "jars" / "segments"
@@ -37,18 +38,34 @@ def flink_home() -> Path:
     return Path(pyflink.__file__).resolve().parent
 
 
-def jar_path(directory: Path = DEFAULT_DIR) -> Path:
+def local_connector_jar() -> Path:
+    """The Kafka connector jar of the local stack (``FLINK_KAFKA_CONNECTOR_JAR``, or where
+    ``deploy/local/fetch-jars.sh`` puts it)."""
+    stack = {**read_env_file(STACK_ENV), **{k: v for k, v in os.environ.items() if k == "FLINK_KAFKA_CONNECTOR_JAR"}}
+    jar = default_connector_jar(stack)
+    if not jar or not Path(jar).is_file():
+        raise JarBuildError(
+            "the Kafka connector jar is missing: the job's JVM operators are compiled against it; run "
+            "deploy/local/fetch-jars.sh flink, or set FLINK_KAFKA_CONNECTOR_JAR (job.connector_jar for the job)"
+        )
+    return Path(jar).resolve()
+
+
+def jar_path(directory: Path = DEFAULT_DIR, connector: Path | None = None) -> Path:
+    connector = connector or local_connector_jar()
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((_HERE / name).read_bytes())
     dist = sorted((flink_home() / "lib").glob("flink-dist*.jar"))
-    digest.update(" ".join(p.name for p in dist).encode())
+    digest.update(" ".join(p.name for p in [*dist, connector]).encode())
     return directory / f"segments-flink-{digest.hexdigest()[:12]}.jar"
 
 
-def ensure_jar(directory: Path = DEFAULT_DIR) -> Path:
-    """The jar's path, compiling it first if it is not there."""
-    target = jar_path(directory)
+def ensure_jar(directory: Path = DEFAULT_DIR, connector: Path | None = None) -> Path:
+    """The jar's path, compiling it first if it is not there. ``connector``: the Kafka connector
+    jar to compile against (the local stack's when not given)."""
+    connector = connector or local_connector_jar()
+    target = jar_path(directory, connector)
     if target.is_file():
         return target
     javac, jar = shutil.which("javac"), shutil.which("jar")
@@ -58,7 +75,7 @@ def ensure_jar(directory: Path = DEFAULT_DIR) -> Path:
             "(apt-get install -y openjdk-17-jdk-headless) or set job.batcher_jar to a prebuilt jar "
             "(python -m flink_jobs.flink.jvm on a machine with a JDK)"
         )
-    classpath = str(flink_home() / "lib" / "*")
+    classpath = os.pathsep.join([str(flink_home() / "lib" / "*"), str(connector)])
     with tempfile.TemporaryDirectory() as tmp:
         classes = Path(tmp) / "classes"
         classes.mkdir()

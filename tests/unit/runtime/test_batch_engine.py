@@ -14,7 +14,7 @@ from flink_jobs.core.engine import EngineConfig
 from flink_jobs.core.loader import load_rules_from_texts
 from flink_jobs.core.state import decode_state
 from flink_jobs.runtime import gc_policy
-from flink_jobs.runtime.batch_engine import CATCH_UP_LAG, DLQ, LATE, BatchEngine, Output
+from flink_jobs.runtime.batch_engine import CATCH_UP_LAG, DLQ, GATE, LATE, BatchEngine, Output
 from flink_jobs.runtime.batching import BatchRecord, batch_key, encode_batch
 from flink_jobs.runtime.metrics import JobMetrics, MetricsConfig
 from flink_jobs.runtime.redis_writer import ChangeTuple, RedisConfig
@@ -297,3 +297,34 @@ def test_records_that_name_no_rule_file_are_ignored(name):
     before = engine.rule_version
     engine.rule_file(files, name, BUYER)
     assert engine.rule_version == before and files == {}
+
+
+def _announced(outputs) -> list[dict]:
+    return [json.loads(value) for tag, _, value in outputs if tag == GATE]
+
+
+def test_the_catalogue_in_use_is_announced_for_the_sources_gate_once_per_change():
+    engine, _, _ = _engine(gate_key="gate/job/run1")
+    store, timers = Store(), Timers(OLD)
+    key = _key("ida")
+    first = list(engine.batch(key, encode_batch([_event(1, "ida", "product_view", OLD - 5)]), OLD, store, timers))
+    [started] = _announced(first)
+    assert [k for tag, k, _ in first if tag == GATE] == ["gate/job/run1"]
+    assert started["rule_version"] == engine.rule_version
+    assert set(started["gate"]["types"]) >= {"page_view", "cart_remove"}
+    assert _announced(engine.batch(key, None, OLD, store, timers)) == []  # once
+
+    # A catalogue taken from the rules topic: announced at once, from the broadcast side.
+    without = CATALOG.replace("    cart_remove:", "    basket_remove:")
+    files = Files({"rules.yaml": RULES})
+    engine.rule_file(files, "catalog.yaml", without)
+    [taken] = _announced(engine.announcement())
+    assert taken["catalog_version"] != started["catalog_version"]
+    assert "cart_remove" not in taken["gate"]["types"] and "basket_remove" in taken["gate"]["types"]
+    assert _announced(engine.announcement()) == []
+
+
+def test_without_hot_reload_nothing_is_announced():
+    engine, _, _ = _engine()
+    out = list(engine.batch(_key("jo"), encode_batch([_event(1, "jo", "product_view", OLD - 5)]), OLD, Store(), Timers(OLD)))
+    assert _announced(out) == []
