@@ -112,10 +112,8 @@ class CatalogChecker(YamlReader):
         )
         if fields is None:
             return None
-        for entry in fields.values():
-            if entry.key not in _FILE_KEYS:
-                self.unknown_key(entry, _FILE_KEYS, "at the top of the catalogue", "A catalogue file has")
-        self._version(root, fields.get("version"))
+        self.unknown_keys(fields, _FILE_KEYS, "at the top of the catalogue", "A catalogue file has")
+        self.check_version(root, fields.get("version"), "catalogue files", SUPPORTED_VERSION)
         body = fields.get(CATALOG_KEY)
         if body is None:
             self.error(root, "missing 'catalog'", "put the event types under 'catalog:' and 'events:'")
@@ -124,20 +122,6 @@ class CatalogChecker(YamlReader):
         if catalog is None or self.diagnostics:
             return None
         return replace(catalog, version=catalog_version(self.text), file=self.file)
-
-    def _version(self, root: Node, entry: Entry | None) -> None:
-        if entry is None:
-            self.error(root, "missing 'version'", "add 'version: 1' as the first line of the file")
-            return
-        value = scalar(entry.value)
-        if type(value) is int and value == SUPPORTED_VERSION:
-            return
-        shown = "nothing" if value is None else f"'{text(entry.value)}'"
-        self.error(
-            self.at_value(entry),
-            f"unsupported version {shown}",
-            f"this engine reads catalogue files of version {SUPPORTED_VERSION}; write 'version: 1'",
-        )
 
     # -- the catalogue --
 
@@ -150,9 +134,7 @@ class CatalogChecker(YamlReader):
         )
         if fields is None:
             return None
-        for entry in fields.values():
-            if entry.key not in _CATALOG_KEYS:
-                self.unknown_key(entry, _CATALOG_KEYS, "in the catalogue", "A catalogue has")
+        self.unknown_keys(fields, _CATALOG_KEYS, "in the catalogue", "A catalogue has")
         common = self._properties(fields.get("common_properties"), "common property")
         profile = {name: spec.type for name, spec in self._properties(fields.get("profile_fields"), "profile field").items()}
         events_entry = fields.get("events")
@@ -201,9 +183,7 @@ class CatalogChecker(YamlReader):
         )
         if fields is None:
             return None
-        for field_entry in fields.values():
-            if field_entry.key not in _EVENT_KEYS:
-                self.unknown_key(field_entry, _EVENT_KEYS, f"in event type '{entry.key}'", "An event type has")
+        self.unknown_keys(fields, _EVENT_KEYS, f"in event type '{entry.key}'", "An event type has")
         own = self._properties(fields.get("properties"), "property")
         updates_profile = self._flag(fields.get("updates_profile"), False)
         properties = dict(common)
@@ -263,9 +243,7 @@ class CatalogChecker(YamlReader):
         )
         if fields is None:
             return None
-        for field_entry in fields.values():
-            if field_entry.key not in _PROPERTY_KEYS:
-                self.unknown_key(field_entry, _PROPERTY_KEYS, f"in property '{entry.key}'", "A property has")
+        self.unknown_keys(fields, _PROPERTY_KEYS, f"in property '{entry.key}'", "A property has")
         type_entry = fields.get("type")
         if type_entry is None:
             self.error(entry.key_node, f"'{entry.key}' has no 'type'", f"add its type: {', '.join(PROPERTY_TYPES)}")
@@ -401,9 +379,7 @@ class CatalogChecker(YamlReader):
         )
         if fields is None:
             return None, None
-        for field_entry in fields.values():
-            if field_entry.key not in _PURCHASE_KEYS:
-                self.unknown_key(field_entry, _PURCHASE_KEYS, "in the purchase role", "The purchase role has")
+        self.unknown_keys(fields, _PURCHASE_KEYS, "in the purchase role", "The purchase role has")
         event_entry, revenue_entry = fields.get("event"), fields.get("revenue")
         if event_entry is None or revenue_entry is None:
             missing = "event" if event_entry is None else "revenue"

@@ -15,7 +15,7 @@ from ..conditions import KEYWORDS, MODIFIERS, Keyword, all_of
 from ..diagnostics import Diagnostic
 from ..model import COMPARISON_OPS
 from ..syntax.help import OP_SYNONYMS, closest, op, operator_help, yaml_help
-from ..syntax.nodes import Entry, Place, is_null, scalar, shape, text, word
+from ..syntax.nodes import Entry, Place, is_null, shape, text, word
 from ..syntax.reader import Cond, Ref, RuleReader
 
 SUPPORTED_VERSION = 1
@@ -69,10 +69,8 @@ class FileChecker(RuleReader):
         )
         if fields is None:
             return []
-        for entry in fields.values():
-            if entry.key not in _FILE_KEYS:
-                self.unknown_key(entry, _FILE_KEYS, "at the top of the file", "A rule file has")
-        self._version(root, fields.get("version"))
+        self.unknown_keys(fields, _FILE_KEYS, "at the top of the file", "A rule file has")
+        self.check_version(root, fields.get("version"), "rule files", SUPPORTED_VERSION)
         segments = fields.get("segments")
         if segments is None:
             self.error(
@@ -110,24 +108,6 @@ class FileChecker(RuleReader):
             )
         )
 
-    def _version(self, root: Node, entry: Entry | None) -> None:
-        if entry is None:
-            self.error(
-                root,
-                "missing 'version'",
-                "add 'version: 1' as the first line of the file",
-            )
-            return
-        value = scalar(entry.value)
-        if type(value) is int and value == SUPPORTED_VERSION:
-            return
-        shown = "nothing" if value is None else f"'{text(entry.value)}'"
-        self.error(
-            self.at_value(entry),
-            f"unsupported version {shown}",
-            f"this engine reads rule files of version {SUPPORTED_VERSION}; write 'version: 1'",
-        )
-
     # -- a segment --
 
     def _segment(self, node: Node) -> Draft | None:
@@ -138,9 +118,7 @@ class FileChecker(RuleReader):
         )
         if fields is None:
             return None
-        for entry in fields.values():
-            if entry.key not in _SEGMENT_KEYS:
-                self.unknown_key(entry, _SEGMENT_KEYS, "in a segment", "Segment keys")
+        self.unknown_keys(fields, _SEGMENT_KEYS, "in a segment", "Segment keys")
         ok = len(fields) == sum(k in _SEGMENT_KEYS for k in fields)
 
         segment_id, id_place = self._segment_id(node, fields.get("id"))

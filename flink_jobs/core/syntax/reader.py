@@ -105,6 +105,21 @@ class YamlReader:
             return entry.key_node
         return value
 
+    def check_version(self, root: Node, entry: Entry | None, files: str, supported: int) -> None:
+        """The file's ``version:`` is ``supported``; ``files``: what the file is, for the message."""
+        if entry is None:
+            self.error(root, "missing 'version'", f"add 'version: {supported}' as the first line of the file")
+            return
+        value = scalar(entry.value)
+        if type(value) is int and value == supported:
+            return
+        shown = "nothing" if value is None else f"'{text(entry.value)}'"
+        self.error(
+            self.at_value(entry),
+            f"unsupported version {shown}",
+            f"this engine reads {files} of version {supported}; write 'version: {supported}'",
+        )
+
     # -- mappings and keys --
 
     def mapping(
@@ -157,6 +172,15 @@ class YamlReader:
             f"unknown key '{entry.key}' {where}",
             suggest(entry.key, tuple(allowed), label, limit),
         )
+
+    def unknown_keys(self, fields: dict[str, Entry], allowed: Sequence[str], where: str, label: str) -> bool:
+        """Report every key of ``fields`` not in ``allowed``; True when there was none."""
+        ok = True
+        for entry in fields.values():
+            if entry.key not in allowed:
+                self.unknown_key(entry, allowed, where, label)
+                ok = False
+        return ok
 
     def choice(self, entry: Entry, choices: tuple[str, ...], noun: str, label: str, example: str) -> str | None:
         value = word(entry.value)
@@ -326,11 +350,7 @@ class RuleReader(YamlReader, ABC):
             fields = self.mapping(node, "", help=None)
             if fields is None:
                 return None
-            ok = True
-            for field_entry in fields.values():
-                if field_entry.key not in _SELECTOR_KEYS:
-                    self.unknown_key(field_entry, _SELECTOR_KEYS, "in an event selector", "A selector has")
-                    ok = False
+            ok = self.unknown_keys(fields, _SELECTOR_KEYS, "in an event selector", "A selector has")
             event = fields.get("event")
             if event is None:
                 if not ok:  # a misspelt 'event' was reported already
