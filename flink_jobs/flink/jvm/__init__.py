@@ -41,8 +41,9 @@ def flink_home() -> Path:
 def local_connector_jar() -> Path:
     """The Kafka connector jar of the local stack (``FLINK_KAFKA_CONNECTOR_JAR``, or where
     ``deploy/local/fetch-jars.sh`` puts it)."""
-    stack = {**read_env_file(STACK_ENV), **{k: v for k, v in os.environ.items() if k == "FLINK_KAFKA_CONNECTOR_JAR"}}
-    jar = default_connector_jar(stack)
+    given = os.environ.get("FLINK_KAFKA_CONNECTOR_JAR") or read_env_file(STACK_ENV).get("FLINK_KAFKA_CONNECTOR_JAR")
+    # The stack's file may name a checkout that has moved: then where fetch-jars.sh puts it.
+    jar = given if given and Path(given).is_file() else default_connector_jar({})
     if not jar or not Path(jar).is_file():
         raise JarBuildError(
             "the Kafka connector jar is missing: the job's JVM operators are compiled against it; run "
