@@ -114,13 +114,18 @@ def _memberships(scenario: Scenario) -> dict[str, set[str]]:
 def _wait_until_settled(scenario: Scenario, produced: int, timeout: float = 300) -> dict[str, set[str]]:
     """The memberships once the job has committed every record and Redis stopped changing."""
     from kafka import KafkaAdminClient, TopicPartition
+    from kafka.errors import CoordinatorNotAvailableError
 
     admin = KafkaAdminClient(bootstrap_servers=scenario.stack.bootstrap)
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             group = f"it-{scenario.name}"
-            offsets = admin.list_group_offsets({group: None}).get(group, {})
+            try:
+                offsets = admin.list_group_offsets({group: None}).get(group, {})
+            except CoordinatorNotAvailableError:
+                # a fresh broker creates __consumer_offsets with the first group: retry
+                offsets = {}
             committed = offsets.get(TopicPartition(scenario.topics["events"], 0))
             if committed is not None and committed.offset >= produced:
                 break
