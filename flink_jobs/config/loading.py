@@ -175,12 +175,6 @@ def _check_consistency(config: Config) -> None:
         raise ConfigError(f"{name}: {message} (from {config.origin(name)})")
 
     job, events = config.job, config.events
-    if job.models and job.python_execution_mode == "thread":
-        fail(
-            "job.models",
-            "the ONNX models need job.python_execution_mode=process: loading onnxruntime inside the "
-            "TaskManager's JVM (thread mode) hangs the task; set job.python_execution_mode=process, or job.models=false",
-        )
     if job.models and not job.generic_aggregates:
         fail(
             "job.generic_aggregates",

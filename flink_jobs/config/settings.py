@@ -434,9 +434,9 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting(
             "job.models",
-            False,
+            True,
             _bool,
-            "score customers with the ONNX models in job.model_artifacts (needs job.python_execution_mode=process)",
+            "score customers with the ONNX models in job.model_artifacts (rules may then test their scores)",
         ),
         Setting(
             "job.generic_aggregates",

@@ -424,7 +424,7 @@ class SegmentEngine:
                 reason = self._exit_reason(state, compiled, now)
                 kind = "exit"
             result.changes.append(
-                Change(state.customer_id, sid, kind, now, self.rule_version, _short(reason))  # type: ignore[arg-type]
+                Change(state.customer_id, sid, kind, now, self.rule_version, _short(reason), state.scores)  # type: ignore[arg-type]
             )
             if dirty is not None:
                 dirty.update(self.compiled.dependents[position])
@@ -458,7 +458,7 @@ class SegmentEngine:
         for sid in sorted(set(state.members) - self._segment_ids):
             del state.members[sid]
             result.changes.append(
-                Change(state.customer_id, sid, "exit", state.clock, self.rule_version, "segment removed from the rules")
+                Change(state.customer_id, sid, "exit", state.clock, self.rule_version, "segment removed from the rules", state.scores)
             )
         for sid in [s for s in state.eligible_since if s not in self._segment_ids]:
             del state.eligible_since[sid]

@@ -256,3 +256,6 @@ class Change:
     event_time: int
     rule_version: str
     reason: str
+    # The model scores the decision was made with (the customer's at this instant): activation
+    # systems rank by them. Not part of what the change is.
+    scores: Mapping[str, float] = field(default_factory=dict, compare=False)

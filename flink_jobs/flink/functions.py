@@ -7,6 +7,7 @@ or is one event-time timer standing for every customer of the key that is due.
 
 from __future__ import annotations
 
+import ctypes
 from typing import Any, Iterable, Iterator
 
 from pyflink.common import Row
@@ -29,6 +30,26 @@ def _emit(outputs: Iterable[Output]) -> Iterator[Any]:
             yield (DLQ_TAG if tag == DLQ else GATE_TAG if tag == GATE else LATE_TAG), Row(key, value)
 
 
+def check_one_thread_state() -> None:
+    """Fail at open, naming the cause, where the engine would otherwise hang at its first model.
+
+    A native extension that takes the GIL with ``PyGILState_Ensure`` (onnxruntime does) waits
+    for ever when the thread running it has a second Python thread state: in thread mode, another
+    embedded Python operator chained into the engine's task (see ``segmentation_job.side_output``).
+    """
+    try:
+        this_thread, running = ctypes.pythonapi.PyGILState_GetThisThreadState, ctypes.pythonapi.PyThreadState_Get
+    except AttributeError:  # libpython's symbols not visible to ctypes: nothing to compare
+        return
+    this_thread.restype = running.restype = ctypes.c_void_p
+    if this_thread() != running():
+        raise RuntimeError(
+            "the segment engine's thread has a second Python thread state: another Python operator is chained "
+            "into its task (thread mode), and onnxruntime would deadlock on the GIL. Take side outputs with "
+            "segmentation_job.side_output, or start that operator in a chain of its own (start_new_chain)"
+        )
+
+
 class _EngineFunction:
     """What both segment functions share: the batch engine and the customers' map state."""
 
@@ -37,6 +58,7 @@ class _EngineFunction:
 
     def _open(self, runtime_context: RuntimeContext) -> None:
         beam_sampler.install()  # process mode: no sampler thread started and joined per bundle
+        check_one_thread_state()
         self._engine.open()
         self._customers = runtime_context.get_map_state(CUSTOMERS)
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pyflink.common import Configuration, Duration, WatermarkStrategy
-from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
+from pyflink.datastream import CheckpointingMode, DataStream, OutputTag, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
 from ..config import Config, ConfigError, load_config
@@ -36,8 +36,9 @@ from ..core.diagnostics import RuleLoadError
 from ..core.engine import EngineConfig
 from ..core.loader import load_rules
 from ..core.model import RuleSet
+from ..ml.cards import ModelCardError, cards_for
 from ..ml.observed import load_scorer
-from ..runtime.batch_engine import BatchEngine
+from ..runtime.batch_engine import BatchEngine, ScorerLoader
 from .batcher import build_batches, placed_keys
 from .descriptors import DLQ_TAG, GATE_TAG, KEY_VALUE_TYPE, LATE_TAG, RULE_FILES
 from .functions import BroadcastTimeAssigner, SegmentBroadcastFunction, SegmentFunction
@@ -156,6 +157,46 @@ def engine_config(config: Config) -> EngineConfig:
     )
 
 
+def scorer_loader(config: Config, rules: RuleSet) -> ScorerLoader | None:
+    """What loads the models in the workers: those in ``job.model_artifacts`` that publish a score
+    the rules' catalogue declares. Checked here, so a broken card stops the job at start
+    (``ConfigError`` naming the setting), not in every TaskManager."""
+    if not config.job.models:
+        return None
+    try:
+        kept, left_out = cards_for(config.job.model_artifacts or None, rules.catalog.scores)
+    except ModelCardError as exc:
+        raise ConfigError(f"job.model_artifacts: {exc} (from {config.origin('job.model_artifacts')})") from exc
+    if left_out:
+        log.info(
+            "models left out, the catalogue declares none of their scores: %s",
+            ", ".join(f"{c.name} ({', '.join(c.score_names)})" for c in left_out),
+        )
+    published = {name for card in kept for name in card.score_names}
+    missing = [name for name in rules.catalog.scores if name not in published]
+    if missing:
+        log.warning("no model publishes the declared score(s) %s: rules on them match no one", ", ".join(missing))
+    if not kept:
+        return None
+    models = [card.name for card in kept]
+    log.info("models: %s", ", ".join(f"{c.name} {c.version}" for c in kept))
+    return functools.partial(load_scorer, config.job.model_artifacts, rules.catalog.scores, models=models)
+
+
+def side_output(stream: DataStream, tag: OutputTag) -> DataStream:
+    """The records ``stream``'s operator sends to ``tag``, as the JVM typed them.
+
+    Not ``DataStream.get_side_output``: it appends a Python identity map, chained into the segment
+    engine's task. In thread mode each embedded Python operator has its own Python thread state
+    on the task's thread, and the first one opened (Flink opens a chain tail first: a map's)
+    becomes the thread's ``PyGILState`` state. Then a native extension that takes the GIL with
+    ``PyGILState_Ensure`` inside the engine (onnxruntime's module init does) waits for the GIL its
+    own thread already holds, for ever. The side outputs are ``Row``s of a Java ``RowTypeInfo``
+    (``descriptors.KEY_VALUE_TYPE``), which the Table API sinks read as they are.
+    """
+    return DataStream(stream._j_data_stream.getSideOutput(tag.get_java_output_tag()))
+
+
 def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleSet | None = None) -> None:
     """Add the job's operators to ``env`` (rules from ``config.job.rules_path`` unless given)."""
     if rules is None:
@@ -180,7 +221,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         placed_keys=list(placed_keys(job)[0]),
         source_topic=config.kafka.events_topic,
         metrics_config=config.metrics,
-        scorer=functools.partial(load_scorer, job.model_artifacts, rules.catalog.scores) if job.models else None,
+        scorer=scorer_loader(config, rules),
         cache_memory=job.state_cache_memory,
         full_gc_interval=job.python_full_gc_interval,
         write_behind=job.state_write_behind,
@@ -204,10 +245,10 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         changes = batches.process(SegmentFunction(engine), output_type=KEY_VALUE_TYPE)
     changes = changes.uid("segment-engine").name("segment engine")
     build_kafka_sink(
-        t_env, statements, changes.get_side_output(DLQ_TAG), name="dlq", topic=config.kafka.dlq_topic, config=config
+        t_env, statements, side_output(changes, DLQ_TAG), name="dlq", topic=config.kafka.dlq_topic, config=config
     )
     build_kafka_sink(
-        t_env, statements, changes.get_side_output(LATE_TAG), name="late", topic=config.kafka.late_topic, config=config
+        t_env, statements, side_output(changes, LATE_TAG), name="late", topic=config.kafka.late_topic, config=config
     )
     build_kafka_sink(t_env, statements, changes, name="changes", topic=config.kafka.changes_topic, config=config)
     if gate_key:
@@ -216,7 +257,7 @@ def build_pipeline(env: StreamExecutionEnvironment, config: Config, rules: RuleS
         build_kafka_sink(
             t_env,
             statements,
-            changes.get_side_output(GATE_TAG),
+            side_output(changes, GATE_TAG),
             name="event-gate",
             topic=config.kafka.status_topic,
             config=config,
@@ -248,7 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)
         return 2
-    build_pipeline(env, config, rules)
+    try:
+        build_pipeline(env, config, rules)
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
     env.execute(config.job.name)
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -81,6 +82,39 @@ class ModelCard:
     @property
     def score_names(self) -> tuple[str, ...]:
         return (self.score.name,) + ((self.guard.name,) if self.guard else ())
+
+
+DEFAULT_ARTIFACTS = Path(__file__).resolve().parents[2] / "model_artifacts"
+ARTIFACTS_ENV = "SEGMENTS_MODEL_ARTIFACTS"
+
+
+def artifacts_folder(artifacts: Path | str | None = None) -> Path:
+    """The folder of cards and models: ``artifacts``, else ``$SEGMENTS_MODEL_ARTIFACTS``, else the
+    repository's ``model_artifacts/``."""
+    return Path(artifacts or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS)
+
+
+def cards_for(artifacts: Path | str | None, known_scores: Sequence[str]) -> tuple[list[ModelCard], list[ModelCard]]:
+    """The cards in ``artifacts`` that publish a score the catalogue declares (``known_scores``),
+    each checked against it, and those that publish none of them (a team's own catalogue that
+    names none of the shipped models' scores runs without them). ``ModelCardError`` for a folder
+    without cards, a broken card, or a card whose scores the catalogue declares only in part."""
+    folder = artifacts_folder(artifacts)
+    paths = card_paths(folder) if folder.is_dir() else []
+    if not paths:
+        raise ModelCardError(
+            f"{folder}: no model cards (*{CARD_SUFFIX}) found; set {ARTIFACTS_ENV} or pass the folder, "
+            "or run `python -m flink_jobs.ml.train` to create them"
+        )
+    kept: list[ModelCard] = []
+    left_out: list[ModelCard] = []
+    for path in paths:
+        card = load_card(path)
+        if any(name in known_scores for name in card.score_names):
+            kept.append(load_card(path, known_scores))  # every score it publishes must be declared
+        else:
+            left_out.append(card)
+    return kept, left_out
 
 
 def card_paths(folder: Path) -> list[Path]:

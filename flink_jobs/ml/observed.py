@@ -36,9 +36,16 @@ class ObservedScorer:
         self._next_psi = time.monotonic() + self.PSI_EVERY
 
     @classmethod
-    def load(cls, artifacts: str, m: ModelMetrics, known_scores: Sequence[str] | None = None) -> ObservedScorer:
+    def load(
+        cls,
+        artifacts: str,
+        m: ModelMetrics,
+        known_scores: Sequence[str] | None = None,
+        models: Sequence[str] | None = None,
+    ) -> ObservedScorer:
         """The models in ``artifacts`` (empty: the default folder, see ``serving.OnnxScorer``),
-        publishing only scores among ``known_scores`` (the rules' catalogue's) when given."""
+        publishing only scores among ``known_scores`` (the rules' catalogue's) when given;
+        ``models``: the cards to load (default all; see ``cards.cards_for``)."""
 
         from .serving import OnnxScorer  # onnxruntime is imported only where the models run
 
@@ -46,7 +53,7 @@ class ObservedScorer:
             m.observe_inference(model, (seconds,))
             m.observe_scores(model, scores)
 
-        scorer = OnnxScorer(artifacts or None, observer=observe, known_scores=known_scores)
+        scorer = OnnxScorer(artifacts or None, observer=observe, known_scores=known_scores, models=models)
         return cls(scorer, DriftMonitor(scorer.cards.values()), m)
 
     def score(self, customer_id: str, features: Mapping[str, float]) -> Mapping[str, float]:
@@ -70,7 +77,9 @@ class ObservedScorer:
         return self._scorer.score_batch(rows)
 
 
-def load_scorer(artifacts: str, known_scores: Sequence[str], m: ModelMetrics) -> ObservedScorer:
+def load_scorer(
+    artifacts: str, known_scores: Sequence[str], m: ModelMetrics, models: Sequence[str] | None = None
+) -> ObservedScorer:
     """``ObservedScorer.load`` as a function, for ``functools.partial`` (the scorer loader the
     job hands the batch engine travels to the workers pickled)."""
-    return ObservedScorer.load(artifacts, m, known_scores)
+    return ObservedScorer.load(artifacts, m, known_scores, models)

@@ -22,7 +22,6 @@ call altogether for inputs seen recently.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +30,19 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from .cards import ModelCard, ModelCardError, card_paths, check_against_model, file_sha256, load_card
+from .cards import (
+    ARTIFACTS_ENV,
+    DEFAULT_ARTIFACTS,
+    ModelCard,
+    ModelCardError,
+    artifacts_folder,
+    card_paths,
+    check_against_model,
+    file_sha256,
+    load_card,
+)
 
-DEFAULT_ARTIFACTS = Path(__file__).resolve().parents[2] / "model_artifacts"
-ARTIFACTS_ENV = "SEGMENTS_MODEL_ARTIFACTS"
+__all__ = ["ARTIFACTS_ENV", "DEFAULT_ARTIFACTS", "OnnxScorer"]
 
 # (model name, seconds of one onnxruntime call, the scores it produced)
 Observer = Callable[[str, float, Sequence[float]], None]
@@ -87,7 +95,7 @@ class OnnxScorer:
         observer: Observer | None = None,
         known_scores: Sequence[str] | None = None,
     ) -> None:
-        folder = Path(artifacts or os.environ.get(ARTIFACTS_ENV) or DEFAULT_ARTIFACTS)
+        folder = artifacts_folder(artifacts)
         paths = card_paths(folder) if folder.is_dir() else []
         if not paths:
             raise ModelCardError(

@@ -202,9 +202,8 @@ class Held:
     def take(self, call: Call) -> None:
         if not self.changes:
             self.since = time.monotonic()
-        states = call.states
         self.changes.extend(call.changes)
-        self.records.extend((c.customer_id, encode_change(c, states[c.customer_id].scores)) for c in call.changes)
+        self.records.extend((c.customer_id, encode_change(c)) for c in call.changes)
         ingest = self.ingest
         for k, t in call.ingest.items():
             if t > ingest.get(k, 0):

@@ -361,9 +361,9 @@ def format_time(ms: int) -> str:
 # ---- records the job writes -------------------------------------------------------------------------
 
 
-def encode_change(change: Change, scores: Mapping[str, float] | None = None) -> str:
-    """The JSON value of a ``segment-changes`` record (key: customer_id); ``scores``: the
-    customer's model scores when the change was made, for activation systems to rank by."""
+def encode_change(change: Change) -> str:
+    """The JSON value of a ``segment-changes`` record (key: customer_id), with the model scores the
+    change was decided with, for activation systems to rank by."""
     out: dict[str, Any] = {
         "customer_id": change.customer_id,
         "segment": change.segment_id,
@@ -373,8 +373,8 @@ def encode_change(change: Change, scores: Mapping[str, float] | None = None) -> 
         "rule_version": change.rule_version,
         "reason": change.reason,
     }
-    if scores:
-        out["scores"] = dict(scores)
+    if change.scores:
+        out["scores"] = dict(change.scores)
     return json.dumps(out, ensure_ascii=False)
 
 

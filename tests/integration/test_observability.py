@@ -129,9 +129,8 @@ def test_every_dashboard_and_alert_query_returns_data(scenario: Scenario, promet
             "job.checkpoint_interval": "5s",
             "metrics.enabled": "true",
             "metrics.targets_dir": str(targets),
-            # The model panels need the models, which need process mode (see job.models).
+            # The model panels: the models run by default (thread mode).
             "job.models": "true",
-            "job.python_execution_mode": "process",
         }
     )
     try:

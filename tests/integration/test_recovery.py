@@ -24,6 +24,7 @@ import pytest
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.loader import load_rules
 from flink_jobs.core.runner import LocalRunner
+from flink_jobs.ml.serving import OnnxScorer
 from flink_jobs.runtime.serde import EventSchema, encode_change, parse_event
 
 from .conftest import MINUTE, RULES, T0, Scenario, event
@@ -162,9 +163,10 @@ def _upgrade(scenario: Scenario, tmp_path: Path, old: Path) -> None:
     text = _refused_restore(scenario, tmp_path / "refused.log", settings, checkpoint, **{"job.restart_attempts": "0"})
     assert "--set job.batch_key_layout=identity --set job.batch_keys=128" in text, _tail(tmp_path / "refused.log")
 
-    runner = _reference(first + second)
+    # That version ran without models (they needed process mode then): so does this one here.
+    runner = _reference(first + second, models=False)
     assert "c-held" in {change.customer_id for change in runner.changes}
-    legacy = {**settings, "job.batch_key_layout": "identity", "job.batch_keys": "128"}
+    legacy = {**settings, "job.batch_key_layout": "identity", "job.batch_keys": "128", "job.models": "false"}
     # The rule set is now the rules and their catalogue: another version, the same memberships.
     _assert_restored_gives(scenario, tmp_path / "new.log", legacy, checkpoint, runner, same_rule_version=False)
 
@@ -257,10 +259,12 @@ def _kill(job: subprocess.Popen) -> None:
     job.wait(timeout=60)
 
 
-def _reference(events: list[dict]) -> LocalRunner:
+def _reference(events: list[dict], models: bool = True) -> LocalRunner:
     """The pure engine over the same events, as one uninterrupted run sees them (no final
-    watermark: the jobs run unbounded)."""
-    runner = LocalRunner(SegmentEngine(load_rules([str(RULES)]), EngineConfig()), out_of_orderness=MINUTE)
+    watermark: the jobs run unbounded), with the shipped models as the job runs them by default."""
+    rules = load_rules([str(RULES)])
+    scorer = OnnxScorer(known_scores=rules.catalog.scores) if models else None
+    runner = LocalRunner(SegmentEngine(rules, EngineConfig(), scorer=scorer), out_of_orderness=MINUTE)
     for raw in events:
         runner.feed(parse_event(json.dumps(raw).encode(), schema=EventSchema(runner.engine.compiled.rules.catalog), now_ms=T0 + 365 * 24 * 60 * MINUTE))
     return runner

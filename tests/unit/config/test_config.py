@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -155,7 +156,7 @@ def test_typed_values(jar):
             "(from --set job.catch_up_release_interval)",
         ),
         (
-            ["--set", "job.models=true", "--mode", "process", "--set", "job.generic_aggregates=false"],
+            ["--set", "job.generic_aggregates=false"],
             {},
             "job.generic_aggregates: the models read their inputs from the generic aggregates; set "
             "job.generic_aggregates=true, or job.models=false (from --set job.generic_aggregates)",
@@ -276,7 +277,7 @@ def test_the_engine_settings_follow_the_config(jar):
     from flink_jobs.flink.segmentation_job import engine_config
 
     assert engine_config(_load(jar=jar)).generic_aggregates is True
-    off = engine_config(_load(["--set", "job.generic_aggregates=false", "--set", "events.allowed_lateness=1m"], jar=jar))
+    off = engine_config(_load(["--set", "job.generic_aggregates=false", "--set", "job.models=false", "--set", "events.allowed_lateness=1m"], jar=jar))
     assert (off.generic_aggregates, off.allowed_lateness, off.dedup_horizon) == (False, 60_000, 24 * 3600 * 1000)
 
 
@@ -294,3 +295,14 @@ def test_old_history_needs_an_earlier_earliest_event_time_and_long_windows_a_lon
         _load(["--set", "events.earliest_event_time=last year"], jar=jar)
     with pytest.raises(ConfigError, match=r"^job.horizon: '12h' is out of range"):
         _load(["--set", "job.horizon=12h"], jar=jar)
+
+
+def test_the_models_are_checked_at_start_naming_the_setting(jar, tmp_path):
+    from flink_jobs.core.loader import load_rules
+    from flink_jobs.flink.segmentation_job import scorer_loader
+
+    rules = load_rules([str(Path(__file__).resolve().parents[3] / "rules")])
+    assert scorer_loader(_load(jar=jar), rules) is not None  # on by default, with the shipped models
+    assert scorer_loader(_load(["--set", "job.models=false"], jar=jar), rules) is None
+    with pytest.raises(ConfigError, match=r"^job.model_artifacts: .*no model cards .* \(from --set job.model_artifacts\)"):
+        scorer_loader(_load(["--set", f"job.model_artifacts={tmp_path}"], jar=jar), rules)

@@ -13,7 +13,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a main dependenc
 from flink_jobs.core.engine import SegmentEngine  # noqa: E402
 from flink_jobs.core.loader import load_catalog, load_rules  # noqa: E402
 from flink_jobs.core.model_inputs import BY_NAME, MODEL_INPUT_NAMES  # noqa: E402
-from flink_jobs.ml.cards import ModelCardError, card_paths, file_sha256, load_card  # noqa: E402
+from flink_jobs.ml.cards import ModelCardError, card_paths, cards_for, file_sha256, load_card  # noqa: E402
 from flink_jobs.ml.serving import DEFAULT_ARTIFACTS, OnnxScorer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[3]
@@ -163,3 +163,18 @@ def test_unknown_inputs_scores_and_units_are_all_listed(artifacts):
 def test_an_empty_folder_says_how_to_get_models(tmp_path):
     with pytest.raises(ModelCardError, match="no model cards .*python -m flink_jobs.ml.train"):
         OnnxScorer(tmp_path)
+
+
+def test_the_job_runs_the_models_whose_scores_the_catalogue_declares():
+    kept, left_out = cards_for(ARTIFACTS, SCORES)
+    assert ({c.name for c in kept}, left_out) == ({"purchase_propensity", "customer_cluster", "anomaly"}, [])
+    # A team's own catalogue that names none of their scores runs without them.
+    team = load_catalog(REPO / "tests" / "integration" / "team_rules" / "catalog.yaml")
+    kept, left_out = cards_for(ARTIFACTS, team.scores)
+    assert (kept, {c.name for c in left_out}) == ([], {"purchase_propensity", "customer_cluster", "anomaly"})
+
+
+def test_a_catalogue_declaring_part_of_a_models_scores_is_refused():
+    # The anomaly model publishes anomaly_score and its outlier guard's event_rate_z.
+    with pytest.raises(ModelCardError, match="outlier_guard.name 'event_rate_z' is not one of the scores rules know"):
+        cards_for(ARTIFACTS, ["anomaly_score"])
