@@ -97,6 +97,7 @@ class SegmentEngine:
         self._feature_keys = frozenset(f.key for f in rules.features)
         self._segment_ids = frozenset(s.id for s in rules.segments)
         self._ttl = {c.id: (i, c.segment.ttl) for i, c in enumerate(rules.segments) if c.segment.ttl is not None}
+        self._hold = {c.id: i for i, c in enumerate(rules.segments) if c.segment.hold is not None}
         catalog = rules.rules.catalog
         self._profile_types = catalog.profile_types  # events whose properties update the profile
         self._profile_fields = tuple(catalog.profile_fields)
@@ -301,6 +302,9 @@ class SegmentEngine:
                 position, ttl = self._ttl[sid]
                 if since + ttl == now:
                     dirty.add(position)
+            for sid, until in state.held_until.items():
+                if until == now:
+                    dirty.add(self._hold[sid])
         self._evaluate(state, now, book, result, dirty)
         return result
 
@@ -413,6 +417,22 @@ class SegmentEngine:
             else:
                 member = eligible
             was = sid in members
+            held = False
+            if segment.hold is not None:
+                until = state.held_until.get(sid)
+                if member:
+                    if until is not None:  # it holds again: the hold is over
+                        del state.held_until[sid]
+                        book.release(until)
+                elif was:
+                    if until is None:  # it stopped holding now: stay a member until now + hold
+                        until = state.held_until[sid] = now + segment.hold
+                        book.want(until)
+                    if now < until:
+                        member = True
+                    else:
+                        del state.held_until[sid]
+                        held = True
             if member == was:
                 continue
             if member:
@@ -422,6 +442,9 @@ class SegmentEngine:
             else:
                 del members[sid]
                 reason = self._exit_reason(state, compiled, now)
+                if held:
+                    assert segment.hold is not None
+                    reason = f"hold of {format_duration(segment.hold, weeks=False)} after it stopped matching ran out: {reason}"
                 kind = "exit"
             result.changes.append(
                 Change(state.customer_id, sid, kind, now, self.rule_version, _short(reason), state.scores)  # type: ignore[arg-type]
@@ -462,6 +485,8 @@ class SegmentEngine:
             )
         for sid in [s for s in state.eligible_since if s not in self._segment_ids]:
             del state.eligible_since[sid]
+        for sid in [s for s in state.held_until if s not in self._hold]:  # removed, or no longer held
+            book.release(state.held_until.pop(sid))
         state.rule_version = self.state_version
         if state.clock != NEVER:
             self._evaluate(state, state.clock, book, result)

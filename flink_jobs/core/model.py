@@ -215,6 +215,9 @@ class Segment:
     ttl: int | None = None
     exclude: tuple[str, ...] = ()
     source: SourceRef | None = field(default=None, compare=False)
+    # Stay a member this long after the condition stopped holding (a quarantine), unless it holds
+    # again before: the exit waits, the entry does not.
+    hold: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,6 +258,7 @@ def reference_changes(
     heapq.heapify(queue)
     members: dict[str, int] = {}
     eligible_since: dict[str, int] = {}
+    held_until: dict[str, int] = {}
     changes: list[RefChange] = []
     last = None
     while queue:
@@ -282,6 +283,18 @@ def reference_changes(
                     member = False
             else:
                 member = eligible
+            if segment.hold is not None:
+                # A member stays one until `hold` after the instant its condition stopped holding.
+                if member:
+                    held_until.pop(segment.id, None)
+                elif segment.id in members:
+                    if segment.id not in held_until:
+                        held_until[segment.id] = now + segment.hold
+                        if now + segment.hold <= until:
+                            heapq.heappush(queue, now + segment.hold)
+                    member = now < held_until[segment.id]
+                    if not member:
+                        del held_until[segment.id]
             if member and segment.id not in members:
                 members[segment.id] = now
                 changes.append(RefChange(segment.id, "enter", now))

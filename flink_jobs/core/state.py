@@ -30,6 +30,8 @@ class CustomerState:
     - ``members``: segment id -> entered-at instant.
     - ``eligible_since``: for segments with a TTL, when the current eligible run began.
     - ``rule_version``: the engine's ``state_version`` the state was last brought up to.
+    - ``held_until``: for segments with a hold whose condition stopped holding, when the
+      membership ends (unless the condition holds again before).
     """
 
     __slots__ = (
@@ -45,6 +47,7 @@ class CustomerState:
         "scores",
         "profile",
         "rule_version",
+        "held_until",
     )
 
     def __init__(self, customer_id: str) -> None:
@@ -60,6 +63,7 @@ class CustomerState:
         self.scores: dict[str, float] = {}
         self.profile: dict[str, PropertyValue] = {}
         self.rule_version: str = ""
+        self.held_until: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return (
@@ -106,7 +110,8 @@ def _seen_from_dict(seen: dict[int, int]) -> list[array[int]]:
 # references, which this state has no use for). 4: ``seen`` is two arrays, sorted by hash
 # (decode_state converts the dict of older formats). 5: a DistinctFeature's buckets are one flat
 # array of value hashes, like a StatsFeature's (decode_state converts the dicts of older formats).
-_FORMAT = 5
+# 6: ``held_until`` appended (segments' ``hold``); older formats read as holding none.
+_FORMAT = 6
 _MARSHAL_VERSION = 2
 
 
@@ -115,7 +120,9 @@ _FEATURES = CustomerState.__slots__.index("features")
 _SEEN = CustomerState.__slots__.index("seen")
 _RULE_VERSION = CustomerState.__slots__.index("rule_version")
 # The dicts keyed by segment id or model output name (interned on decode, like the feature keys).
-_NAME_KEYED = tuple(CustomerState.__slots__.index(name) for name in ("members", "eligible_since", "scores"))
+_NAME_KEYED = tuple(
+    CustomerState.__slots__.index(name) for name in ("members", "eligible_since", "scores", "held_until")
+)
 _slots = attrgetter(*CustomerState.__slots__)
 
 
@@ -145,10 +152,12 @@ def encode_state(state: CustomerState) -> bytes:
 
 def decode_state(data: bytes) -> CustomerState:
     format_, *values = marshal.loads(data)
-    if format_ not in (_FORMAT, 4, 3, 2, 1):
+    if format_ not in (_FORMAT, 5, 4, 3, 2, 1):
         raise ValueError(
-            f"customer state format {format_} is not readable by this version (expects {_FORMAT}, 4, 3, 2 or 1)"
+            f"customer state format {format_} is not readable by this version (expects {_FORMAT}, 5, 4, 3, 2 or 1)"
         )
+    if format_ < 6:
+        values.append({})  # held_until
     if format_ >= 4:
         ids, times = values[_SEEN]
         values[_SEEN] = [array("Q", ids), array("q", times)]

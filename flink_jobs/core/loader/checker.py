@@ -22,7 +22,7 @@ SUPPORTED_VERSION = 1
 
 _SEGMENT_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 _FILE_KEYS = ("version", "segments")
-_SEGMENT_KEYS = ("id", "description", "owner", "when", "ttl", "exclude")
+_SEGMENT_KEYS = ("id", "description", "owner", "when", "ttl", "hold", "exclude")
 
 
 @dataclass(slots=True)
@@ -130,6 +130,18 @@ class FileChecker(RuleReader):
         if "ttl" in fields:
             ttl = self.duration(fields["ttl"])
             ok = ok and ttl is not None
+        hold = None
+        if "hold" in fields:
+            hold = self.duration(fields["hold"])
+            ok = ok and hold is not None
+            if "ttl" in fields:
+                self.error(
+                    fields["hold"].key_node,
+                    "a segment takes 'ttl' or 'hold', not both: 'ttl' ends a membership while the condition "
+                    "still holds, 'hold' keeps it after the condition stopped holding",
+                    "keep the one you mean; for 'in for at most X, and out for at least Y' use two segments",
+                )
+                ok = False
         exclude = self._exclude(fields.get("exclude"))
 
         condition: model.Condition | None = None
@@ -156,6 +168,7 @@ class FileChecker(RuleReader):
             ttl=ttl,
             exclude=exclude,
             source=self.source(node),
+            hold=hold,
         )
         return draft
 

@@ -154,8 +154,10 @@ def rule_sets(draw, max_segments: int = 4):
         earlier = [s.id for s in segments]
         condition = draw(conditions(earlier))
         ttl = draw(st.sampled_from([None, None, 10 * MINUTE, 1 * DAY]))
+        # A segment takes a ttl or a hold (the loader refuses both).
+        hold = draw(st.sampled_from([None, None, 5 * MINUTE, 1 * HOUR])) if ttl is None else None
         exclude = tuple(draw(st.sets(st.sampled_from(earlier), max_size=1))) if earlier else ()
-        segments.append(Segment(f"s{i}", "generated", "tests", condition, ttl, exclude))
+        segments.append(Segment(f"s{i}", "generated", "tests", condition, ttl, exclude, hold=hold))
     return RuleSet(tuple(segments), "rs-test", CATALOG)
 
 

@@ -377,3 +377,49 @@ def test_decoded_states_share_one_string_object_per_key():
         assert state.features and all(k is keys[k] for k in state.features)
         assert state.members and all(k is ids[k] for k in state.members)
     assert decoded[0].features == states[0].features and decoded[0].members == states[0].members
+
+
+# ---- hold: a quarantine after the condition stopped holding -------------------------------------------------
+
+BURST = Aggregate("count", sel("page_view"), None, MINUTE, Comparison("greater_than", 2))
+BOT = seg("bot", BURST, hold=DAY)
+BROWSING = seg("browsing", Aggregate("count", sel("product_view"), None, DAY, Comparison("at_least", 1)), exclude=("bot",))
+
+
+def _burst(first: int, at: int) -> list:
+    return [ev(first + i, "page_view", at + i * SECOND) for i in range(3)]
+
+
+def test_a_held_member_leaves_a_hold_after_the_condition_stopped_holding():
+    r = run(rules(BOT), _burst(0, 0), until=3 * DAY)
+    # The burst leaves the minute at 1 min (its first view's exit): the member stays a day more.
+    assert changes(r) == [("c1", "bot", "enter", 2 * SECOND), ("c1", "bot", "exit", MINUTE + DAY)]
+    assert r.changes[-1].reason.startswith("hold of 1d after it stopped matching ran out: ")
+    assert r.states["c1"].held_until == {}
+
+
+def test_holding_again_during_the_hold_starts_it_anew_when_it_next_stops():
+    events = _burst(0, 0) + _burst(10, 12 * HOUR)
+    r = run(rules(BOT), events, until=3 * DAY)
+    assert changes(r) == [("c1", "bot", "enter", 2 * SECOND), ("c1", "bot", "exit", 12 * HOUR + MINUTE + DAY)]
+
+
+def test_segments_excluding_a_held_one_stay_closed_for_the_hold():
+    events = _burst(0, 0) + [ev(10, "product_view", 2 * HOUR), ev(11, "product_view", DAY + 2 * HOUR)]
+    r = run(rules(BOT, BROWSING), events, until=3 * DAY)
+    assert [c for c in changes(r) if c[1] == "browsing"] == [
+        ("c1", "browsing", "enter", DAY + MINUTE),  # the bot's hold ran out, the views of the last day count
+        ("c1", "browsing", "exit", 2 * DAY + 2 * HOUR),
+    ]
+
+
+def test_a_hold_removed_from_the_rules_ends_when_the_state_is_brought_up_to_them():
+    r = run(rules(BOT), _burst(0, 0), until=2 * MINUTE)
+    assert r.states["c1"].held_until == {"bot": T0 + MINUTE + DAY}
+    engine = SegmentEngine(RuleSet((seg("bot", BURST),), "rs-2", CATALOG))  # another version: reconciled
+    runner = LocalRunner(engine, states=r.states, out_of_orderness=5 * SECOND)
+    runner.feed(ev(20, "product_view", HOUR))
+    runner.advance(T0 + 2 * HOUR)
+    # Reconciled at the next step, and re-evaluated at the state's clock (the burst's exit at 1 min).
+    assert [(c.segment_id, c.kind, c.event_time - T0) for c in runner.changes] == [("bot", "exit", MINUTE)]
+    assert runner.states["c1"].held_until == {} and T0 + MINUTE + DAY not in runner.states["c1"].timers
