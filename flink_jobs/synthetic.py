@@ -49,6 +49,11 @@ class FeedConfig:
     duplicate_share: float = 0.02
     malformed_share: float = 0.005
     personas: dict[str, float] = field(default_factory=lambda: dict(PERSONAS))
+    # Order history before start_ms, sent first (as a shop imports last year's orders): this share
+    # of customers bought 1-4 times over the history_days before, so value segments and the RFM
+    # models have customers who bought months ago, lapsed or not. 0 days: none (the default).
+    history_days: int = 0
+    history_share: float = 0.35
 
 
 @dataclass(frozen=True)
@@ -130,13 +135,35 @@ class _Feed:
                 out.append(self._event(cust, "page_view", later(40 * SECOND, 2 * MINUTE), url="/blog", page_type="content", session_id=session))
         return out
 
-    def ordered_events(self) -> Iterator[dict]:
-        """Valid events of interleaved journeys, in event-time order, up to ``events`` of them."""
+    def history(self) -> list[dict]:
+        """Past orders (``history_days`` before the start), in event-time order: a purchase each,
+        at most one a day per customer, the last of them at least a day before the start."""
         c, rng = self.c, self.rng
+        out = []
+        for cust in range(c.customers):
+            if self.persona_of[cust] == "bot" or rng.random() >= c.history_share:
+                continue
+            days = sorted(rng.sample(range(1, c.history_days), min(c.history_days - 1, rng.choice((1, 1, 2, 2, 3, 4)))))
+            for n, day in enumerate(days):
+                t = c.start_ms - day * DAY + rng.randint(9 * HOUR, 21 * HOUR) - DAY
+                value = round(rng.uniform(8, 90), 2)
+                order = f"h-{c.seed}-{cust}-{n}"
+                out.append(self._event(cust, "purchase", t, order_id=order, cart_id=order, revenue=value, items=rng.randint(1, 3)))
+        out.sort(key=lambda e: e["event_time"])
+        return out
+
+    def ordered_events(self) -> Iterator[dict]:
+        """Valid events in event-time order, up to ``events`` of them: the order history (if
+        any), then interleaved journeys."""
+        c, rng = self.c, self.rng
+        produced = 0
+        if c.history_days > 1:
+            for e in self.history()[: c.events]:
+                produced += 1
+                yield e
         heap: list[tuple[int, int, dict]] = []
         journey_gap = max(1, int(1000 / c.journeys_per_second))
         t = c.start_ms
-        produced = 0
         seq = 0
         while produced < c.events:
             # Start journeys until the next one starts after the earliest pending event.

@@ -6,8 +6,10 @@ Run by ``deploy/local/demo.sh`` after the stack is up. Each run uses its own top
 (``demo-<run>-events`` ...) and Redis key prefix (``demo:<run>:``) so runs never mix. The job
 runs in the local mini-cluster as a subprocess; the feed is produced at ``--rate`` events per
 second of wall-clock time while its event time runs faster (a 15-minute abandoned-cart deadline
-passes in seconds). Segment sizes are read from Redis every two seconds; at the end a few
-customers' memberships are shown, and the job is stopped.
+passes in seconds). The feed opens with the order history of the 300 days before it
+(``--history-days``), sent in a few seconds, so the value segments and the models' RFM clusters
+have lapsed and dormant buyers to find. Segment sizes are read from Redis every two seconds; at
+the end a few customers' memberships are shown, and the job is stopped.
 """
 
 from __future__ import annotations
@@ -194,7 +196,9 @@ class Demo:
             print(f"  {figures}", flush=True)
 
     def produce_and_watch(self) -> int:
-        feed = FeedConfig(customers=self.args.customers, events=self.args.events, seed=self.args.seed)
+        feed = FeedConfig(
+            customers=self.args.customers, events=self.args.events, seed=self.args.seed, history_days=self.args.history_days
+        )
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks=1)
         started = time.monotonic()
         next_show = started + 2
@@ -270,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     # 400/s lets the segments fill while you watch rather than in a catch-up at the end.
     parser.add_argument("--rate", type=float, default=400, help="records per second (default 400)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=300,
+        help="send a third of the customers' orders of this many days before the live feed first, as a shop "
+        "imports its order history (default 300; 0: none): lapsed and dormant buyers for the value segments and models",
+    )
     parser.add_argument("--rules", default=str(REPO_ROOT / "rules"))
     parser.add_argument("--settle", type=float, default=60, help="seconds to wait for the job to catch up (default 60)")
     args = parser.parse_args(argv)
