@@ -6,6 +6,7 @@ segments schema rules/              # the JSON Schema of the events the catalogu
 segments generate --events 5000 > sample.jsonl
 segments preview --rules rules/ --events sample.jsonl
 segments explain --rules rules/ --events sample.jsonl --customer c-000042
+segments publish-model model_artifacts/purchase_propensity.card.json   # to the running job
 ```
 
 Each subcommand is one ``_cmd_<name>(args) -> int`` function registered in ``_build_parser``.
@@ -27,6 +28,7 @@ from ..core.engine import EngineConfig
 from ..core.model import Event
 from ..runtime.serde import EARLIEST_EVENT_TIME
 from ..synthetic import FeedConfig, generate_feed
+from . import publish_model
 from .preview import explain_customer, render_preview, run_preview
 
 EXIT_OK = 0
@@ -116,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--malformed", action="store_true", help="include malformed records too")
     generate.add_argument("--out", default="-", metavar="FILE", help="output file (default: stdout)")
     generate.set_defaults(func=_cmd_generate)
+    publish_model.add_parser(commands)
     return parser
 
 

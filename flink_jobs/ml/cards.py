@@ -133,6 +133,14 @@ def load_card(path: Path, known_scores: Sequence[str] | None = None) -> ModelCar
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise ModelCardError(f"{path}: cannot read the model card: {e}") from None
+    return parse_card(raw, path, known_scores)
+
+
+def parse_card(raw: Any, path: Path, known_scores: Sequence[str] | None = None) -> ModelCard:
+    """``load_card`` of a card already read: ``path`` says where it came from (a file, or the
+    rules topic's record of a published model) and what its model file is relative to."""
+    if not isinstance(raw, dict):
+        raise ModelCardError(_message(path, ["a model card is a JSON object"]))
     problems: list[str] = []
 
     def need(key: str, kind: type, where: Mapping[str, Any] = raw, label: str = "") -> Any:

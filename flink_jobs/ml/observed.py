@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
+from .cards import ModelCard
 from .drift import DriftMonitor
+from .published import MODEL_PREFIX, read_model_record
 
 if TYPE_CHECKING:
     from .serving import OnnxScorer
@@ -55,6 +57,38 @@ class ObservedScorer:
 
         scorer = OnnxScorer(artifacts or None, observer=observe, known_scores=known_scores, models=models)
         return cls(scorer, DriftMonitor(scorer.cards.values()), m)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """model -> version in use (change records carry it)."""
+        return self._scorer.versions
+
+    def use(self, card: ModelCard, data: bytes) -> None:
+        """A published model in place of the one of its name (``OnnxScorer.use``); its drift is
+        measured against its own card's reference from now on."""
+        self._scorer.use(card, data)
+        self._changed()
+
+    def drop(self, name: str) -> bool:
+        dropped = self._scorer.drop(name)
+        if dropped:
+            self._changed()
+        return dropped
+
+    def take_record(self, key: str, text: str | None, known_scores: Sequence[str]) -> str:
+        """A record of the rules topic publishing a model (``published.py``; None or empty:
+        withdrawn); what was done. ``ModelCardError`` (a ValueError) when it is rejected."""
+        name = key[len(MODEL_PREFIX) :]
+        if not text:
+            return f"{name} withdrawn" if self.drop(name) else f"{name} was not in use"
+        card, data = read_model_record(key, text, known_scores)
+        before = self.versions.get(card.name)
+        self.use(card, data)
+        return f"{card.name} {card.version} in use" + (f" in place of {before}" if before else "")
+
+    def _changed(self) -> None:
+        self.names = self._scorer.names
+        self._drift = DriftMonitor(self._scorer.cards.values())
 
     def score(self, customer_id: str, features: Mapping[str, float]) -> Mapping[str, float]:
         return self.score_batch([features])[0]

@@ -111,12 +111,39 @@ class OnnxScorer:
         self.folder = folder
         self.cache_size = cache_size
         self.observer = observer
-        self._models = [_Model(card, _open(card)) for card in cards]
-        published = [name for m in self._models for name in m.card.score_names]
+        self._set([_Model(card, _open(card)) for card in cards], str(folder))
+
+    def _set(self, models: list[_Model], where: str) -> None:
+        published = [name for m in models for name in m.card.score_names]
         if len(set(published)) != len(published):
-            raise ModelCardError(f"{folder}: two cards publish the same score name ({', '.join(published)})")
+            raise ModelCardError(f"{where}: two cards publish the same score name ({', '.join(published)})")
+        self._models = models
         self.names: tuple[str, ...] = tuple(published)
-        self.cards: dict[str, ModelCard] = {m.card.name: m.card for m in self._models}
+        self.cards: dict[str, ModelCard] = {m.card.name: m.card for m in models}
+
+    # ---- models published to the running job (``published.py``) ------------------------------------
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """model -> version of the card in use."""
+        return {m.card.name: m.card.version for m in self._models}
+
+    def use(self, card: ModelCard, data: bytes) -> None:
+        """Score with this model (its ONNX bytes) from now on, in place of the model of its name
+        (or besides the others); ``ModelCardError`` and nothing changes when onnxruntime cannot
+        load it or it does not match its card."""
+        models = [m for m in self._models if m.card.name != card.name]
+        models.append(_Model(card, open_published(card, data)))
+        self._set(sorted(models, key=lambda m: m.card.name), str(card.path))
+
+    def drop(self, name: str) -> bool:
+        """Stop scoring with the model ``name`` (its scores are no longer published); whether it
+        was in use."""
+        models = [m for m in self._models if m.card.name != name]
+        if len(models) == len(self._models):
+            return False
+        self._set(models, name)
+        return True
 
     # ---- the Scorer protocol ----------------------------------------------------------------------
 
@@ -176,6 +203,16 @@ class OnnxScorer:
         Empty when the engine can feed every model; the job should fail at start otherwise."""
         have = set(available)
         return {m.card.name: [f for f in m.card.inputs if f not in have] for m in self._models if not set(m.card.inputs) <= have}
+
+
+def open_published(card: ModelCard, data: bytes) -> ort.InferenceSession:
+    """An onnxruntime session on a published model's bytes, checked against its card."""
+    try:
+        session = ort.InferenceSession(data, sess_options=session_options(), providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable models
+        raise ModelCardError(f"{card.path}: onnxruntime cannot load it: {e}") from None
+    check_against_model(card, session.get_inputs(), session.get_outputs())
+    return session
 
 
 def _open(card: ModelCard) -> ort.InferenceSession:

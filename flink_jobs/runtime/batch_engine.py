@@ -19,7 +19,7 @@ import json
 import logging
 import random
 import time
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from ..core.diagnostics import RuleLoadError
 from ..core.engine import EngineConfig, SegmentEngine, StepResult
@@ -30,7 +30,7 @@ from . import gc_policy
 from .batching import BatchRecord, batch_key, decode_batch
 from .metrics import JobMetrics, MetricsConfig, job_metrics, redis_error_kind, start_exporter
 from .redis_writer import MembershipWriter, RedisConfig, RedisMembershipWriter
-from .rule_files import RuleFileStore, active_rules, is_rule_file, take_rule_file
+from .rule_files import RuleFileStore, active_rules, is_model_key, is_rule_file, take_rule_file
 from .serde import (
     EventSchema,
     Invalid,
@@ -89,8 +89,21 @@ class Timers(Protocol):
     def register_processing_time_timer(self, timestamp: int) -> None: ...
 
 
+class LiveScorer(Scorer, Protocol):
+    """The models as the batch engine runs them (``ml.observed.ObservedScorer``): scores, the
+    versions in use, and models published on the rules topic (``ml/published.py``)."""
+
+    @property
+    def versions(self) -> Mapping[str, str]: ...
+
+    def take_record(self, key: str, text: str | None, known_scores: Sequence[str]) -> str:
+        """Use the published model (``text`` None: stop using it); what was done, for the status
+        topic. ``ValueError`` saying why when it is rejected: the models in use stay."""
+        ...
+
+
 # Loads the model scorer in the worker, given the metrics it reports to (``ml.observed``).
-ScorerLoader = Callable[[JobMetrics], Scorer]
+ScorerLoader = Callable[[JobMetrics], LiveScorer]
 
 
 class DueIndex:
@@ -190,9 +203,11 @@ def _note_ingest(ingest: dict[tuple[str, int], int], event: Event) -> None:
 class Held:
     """Changes waiting for Redis, their Kafka records, and what the latency metric needs."""
 
-    __slots__ = ("changes", "records", "ingest", "since", "at_end")
+    __slots__ = ("changes", "records", "ingest", "since", "at_end", "model_versions")
 
-    def __init__(self) -> None:
+    def __init__(self, model_versions: Mapping[str, str] | None = None) -> None:
+        # The versions of the models scoring now: a change record with scores names them.
+        self.model_versions = model_versions
         self.changes: list[Change] = []
         self.records: list[tuple[str, str]] = []  # (key, value) of each change's Kafka record
         self.ingest: dict[tuple[str, int], int] = {}
@@ -203,7 +218,8 @@ class Held:
         if not self.changes:
             self.since = time.monotonic()
         self.changes.extend(call.changes)
-        self.records.extend((c.customer_id, encode_change(c)) for c in call.changes)
+        versions = self.model_versions
+        self.records.extend((c.customer_id, encode_change(c, versions)) for c in call.changes)
         ingest = self.ingest
         for k, t in call.ingest.items():
             if t > ingest.get(k, 0):
@@ -270,6 +286,11 @@ class BatchEngine:
         self._scorer = self._scorer_loader(self._m) if self._scorer_loader is not None else None
         self._schema = EventSchema(self._rules.catalog)
         self._announce = False
+        # Status records for the status topic (published models accepted or rejected).
+        self._status: list[Output] = []
+        self._held = Held()
+        self._models_restored = False
+        self._models_changed()
         self.use_rules(self._rules)
         # Decoded states of recently seen customers: saves reading and decoding (see state_cache).
         self._cache = StateCache(self._cache_memory)
@@ -297,7 +318,6 @@ class BatchEngine:
         self._armed: dict[int, int] = {}
         self._current: set[int] = set()
         self._redis = writer if writer is not None else RedisMembershipWriter.from_config(self._redis_config)
-        self._held = Held()
         # A processing-time timer is armed while changes are held: it flushes them should no
         # call come (a quiet source, checkpoints off).
         self._hold_timer = False
@@ -342,10 +362,67 @@ class BatchEngine:
         rules = active_rules(files, self._engine_config.horizon)
         if rules is not None and rules.version != self._engine.rule_version:
             self.use_rules(rules)
+        self._restore_models(files)
+
+    def _restore_models(self, files: RuleFileStore) -> None:
+        """The models published before a restore, kept in the rule files' store."""
+        if self._models_restored:
+            return
+        self._models_restored = True
+        scorer = self._scorer
+        if scorer is None:
+            return
+        for key, text in list(files.items()):
+            if is_model_key(key):
+                try:
+                    scorer.take_record(key, text, self._known_scores())
+                except ValueError as exc:  # the catalogue changed since: it stays out
+                    _log.error("published model %s no longer usable:\n%s", key, exc)
+        self._models_changed()
+
+    def _known_scores(self) -> Sequence[str]:
+        return self._engine.compiled.rules.catalog.scores
+
+    def _models_changed(self) -> None:
+        versions = dict(self._scorer.versions) if self._scorer is not None else {}
+        self._held.model_versions = versions or None
+        self._m.models_in_use(versions)
+
+    def _model_record(self, files: RuleFileStore, key: str, text: str | None) -> None:
+        """A model published on the rules topic: used from now on and kept for a restore, or
+        rejected (the models in use stay); either way a status record says so."""
+        self.restore_rules(files)
+        scorer = self._scorer
+        name = key.split("/", 1)[1]
+        version = None
+        if scorer is None:
+            state, detail = "ignored", "job.models is off"
+        else:
+            try:
+                detail = scorer.take_record(key, text, self._known_scores())
+            except ValueError as exc:
+                state, detail = "rejected", str(exc)
+                self._m.model_rejected(name)
+                _log.error("model %s from the rules topic rejected, still using %s:\n%s", key, scorer.versions, exc)
+            else:
+                state = "accepted"
+                version = scorer.versions.get(name)
+                # A withdrawal is kept too (as ""): a restored job must not score with the
+                # shipped model of that name again.
+                files.put(key, text or "")
+                self._models_changed()
+                _log.info("model %s: %s", key, detail)
+        if self._gate_key is not None:
+            job = self._gate_key.split("/")[1]
+            value = {"model": name, "state": state, "version": version, "detail": detail, "at": int(time.time() * 1000)}
+            self._status.append((GATE, f"model/{job}/{name}", json.dumps(value, separators=(",", ":"))))
 
     def announcement(self) -> Iterator[Output]:
         """The catalogue in use for the sources' event gate, once after each change of rules: key
         ``gate_key``, value the gate's spec with the versions (``flink/jvm/GateFollower.java``)."""
+        if self._status:
+            yield from self._status
+            self._status = []
         if not self._announce or self._gate_key is None:
             return
         self._announce = False
@@ -359,8 +436,14 @@ class BatchEngine:
 
     def rule_file(self, files: RuleFileStore, name: str | None, text: str | None) -> None:
         """A record of the rules topic: a rule file's text, or None when it was deleted."""
-        if name is None or not is_rule_file(name):
+        if name is None:
             return
+        if is_model_key(name):
+            self._model_record(files, name, text)
+            return
+        if not is_rule_file(name):
+            return
+        self._restore_models(files)
         outcome = take_rule_file(files, name, text, self._rules, self._engine_config.horizon)
         self._rules_restored = True
         if isinstance(outcome, RuleLoadError):
@@ -570,7 +653,7 @@ class BatchEngine:
         is already in Redis."""
         held = self._held
         if held.changes:
-            self._held = Held()
+            self._held = Held(held.model_versions)
             self._write_redis(held)
             for customer_id, value in held.records:
                 yield None, customer_id, value

@@ -186,6 +186,10 @@ class JobMetrics:
             "Population stability index of a model input over the recent window against the model card's reference.",
             ["model", "feature"],
         )
+        self._model_info = gauge("model_info", "1 for the version of each model in use by this process.", ["model", "version"])
+        self._models_rejected = counter(
+            "models_rejected", "Models published to the rules topic and rejected (last good one kept), by model.", ["model"]
+        )
 
         # ---- the state cache (job.state_cache_memory)
         self._cache_lookups = counter(
@@ -233,6 +237,7 @@ class JobMetrics:
         self._generation = _BoundedLabel(allowed=GC_GENERATIONS)
         self._rules_lock = threading.Lock()
         self._active_version: str | None = None
+        self._model_versions: dict[tuple[str, str], bool] = {}  # (model, version) -> in use
         # Label children by value: .labels() takes a lock and builds a tuple on every call.
         self._children: dict[tuple, object] = {}
         # Series with no label exist (at 0) from the start; create the labelled ones callers
@@ -356,6 +361,21 @@ class JobMetrics:
         child = self._child(self._score, self._model(model))
         for s in scores:
             child.observe(s)
+
+    def models_in_use(self, versions: Mapping[str, str]) -> None:
+        """The versions of the models scoring now (at open, and after each published model)."""
+        with self._rules_lock:
+            for (model, version), active in list(self._model_versions.items()):
+                if versions.get(model) != version and active:
+                    self._child(self._model_info, model, version).set(0)
+                    self._model_versions[(model, version)] = False
+            for model, version in versions.items():
+                key = (self._model(model), self._version(version))
+                self._model_versions[key] = True
+                self._child(self._model_info, *key).set(1)
+
+    def model_rejected(self, model: str) -> None:
+        self._child(self._models_rejected, self._model(model)).inc()
 
     def set_feature_psi(self, model: str, psi: Mapping[str, float]) -> None:
         """PSI per input feature of one model, over the recent window."""

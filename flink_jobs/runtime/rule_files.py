@@ -18,6 +18,12 @@ from ..core.loader import load_rules_from_texts
 from ..core.model import RuleSet
 
 ACTIVE_RULES = "\u0000active"
+# Records of the rules topic under this prefix publish models (ml/published.py), not rule files.
+MODEL_PREFIX = "models/"
+
+
+def is_model_key(name: str) -> bool:
+    return name.startswith(MODEL_PREFIX)
 
 
 class RuleFileStore(Protocol):
@@ -36,7 +42,7 @@ class RuleFileStore(Protocol):
 
 def is_rule_file(name: str | None) -> bool:
     """Whether a record of the rules topic names a rule file (not empty, not the store's own key)."""
-    return bool(name) and name != ACTIVE_RULES
+    return bool(name) and name != ACTIVE_RULES and not is_model_key(name or "")
 
 
 def active_rules(files: RuleFileStore, horizon: int) -> RuleSet | None:
@@ -56,7 +62,7 @@ def take_rule_file(
             files.remove(name)
     else:
         files.put(name, text)
-    texts = {k: v for k, v in files.items() if k != ACTIVE_RULES}
+    texts = {k: v for k, v in files.items() if k != ACTIVE_RULES and not is_model_key(k)}
     if not texts:
         if files.contains(ACTIVE_RULES):
             files.remove(ACTIVE_RULES)

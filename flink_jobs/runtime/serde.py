@@ -361,9 +361,10 @@ def format_time(ms: int) -> str:
 # ---- records the job writes -------------------------------------------------------------------------
 
 
-def encode_change(change: Change) -> str:
+def encode_change(change: Change, model_versions: Mapping[str, str] | None = None) -> str:
     """The JSON value of a ``segment-changes`` record (key: customer_id), with the model scores the
-    change was decided with, for activation systems to rank by."""
+    change was decided with, for activation systems to rank by, and the versions of the models
+    that gave them (``model_versions``: those in use)."""
     out: dict[str, Any] = {
         "customer_id": change.customer_id,
         "segment": change.segment_id,
@@ -375,6 +376,8 @@ def encode_change(change: Change) -> str:
     }
     if change.scores:
         out["scores"] = dict(change.scores)
+        if model_versions:
+            out["model_versions"] = dict(model_versions)
     return json.dumps(out, ensure_ascii=False)
 
 

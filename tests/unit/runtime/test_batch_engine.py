@@ -4,6 +4,7 @@ functions hand it and emit)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -328,3 +329,69 @@ def test_without_hot_reload_nothing_is_announced():
     engine, _, _ = _engine()
     out = list(engine.batch(_key("jo"), encode_batch([_event(1, "jo", "product_view", OLD - 5)]), OLD, Store(), Timers(OLD)))
     assert _announced(out) == []
+
+
+# ---- models published on the rules topic -------------------------------------------------------------
+
+PROPENSITY = """
+version: 1
+segments:
+  - id: likely_buyer
+    description: the propensity model expects a purchase
+    owner: tests
+    when:
+      score: purchase_propensity
+      at_least: 0.9
+"""
+
+
+def _model_engine():
+    from flink_jobs.ml.observed import load_scorer
+
+    rules = load_rules_from_texts({"catalog.yaml": CATALOG, "rules.yaml": PROPENSITY})
+    return _engine(PROPENSITY, gate_key="gate/job/run1", scorer=functools.partial(load_scorer, "", rules.catalog.scores))
+
+
+def _status(outputs) -> list[tuple[str, dict]]:
+    return [(k, json.loads(v)) for tag, k, v in outputs if tag == GATE and k.startswith("model/")]
+
+
+def test_a_published_model_scores_at_once_is_reported_and_named_in_change_records(tmp_path):
+    from flink_jobs.ml.published import model_record
+    from tests.unit.ml.published_models import constant_propensity
+
+    engine, _, _ = _model_engine()
+    store, key = Store(), _key("bo")
+    now = _now()
+
+    def buy(n: int, at: int) -> list[dict]:
+        out = list(engine.batch(key, encode_batch([_event(n, "bo", "purchase", at, order_id=f"o{n}", revenue=40, items=1)]), at + 1, store, Timers(at + 1)))
+        out += list(engine.batch(key, None, at + 1, store, Timers(at + 1)))
+        return [json.loads(v) for tag, _, v in out if tag is None]
+
+    assert buy(1, now - 60_000) == []  # the shipped model: well below 0.9 after one purchase
+    files = Files({"catalog.yaml": CATALOG, "rules.yaml": PROPENSITY})
+    name, value, _ = model_record(constant_propensity(tmp_path, 0.95, "2.0.0"))
+    engine.rule_file(files, name, value)
+    [(status_key, status)] = _status(engine.announcement())
+    assert status_key == "model/job/purchase_propensity"
+    assert (status["state"], status["version"]) == ("accepted", "2.0.0")
+    assert files[name] == value  # kept for a restore
+
+    [entered] = buy(2, now - 30_000)
+    assert (entered["segment"], entered["kind"]) == ("likely_buyer", "enter")
+    assert entered["scores"]["purchase_propensity"] == pytest.approx(0.95)
+    assert entered["model_versions"]["purchase_propensity"] == "2.0.0"
+    assert engine._held.model_versions["purchase_propensity"] == "2.0.0"  # for the next records too
+
+    # A broken one: rejected and reported, the published model keeps scoring.
+    engine.rule_file(files, name, value.replace('"version":"2.0.0"', '"version":"3.0.0"').replace('"sha256":"', '"sha256":"0'))
+    [(_, rejected)] = _status(engine.announcement())
+    assert (rejected["state"], rejected["version"]) == ("rejected", None)
+    assert "does not match its card" in rejected["detail"]
+    assert files[name] == value
+
+    # A restored instance scores with the published model, not the shipped one.
+    restored, _, _ = _model_engine()
+    restored.restore_rules(files)
+    assert restored._scorer.versions["purchase_propensity"] == "2.0.0"

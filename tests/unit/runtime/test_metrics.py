@@ -91,6 +91,8 @@ def test_metric_names_and_types():
         "segments_model_inference_seconds": "histogram",
         "segments_model_score": "histogram",
         "segments_model_feature_psi": "gauge",
+        "segments_model_info": "gauge",
+        "segments_models_rejected_total": "counter",
         "segments_state_cache_lookups_total": "counter",
         "segments_state_cache_evictions_total": "counter",
         "segments_state_cache_customers": "gauge",
@@ -310,3 +312,15 @@ def test_stale_targets_of_dead_processes_are_removed(tmp_path):
     assert not dead.exists()
     assert live.exists() and other_host.exists()
     assert remove_stale_targets(tmp_path, host) == []
+
+
+def test_model_info_marks_only_the_versions_in_use():
+    jm = JobMetrics()
+    jm.models_in_use({"purchase_propensity": "1.0.0", "anomaly": "1.0.0"})
+    jm.models_in_use({"purchase_propensity": "2.0.0", "anomaly": "1.0.0"})
+    jm.model_rejected("purchase_propensity")
+    value = jm.registry.get_sample_value
+    assert value("segments_model_info", {"model": "purchase_propensity", "version": "1.0.0"}) == 0
+    assert value("segments_model_info", {"model": "purchase_propensity", "version": "2.0.0"}) == 1
+    assert value("segments_model_info", {"model": "anomaly", "version": "1.0.0"}) == 1
+    assert value("segments_models_rejected_total", {"model": "purchase_propensity"}) == 1
