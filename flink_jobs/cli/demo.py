@@ -153,10 +153,13 @@ class Demo:
             return f"metrics: {url} unreachable ({exc})"
         samples: dict[str, float] = {}
         buckets: list[tuple[float, float]] = []
+        psi: list[tuple[float, str]] = []
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 if sample.name == "segments_ingest_to_segment_latency_seconds_bucket":
                     buckets.append((float(sample.labels["le"]), sample.value))
+                elif sample.name == "segments_model_feature_psi":
+                    psi.append((sample.value, f"{sample.labels['model']}.{sample.labels['feature']}"))
                 elif not sample.labels or sample.name == "segments_events_invalid_total":
                     samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
         now = time.monotonic()
@@ -170,6 +173,8 @@ class Demo:
             f"duplicate {samples.get('segments_events_duplicate_total', 0):,.0f}  "
             f"late {samples.get('segments_events_late_total', 0):,.0f}  "
             f"ingest->segment p50 {_quantile(buckets, 0.5)} p99 {_quantile(buckets, 0.99)}"
+            # Input drift against each model card's reference (SegmentsModelDrift alerts above 0.2).
+            + (f"\n  drift (PSI, highest): {', '.join(f'{name} {value:.2f}' for value, name in sorted(psi, reverse=True)[:4])}" if psi else "")
         )
 
     def sizes(self) -> dict[str, int]:

@@ -232,3 +232,9 @@ def scenario(stack: Stack, request) -> Iterable[Scenario]:
         keys = list(client.scan_iter(match=f"{s.prefix}*"))
         if keys:
             client.delete(*keys)
+
+
+def model_versions_of(runner) -> dict[str, str] | None:
+    """The model versions a change record names, as the job writes them with ``runner``'s scorer."""
+    scorer = runner.engine.scorer
+    return dict(scorer.versions) if scorer is not None else None

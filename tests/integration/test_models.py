@@ -17,7 +17,7 @@ from flink_jobs.ml.serving import OnnxScorer
 from flink_jobs.runtime.serde import EventSchema, encode_change, parse_event
 from tests.unit.ml.published_models import constant_propensity
 
-from .conftest import T0, Scenario, event
+from .conftest import T0, Scenario, event, model_versions_of
 from .test_segmentation_job import _by_customer
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def test_a_rule_on_a_model_score_changes_membership_in_the_running_job(scenario:
     for raw in events:
         runner.feed(parse_event(json.dumps(raw).encode(), schema=EventSchema(runner.engine.compiled.rules.catalog), now_ms=T0 + 400 * DAY))
     runner.advance(2**63 - 1)
-    expected = [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
+    expected = [(c.customer_id, json.loads(encode_change(c, model_versions_of(runner)))) for c in runner.changes]
 
     got = scenario.read("changes")
     # Same changes as the pure engine with the same models; scores travel in the change records.

@@ -27,7 +27,7 @@ from flink_jobs.core.runner import LocalRunner
 from flink_jobs.ml.serving import OnnxScorer
 from flink_jobs.runtime.serde import EventSchema, encode_change, parse_event
 
-from .conftest import MINUTE, RULES, T0, Scenario, event
+from .conftest import MINUTE, RULES, T0, Scenario, event, model_versions_of
 from .test_segmentation_job import _by_customer
 
 pytestmark = pytest.mark.integration
@@ -219,7 +219,7 @@ def _assert_restored_gives(
 ) -> None:
     """A job restored from ``checkpoint`` ends up with exactly the change records and Redis
     memberships of ``runner``'s uninterrupted run."""
-    expected = [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
+    expected = [(c.customer_id, json.loads(encode_change(c, model_versions_of(runner)))) for c in runner.changes]
     job = _start_job(scenario, log, **settings, **{"job.restore_from": str(checkpoint)})
     try:
         got = scenario.read("changes", at_least=len(expected), timeout=180)

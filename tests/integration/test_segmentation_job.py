@@ -19,7 +19,7 @@ from flink_jobs.core.runner import LocalRunner
 from flink_jobs.ml.serving import OnnxScorer
 from flink_jobs.runtime.serde import EventSchema, ParseLimits, encode_change, parse_event
 
-from .conftest import HOUR, MINUTE, RULES, T0, Scenario, event
+from .conftest import HOUR, MINUTE, RULES, T0, Scenario, event, model_versions_of
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ def _simulated(produced_values, out_of_orderness=5 * MINUTE, models=True):
         parsed = parse_event(json.dumps(raw).encode(), now_ms=T0 + 365 * 24 * HOUR, schema=schema, limits=ParseLimits())
         runner.feed(parsed)
     runner.advance(MAX_WATERMARK)
-    return [(c.customer_id, json.loads(encode_change(c))) for c in runner.changes]
+    return [(c.customer_id, json.loads(encode_change(c, model_versions_of(runner)))) for c in runner.changes]
 
 
 def _by_customer(records):
