@@ -151,8 +151,11 @@ ALERTS: tuple[Alert, ...] = (
 1. Is the shift real (a campaign, a season, a new market) or an upstream bug (a unit change, a
    field no longer sent)? Compare the feature's recent values with the card's histogram.
 2. Upstream bug: fix the producer; PSI falls as the window moves on.
-3. Real shift: retrain (python -m flink_jobs.ml.train), review the new card's metrics, publish
-   the model; until then consider pausing score-based segments.
+3. Real shift: retrain on recent events, e.g. python -m flink_jobs.cli.retrain --topic <events
+   topic> --since <90 days ago> --rules rules/ (it writes a model only if it is not worse than the
+   one in use on a time-split holdout, and prints both), review the new card's metrics, then
+   segments publish-model <its card> --rules rules/ (no restart); until then consider pausing
+   score-based segments. The scheduled retraining: deploy/kubernetes/retrain-cronjob.yaml.
 """,
     ),
     _alert(
