@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Iterable, Protocol
 
-from ..core.diagnostics import RuleLoadError
+from ..core.diagnostics import Diagnostic, RuleLoadError
 from ..core.loader import load_rules_from_texts
 from ..core.model import RuleSet
 
@@ -71,5 +71,7 @@ def take_rule_file(
         rules = load_rules_from_texts(texts, horizon=horizon)
     except RuleLoadError as exc:
         return exc
+    except (RecursionError, MemoryError) as exc:  # past core/syntax/bounds.py: still never the job's end
+        return RuleLoadError([Diagnostic(f"the rule files could not be read: {type(exc).__name__}", name, 0, 0)], texts)
     files.put(ACTIVE_RULES, json.dumps(texts))
     return rules

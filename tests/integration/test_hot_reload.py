@@ -95,3 +95,43 @@ def test_new_rules_apply_live_and_broken_rules_are_rejected(scenario: Scenario):
     finally:
         job.cancel().result()
     assert scenario.read("dlq") == [] and scenario.read("late") == []
+
+
+def test_hostile_rule_files_on_the_topic_are_refused_and_the_job_keeps_going(scenario: Scenario):
+    """Each bound of core/syntax/bounds.py, tried on the running job: every file is refused, the
+    rules in use stay, events keep flowing, and the job never restarts (restart_attempts is 0:
+    a crash would end it)."""
+    from flink_jobs.core.syntax import bounds
+
+    broken = RULES.parents[1] / "rules_broken"
+    segment = "  - {{id: s{n}, description: x, owner: x, when: {{count: page_view, within: 1h, at_least: 1}}}}\n"
+    hostile = {
+        name: (broken / name).read_text()
+        for name in ("hostile_deep_nesting.yaml", "hostile_alias_bomb.yaml", "hostile_recursive_anchor.yaml", "hostile_many_aliases.yaml")
+    }
+    hostile["hostile_big.yaml"] = "version: 1\nsegments:\n" + "# padding\n" * (bounds.MAX_FILE_BYTES // 10 + 1)
+    hostile["hostile_many_segments.yaml"] = "version: 1\nsegments:\n" + "".join(segment.format(n=n) for n in range(bounds.MAX_SEGMENTS + 1))
+
+    _produce_with_tick(scenario, [event("d0", "c-de0", "identify", 0, country="DE")])
+    job = scenario.start_unbounded(**{"events.out_of_orderness": "1s"})
+    try:
+        scenario.read("changes", at_least=1, timeout=120)
+        # The rules in use on the topic too, so that each hostile file is read with a catalogue
+        # (a set without one is refused before its rule files are read).
+        texts = {path.name: path.read_text() for path in sorted(RULES.glob("*.yaml"))}
+        version = load_rules_from_texts(texts).version
+        for name, text in texts.items():
+            _publish(scenario, name, text)
+        for n, (name, text) in enumerate(hostile.items(), start=1):
+            _publish(scenario, name, text)
+            customer = f"c-de{n}"
+            started = time.monotonic()
+            _produce_with_tick(scenario, [event(f"d{n}", customer, "identify", n * 10 * MINUTE, country="DE")])
+            entered = scenario.read("changes", at_least=n + 1, timeout=60)
+            [(segment, rule_version)] = [(v["segment"], v["rule_version"]) for k, v in entered if k == customer]
+            assert (segment, rule_version) == ("german_speaker", version), name
+            print(f"{name}: next change {time.monotonic() - started:.1f} s after it was published")
+            assert job.get_job_status().result().name == "RUNNING", name
+            _publish(scenario, name, None)  # each bound alone in the next set
+    finally:
+        job.cancel().result()

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 from .. import model, windows
 from ..catalog import Catalog
 from ..diagnostics import Diagnostic, RuleLoadError
+from ..syntax import bounds
 from ..syntax.help import suggest
 from .catalog_file import CatalogChecker, is_catalog_text
 from .checker import SUPPORTED_VERSION, Draft, FileChecker
@@ -226,6 +227,12 @@ def _check_texts(
         file_checker = FileChecker(name, texts[name], horizon, catalog, scores)
         drafts.extend(file_checker.check())
         diagnostics.extend(file_checker.diagnostics)
+        if len(drafts) > bounds.MAX_SEGMENTS:
+            over = drafts[bounds.MAX_SEGMENTS]
+            message = f"more than {bounds.MAX_SEGMENTS:,} segments in the rule set"
+            advice = "a set this large is not reviewable; remove unused segments, or run another job for another team's rules"
+            diagnostics.append(over.id_place.diagnostic(message, advice) if over.id_place else Diagnostic(message, name, 0, 0, help=advice))
+            return None, sorted(diagnostics, key=lambda d: (d.file, d.line, d.column))
 
     first_by_id: dict[str, Draft] = {}
     for draft in drafts:

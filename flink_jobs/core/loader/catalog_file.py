@@ -31,6 +31,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..catalog import MODEL_ROLES, PROPERTY_TYPES, Catalog, EventType, PropertySpec, PropertyType, Value
 from ..diagnostics import Diagnostic
+from ..syntax import bounds
 from ..syntax.help import KIND_WORDS, suggest, types_text, yaml_help
 from ..syntax.nodes import Entry, epoch_ms, is_null, scalar, shape, text, word
 from ..syntax.reader import YamlReader
@@ -70,9 +71,9 @@ def catalog_version(text: str) -> str:
 def is_catalog_text(text: str) -> bool:
     """Whether a file is a catalogue (its top level has ``catalog:``) rather than rules."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return False
+        root = bounds.compose(text)
+    except (yaml.YAMLError, bounds.BoundExceeded):
+        return False  # read as a rule file, whose checker says what is wrong
     return isinstance(root, MappingNode) and any(
         isinstance(key, ScalarNode) and key.value == CATALOG_KEY for key, _ in root.value
     )
@@ -83,7 +84,10 @@ class CatalogChecker(YamlReader):
 
     def check(self) -> Catalog | None:
         try:
-            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            root = bounds.compose(self.text)
+        except bounds.BoundExceeded as exc:
+            self.diagnostics.append(Diagnostic(exc.message, self.file, exc.line, exc.column, help=exc.help))
+            return None
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = exc.problem or exc.context or "unreadable YAML"

@@ -14,6 +14,7 @@ from .. import model
 from ..conditions import KEYWORDS, MODIFIERS, Keyword, all_of
 from ..diagnostics import Diagnostic
 from ..model import COMPARISON_OPS
+from ..syntax import bounds
 from ..syntax.help import OP_SYNONYMS, closest, op, operator_help, yaml_help
 from ..syntax.nodes import Entry, Place, is_null, shape, text, word
 from ..syntax.reader import Cond, Ref, RuleReader
@@ -43,7 +44,10 @@ class FileChecker(RuleReader):
     def check(self) -> list[Draft]:
         """Every segment of the file as a draft; problems go to ``self.diagnostics``."""
         try:
-            root = yaml.compose(self.text, Loader=yaml.SafeLoader)
+            root = bounds.compose(self.text)
+        except bounds.BoundExceeded as exc:
+            self.diagnostics.append(Diagnostic(exc.message, self.file, exc.line, exc.column, help=exc.help))
+            return []
         except yaml.MarkedYAMLError as exc:
             self._yaml_problem(exc)
             return []
@@ -88,7 +92,15 @@ class FileChecker(RuleReader):
                 "start each segment with '- id: ...' on its own line",
             )
             return []
-        drafts = [self._segment(item) for item in segments.value.value]
+        items = segments.value.value
+        if len(items) > bounds.MAX_SEGMENTS:  # before reading any: the set would be refused anyway
+            self.error(
+                items[bounds.MAX_SEGMENTS],
+                f"more than {bounds.MAX_SEGMENTS:,} segments in the rule set",
+                "a set this large is not reviewable; remove unused segments, or run another job for another team's rules",
+            )
+            return []
+        drafts = [self._segment(item) for item in items]
         return [d for d in drafts if d is not None]
 
     def _yaml_problem(self, exc: yaml.MarkedYAMLError) -> None:

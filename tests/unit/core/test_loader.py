@@ -345,3 +345,32 @@ def test_edited_rule_files_load_or_fail_with_positioned_problems(data):
         for d in error.diagnostics:
             assert d.file == name and d.message and d.length >= 1
             assert 1 <= d.line <= len(lines) + 1 and d.column >= 1
+
+
+# ---- what a rule file may cost (core/syntax/bounds.py) ------------------------------------------------
+
+
+def test_a_file_over_the_size_bound_is_refused_before_it_is_read():
+    from flink_jobs.core.syntax import bounds
+
+    text = "version: 1\nsegments:\n" + "# padding\n" * (bounds.MAX_FILE_BYTES // 10 + 1)
+    with pytest.raises(RuleLoadError) as caught:
+        loader.load_rules_from_texts({"big.yaml": text}, catalog=CATALOG)
+    [problem] = caught.value.diagnostics
+    assert problem.message == f"the file is {len(text):,} bytes, more than the {bounds.MAX_FILE_BYTES:,} a rule file may have"
+
+
+def test_a_set_over_the_segment_bound_is_refused_at_the_first_segment_too_many():
+    from flink_jobs.core.syntax import bounds
+
+    segment = "  - id: s{n}\n    description: x\n    owner: x\n    when: {{count: page_view, within: 1h, at_least: 1}}\n"
+    half = bounds.MAX_SEGMENTS // 2 + 1
+    texts = {
+        "a.yaml": "version: 1\nsegments:\n" + "".join(segment.format(n=n) for n in range(half)),
+        "b.yaml": "version: 1\nsegments:\n" + "".join(segment.format(n=n) for n in range(half, 2 * half)),
+    }
+    with pytest.raises(RuleLoadError) as caught:
+        loader.load_rules_from_texts(texts, catalog=CATALOG)
+    [problem] = caught.value.diagnostics
+    assert problem.message == f"more than {bounds.MAX_SEGMENTS:,} segments in the rule set"
+    assert problem.file == "b.yaml"
