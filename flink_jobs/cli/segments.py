@@ -28,7 +28,7 @@ from ..core.engine import EngineConfig
 from ..core.model import Event
 from ..runtime.serde import EARLIEST_EVENT_TIME
 from ..synthetic import FeedConfig, generate_feed
-from . import publish_model
+from . import publish, publish_model
 from .preview import explain_customer, render_preview, run_preview
 
 EXIT_OK = 0
@@ -118,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--malformed", action="store_true", help="include malformed records too")
     generate.add_argument("--out", default="-", metavar="FILE", help="output file (default: stdout)")
     generate.set_defaults(func=_cmd_generate)
+    publish.add_parsers(commands)
     publish_model.add_parser(commands)
     return parser
 

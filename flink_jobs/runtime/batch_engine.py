@@ -30,7 +30,15 @@ from . import gc_policy
 from .batching import BatchRecord, batch_key, decode_batch
 from .metrics import JobMetrics, MetricsConfig, job_metrics, redis_error_kind, start_exporter
 from .redis_writer import MembershipWriter, RedisConfig, RedisMembershipWriter
-from .rule_files import RuleFileStore, active_rules, is_model_key, is_rule_file, take_rule_file
+from .rule_files import (
+    RULE_SET_KEY,
+    RuleFileStore,
+    active_rules,
+    is_model_key,
+    is_rule_file,
+    take_rule_file,
+    take_rule_set,
+)
 from .serde import (
     EventSchema,
     Invalid,
@@ -290,8 +298,10 @@ class BatchEngine:
         self._status: list[Output] = []
         self._held = Held()
         self._models_restored = False
+        self._active: dict[str, object] = {}  # the publication of the rules in use, if known
         self._models_changed()
         self.use_rules(self._rules)
+        self._rule_status("running", {})  # what it starts with (a restore announces again if it differs)
         # Decoded states of recently seen customers: saves reading and decoding (see state_cache).
         self._cache = StateCache(self._cache_memory)
         # The cache's size and memory last reported to the metrics (one update per call).
@@ -362,6 +372,8 @@ class BatchEngine:
         rules = active_rules(files, self._engine_config.horizon)
         if rules is not None and rules.version != self._engine.rule_version:
             self.use_rules(rules)
+            self._status = [s for s in self._status if not s[1] or not s[1].startswith("rules/")]
+            self._rule_status("running", {})
         self._restore_models(files)
 
     def _restore_models(self, files: RuleFileStore) -> None:
@@ -443,17 +455,44 @@ class BatchEngine:
             return
         if not is_rule_file(name):
             return
-        self._restore_models(files)
-        outcome = take_rule_file(files, name, text, self._rules, self._engine_config.horizon)
-        self._rules_restored = True
+        self.restore_rules(files)
+        horizon = self._engine_config.horizon
+        if name == RULE_SET_KEY:
+            outcome = take_rule_set(files, text, self._rules, horizon)
+            request = _request_of(text)
+        else:
+            outcome = take_rule_file(files, name, text, self._rules, horizon)
+            request = {"file": name}
         if isinstance(outcome, RuleLoadError):
             self._m.rules_rejected()
             _log.error("rules from the rules topic rejected, still using %s:\n%s", self._engine.rule_version, outcome)
+            self._rule_status("rejected", request, problems=str(outcome))
             return
         if outcome.version != self._engine.rule_version:
             if outcome is not self._rules:
                 _log.info("rules %s in use (%d segments, from the rules topic)", outcome.version, len(outcome.segments))
             self.use_rules(outcome)
+            self._active = dict(request)
+        self._rule_status("accepted", request)
+
+    def _rule_status(self, state: str, request: Mapping[str, object], problems: str | None = None) -> None:
+        """What the job did with a record of the rules topic, for the status topic (key
+        ``rules/<job>``): every parallel task takes the same records in the same order and writes
+        the same value (no clock of its own in it), so they agree on one answer."""
+        if self._gate_key is None:
+            return
+        rules = self._engine.compiled.rules
+        value: dict[str, object] = {
+            "state": state,  # of this record: running (at start), accepted, rejected
+            "version": rules.version,  # in use after it
+            "segments": len(rules.segments),
+            "active": self._active,  # how the rules in use came: request, published_by, published_at
+            **request,  # this record's
+        }
+        if problems is not None:
+            value["problems"] = problems
+        job = self._gate_key.split("/")[1]
+        self._status.append((GATE, f"rules/{job}", json.dumps(value, separators=(",", ":"))))
 
     # ---- per call ----------------------------------------------------------------------------
 
@@ -726,3 +765,14 @@ class BatchEngine:
             self._m.state_cache(cache.hits, cache.misses, cache.new, cache.evictions, size - last_size, memory - last_memory)
             cache.hits = cache.misses = cache.new = cache.evictions = 0
             self._cache_reported = (size, memory)
+
+
+def _request_of(value: str | None) -> dict[str, object]:
+    """Who published a rule set record and which request it was (``segments publish``)."""
+    try:
+        published = json.loads(value) if value else {}
+    except ValueError:
+        return {}
+    if not isinstance(published, dict):
+        return {}
+    return {k: published[k] for k in ("request", "published_by", "published_at") if k in published}

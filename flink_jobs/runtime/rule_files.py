@@ -22,8 +22,43 @@ ACTIVE_RULES = "\u0000active"
 MODEL_PREFIX = "models/"
 
 
+# The record that publishes a whole rule set as one unit (``segments publish``): its value is
+# {"files": {name: text}, "request": id, "published_by": who, "published_at": epoch ms}.
+RULE_SET_KEY = "rules/set"
+
+
 def is_model_key(name: str) -> bool:
     return name.startswith(MODEL_PREFIX)
+
+
+def take_rule_set(files: RuleFileStore, value: str | None, start: RuleSet, horizon: int) -> RuleSet | RuleLoadError:
+    """A whole rule set published as one record: if it loads, its files replace every rule file
+    kept so far and it is the rules from now on; if not, nothing changes (no file of it is kept,
+    so no later record can complete a partial set). A tombstone: back to the rules the job
+    started with."""
+    if value is None:
+        texts: dict[str, str] = {}
+    else:
+        try:
+            published = json.loads(value)
+            texts = {str(k): str(v) for k, v in published["files"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            return RuleLoadError([Diagnostic(f"the published rule set is not readable: {exc}", RULE_SET_KEY, 0, 0)], {})
+    rules: RuleSet = start
+    if texts:
+        try:
+            rules = load_rules_from_texts(texts, horizon=horizon)
+        except RuleLoadError as exc:
+            return exc
+        except (RecursionError, MemoryError) as exc:
+            return RuleLoadError([Diagnostic(f"the rule files could not be read: {type(exc).__name__}", RULE_SET_KEY, 0, 0)], texts)
+    for key in [k for k, _ in files.items() if not is_model_key(k)]:
+        files.remove(key)
+    for name, text in texts.items():
+        files.put(name, text)
+    if texts:
+        files.put(ACTIVE_RULES, json.dumps(texts))
+    return rules
 
 
 class RuleFileStore(Protocol):

@@ -301,7 +301,8 @@ def test_records_that_name_no_rule_file_are_ignored(name):
 
 
 def _announced(outputs) -> list[dict]:
-    return [json.loads(value) for tag, _, value in outputs if tag == GATE]
+    """The event gate's announcements (the status topic carries the rules' and models' status too)."""
+    return [json.loads(value) for tag, key, value in outputs if tag == GATE and key.startswith("gate/")]
 
 
 def test_the_catalogue_in_use_is_announced_for_the_sources_gate_once_per_change():
@@ -310,7 +311,7 @@ def test_the_catalogue_in_use_is_announced_for_the_sources_gate_once_per_change(
     key = _key("ida")
     first = list(engine.batch(key, encode_batch([_event(1, "ida", "product_view", OLD - 5)]), OLD, store, timers))
     [started] = _announced(first)
-    assert [k for tag, k, _ in first if tag == GATE] == ["gate/job/run1"]
+    assert [k for tag, k, _ in first if tag == GATE] == ["rules/job", "gate/job/run1"]  # the rules it starts with, the gate
     assert started["rule_version"] == engine.rule_version
     assert set(started["gate"]["types"]) >= {"page_view", "cart_remove"}
     assert _announced(engine.batch(key, None, OLD, store, timers)) == []  # once
@@ -395,3 +396,46 @@ def test_a_published_model_scores_at_once_is_reported_and_named_in_change_record
     restored, _, _ = _model_engine()
     restored.restore_rules(files)
     assert restored._scorer.versions["purchase_propensity"] == "2.0.0"
+
+
+# ---- rule sets published as one unit, and what the job says about them ---------------------------------
+
+
+def _rules_status(outputs) -> list[dict]:
+    """The rules status records, after the one every instance writes at start ("running")."""
+    return [s for s in (json.loads(v) for tag, k, v in outputs if tag == GATE and k == "rules/job") if s["state"] != "running"]
+
+
+def _set(files: dict[str, str], request: str) -> str:
+    return json.dumps({"files": files, "request": request, "published_by": "ana", "published_at": 1_700_000_000_000})
+
+
+def test_a_rule_set_published_as_one_unit_replaces_all_files_or_nothing():
+    from flink_jobs.runtime.rule_files import RULE_SET_KEY
+
+    engine, _, _ = _engine(gate_key="gate/job/run1")
+    files = Files({"catalog.yaml": CATALOG, "rules.yaml": RULES, "old.yaml": BUYER.replace("buyer", "old_buyer")})
+    engine.rule_file(files, RULE_SET_KEY, _set({"catalog.yaml": CATALOG, "buyer.yaml": BUYER}, "r1"))
+    [accepted] = _rules_status(engine.announcement())
+    assert (accepted["state"], accepted["request"], accepted["published_by"], accepted["segments"]) == ("accepted", "r1", "ana", 1)
+    assert accepted["version"] == engine.rule_version and accepted["active"]["published_at"] == 1_700_000_000_000
+    assert sorted(k for k in files if k != ACTIVE_RULES) == ["buyer.yaml", "catalog.yaml"]  # exactly the set's files
+
+    # A set that does not load: rejected with its located problems; nothing of it is kept.
+    broken = {"catalog.yaml": CATALOG, "buyer.yaml": BUYER, "bad.yaml": "version: 1\nsegments:\n  - id: Bad Id\n"}
+    engine.rule_file(files, RULE_SET_KEY, _set(broken, "r2"))
+    [rejected] = _rules_status(engine.announcement())
+    assert (rejected["state"], rejected["request"], rejected["version"]) == ("rejected", "r2", accepted["version"])
+    assert "bad.yaml:3:" in rejected["problems"]
+    assert "bad.yaml" not in files and engine.rule_version == accepted["version"]
+
+
+def test_every_parallel_task_writes_the_same_answer():
+    from flink_jobs.runtime.rule_files import RULE_SET_KEY
+
+    answers = []
+    for _ in range(2):
+        engine, _, _ = _engine(gate_key="gate/job/run1")
+        engine.rule_file(Files(), RULE_SET_KEY, _set({"catalog.yaml": CATALOG, "buyer.yaml": BUYER}, "r1"))
+        answers.append([v for tag, k, v in engine.announcement() if k == "rules/job"])
+    assert answers[0] == answers[1] and [json.loads(a)["state"] for a in answers[0]] == ["running", "accepted"]
