@@ -98,6 +98,10 @@ class SegmentEngine:
         self._segment_ids = frozenset(s.id for s in rules.segments)
         self._ttl = {c.id: (i, c.segment.ttl) for i, c in enumerate(rules.segments) if c.segment.ttl is not None}
         self._hold = {c.id: i for i, c in enumerate(rules.segments) if c.segment.hold is not None}
+        # When these rules took effect, in event time, for the states being brought up to them
+        # (the batch engine sets it to the watermark of the call that does): a segment removed by
+        # them ends then, not at the customer's last instant, which may be long before.
+        self.reconcile_at = NEVER
         catalog = rules.rules.catalog
         self._profile_types = catalog.profile_types  # events whose properties update the profile
         self._profile_fields = tuple(catalog.profile_fields)
@@ -478,10 +482,14 @@ class SegmentEngine:
             fs = state.features.get(feature.key)
             if fs is not None:
                 feature.rearm(fs, state.clock, book)
+        removed_at = max(state.clock, self.reconcile_at)
         for sid in sorted(set(state.members) - self._segment_ids):
             del state.members[sid]
             result.changes.append(
-                Change(state.customer_id, sid, "exit", state.clock, self.rule_version, "segment removed from the rules", state.scores)
+                Change(
+                    state.customer_id, sid, "exit", removed_at, self.rule_version,
+                    f"segment removed from the rules (version {self.rule_version})", state.scores,
+                )
             )
         for sid in [s for s in state.eligible_since if s not in self._segment_ids]:
             del state.eligible_since[sid]

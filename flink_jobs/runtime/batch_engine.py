@@ -509,6 +509,12 @@ class BatchEngine:
                 yield from self.flush()
             return
         if not payload:
+            if key in self._due and key not in self._current:
+                # New rules since this key's last call: bring every customer up to them now, not
+                # at the key's next record, so a set reaches quiet customers by the next
+                # checkpoint (markers come before each barrier, to every key of the subtask).
+                watermark = max(timers.current_watermark(), batcher_watermark)
+                yield from self._finish(key, self._prepare(key, watermark, store), store, timers, watermark)
             self._sync(key, store)
             yield from self.flush()
             return
@@ -618,6 +624,7 @@ class BatchEngine:
         # Brought up to the rules at their own clock, not advanced: this call's records (event
         # times up to the watermark) must find them before those instants, or they would be
         # taken as late (a cart add then starts no deadline). _finish advances them.
+        engine.reconcile_at = watermark  # the rules take effect for this key now (removed segments end then)
         for (state, _), result in zip(behind, engine.step_many(behind, NEVER)):
             call.take(state, result)
         call.behind = [state for state, _ in behind]

@@ -211,9 +211,21 @@ def test_removed_segment_members_exit():
         engine.step(state, ev(i, "product_view", i), watermark=T0 + i)
     assert "product_viewed_repeatedly" in state.members
     result = SegmentEngine(RuleSet((ABANDONED,), "rs-2", CATALOG)).step(state, None, watermark=T0 + 2)
-    assert [(c.segment_id, c.kind, c.reason) for c in result.changes] == [
-        ("product_viewed_repeatedly", "exit", "segment removed from the rules")
+    assert [(c.segment_id, c.kind, c.event_time - T0, c.rule_version, c.reason) for c in result.changes] == [
+        ("product_viewed_repeatedly", "exit", 2, "rs-2", "segment removed from the rules (version rs-2)")
     ]
+
+
+def test_a_removed_segments_members_leave_when_the_change_took_effect_not_at_their_last_event():
+    engine = SegmentEngine(rules(VIEWED_TWICE))
+    state = engine.new_state("c1")
+    for i in range(3):
+        engine.step(state, ev(i, "product_view", i), watermark=T0 + i)
+    # The customer's last instant was 2 ms; the rules change when the job's time is a day later.
+    without = SegmentEngine(RuleSet((ABANDONED,), "rs-2", CATALOG))
+    without.reconcile_at = T0 + DAY
+    [change] = without.step(state, None, watermark=T0 + 2).changes
+    assert (change.kind, change.event_time - T0, change.rule_version) == ("exit", DAY, "rs-2")
 
 
 def test_state_stays_bounded_for_a_long_lived_customer():

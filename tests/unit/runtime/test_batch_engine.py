@@ -439,3 +439,36 @@ def test_every_parallel_task_writes_the_same_answer():
         engine.rule_file(Files(), RULE_SET_KEY, _set({"catalog.yaml": CATALOG, "buyer.yaml": BUYER}, "r1"))
         answers.append([v for tag, k, v in engine.announcement() if k == "rules/job"])
     assert answers[0] == answers[1] and [json.loads(a)["state"] for a in answers[0]] == ["running", "accepted"]
+
+
+def test_a_segment_removed_by_a_published_set_ends_when_the_key_takes_the_set():
+    from flink_jobs.runtime.rule_files import RULE_SET_KEY
+
+    engine, writer, _ = _engine(gate_key="gate/job/run1")
+    store, key = Store(), _key("vi")
+    list(engine.batch(key, encode_batch([_event(1, "vi", "product_view", OLD - 5)]), OLD, store, Timers(OLD)))
+    list(engine.batch(key, b"", OLD, store, Timers(OLD)))  # the sync marker: the change is written
+    engine.rule_file(Files(), RULE_SET_KEY, _set({"catalog.yaml": CATALOG, "buyer.yaml": BUYER}, "r1"))
+    later = OLD + 10 * MINUTE
+    neighbour = _neighbour("vi")
+    out = list(engine.batch(key, encode_batch([_event(2, neighbour, "page_view", later - 5)]), later, store, Timers(later)))
+    out += list(engine.batch(key, b"", later, store, Timers(later)))
+    [removed] = [json.loads(v) for tag, k, v in out if tag is None and k == "vi"]
+    assert (removed["segment"], removed["kind"], removed["event_time"]) == ("viewer", "exit", later)
+    assert removed["rule_version"] == engine.rule_version and "segment removed from the rules" in removed["reason"]
+
+
+def test_a_published_set_reaches_a_quiet_key_at_its_next_sync_marker():
+    from flink_jobs.runtime.rule_files import RULE_SET_KEY
+
+    engine, _, _ = _engine(gate_key="gate/job/run1")
+    store, key = Store(), _key("qu")
+    list(engine.batch(key, encode_batch([_event(1, "qu", "product_view", OLD - 5)]), OLD, store, Timers(OLD)))
+    list(engine.batch(key, b"", OLD, store, Timers(OLD)))
+    engine.rule_file(Files(), RULE_SET_KEY, _set({"catalog.yaml": CATALOG, "buyer.yaml": BUYER}, "r1"))
+    # No record for this key: the checkpoint's sync marker alone moves its customers.
+    later = OLD + 5 * MINUTE
+    out = list(engine.batch(key, b"", later, store, Timers(later)))
+    [removed] = [json.loads(v) for tag, k, v in out if tag is None and k == "qu"]
+    assert (removed["segment"], removed["kind"], removed["event_time"]) == ("viewer", "exit", later)
+    assert decode_state(store["qu"]).rule_version == engine._engine.state_version  # written at the marker
