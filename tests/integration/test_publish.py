@@ -81,3 +81,57 @@ def test_publish_diffs_backtests_publishes_one_unit_and_prints_the_jobs_answer(s
         assert "nothing to publish" in capsys.readouterr().out
     finally:
         job.cancel().result()
+
+
+HISTORY = """
+  - id: browsed_this_month
+    description: Viewed a page in the last 30 days (from the aggregates the job already holds).
+    owner: integration-tests
+    when:
+      count: page_view
+      within: 30d
+      at_least: 1
+"""
+
+
+def test_a_new_segment_over_history_fills_without_new_events_and_a_removed_one_ends_when_taken(scenario: Scenario, tmp_path, capsys):
+    settings = scenario.settings(**{"events.out_of_orderness": "1s"})
+    # Three customers viewed pages a few days ago and send nothing after the publish; c-de is in
+    # german_speaker (a segment without timers: a member until the rule goes).
+    past = [event(f"p{i}", f"c-past{i}", "page_view", i * MINUTE, url="/") for i in range(3)]
+    _produce_with_tick(scenario, [*past, event("d1", "c-de", "identify", 5 * MINUTE, country="DE")])
+    job = scenario.start_unbounded(**{"events.out_of_orderness": "1s"})
+    try:
+        first = scenario.read("changes", at_least=1, timeout=120)
+        assert [(k, v["segment"]) for k, v in first] == [("c-de", "german_speaker")]
+        entered_at = first[0][1]["event_time"]
+
+        # The new set: browsed_this_month added, german_speaker removed.
+        folder = tmp_path / "next"
+        folder.mkdir()
+        (folder / "catalog.yaml").write_text((RULES / "catalog.yaml").read_text())
+        scenarios = (RULES / "scenarios.yaml").read_text()
+        head, rest = scenarios.split("  - id: german_speaker", 1)
+        kept = rest.split("\n\n", 1)[1] if "\n\n" in rest else ""
+        (folder / "scenarios.yaml").write_text(head + kept + HISTORY)
+        assert segments(["publish", str(folder), "--yes", "--since", "0", "--wait", "90", *settings]) == publish.EXIT_OK
+        out = capsys.readouterr().out
+        assert "+ browsed_this_month" in out and "- german_speaker" in out
+        version = [line for line in out.splitlines() if "accepted" in line][0].split("accepted, ")[1].split(" in use")[0]
+
+        # No new event for any of them: by the next checkpoint (1 s here) the job has moved them.
+        deadline = time.monotonic() + 60
+        while True:
+            changes = scenario.read("changes")
+            filled = {k for k, v in changes if v["segment"] == "browsed_this_month" and v["kind"] == "enter"}
+            removed = [v for k, v in changes if k == "c-de" and v["kind"] == "exit"]
+            if filled == {"c-past0", "c-past1", "c-past2"} and removed:
+                break
+            assert time.monotonic() < deadline, changes
+            time.sleep(1)
+        [exit_] = removed
+        assert exit_["segment"] == "german_speaker" and exit_["rule_version"] == version
+        assert exit_["event_time"] > entered_at and "segment removed from the rules" in exit_["reason"]
+        assert "german_speaker" not in scenario.redis_state().get("cust:c-de", {})
+    finally:
+        job.cancel().result()
