@@ -30,9 +30,12 @@ def read_file(path: Path, catalog: Catalog) -> tuple[list[Event], int]:
     return events, invalid
 
 
-def read_topic(bootstrap: str, topic: str, since: int | None, until: int | None, catalog: Catalog) -> tuple[list[Event], int]:
+def read_topic(
+    bootstrap: str, topic: str, since: int | None, until: int | None, catalog: Catalog, limits: ParseLimits | None = None
+) -> tuple[list[Event], int]:
     """Valid events of a topic from ``since`` to ``until`` (record timestamps, epoch ms; the whole
-    topic when not given), and how many records were not."""
+    topic when not given), and how many records were not (judged with ``limits``, the job's by
+    default)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -46,7 +49,7 @@ def read_topic(bootstrap: str, topic: str, since: int | None, until: int | None,
         if since is not None:
             for tp, found in consumer.offsets_for_times({tp: since for tp in partitions}).items():
                 consumer.seek(tp, found.offset if found is not None else ends[tp])
-        schema, limits = EventSchema(catalog), ParseLimits()
+        schema, limits = EventSchema(catalog), limits or ParseLimits()
         now = int(time.time() * 1000)
         events: list[Event] = []
         invalid = 0

@@ -138,9 +138,39 @@ def explain_customer(
     max_events: int = 5,
 ) -> str:
     """Why the customer is or is not in each segment, with the events that count."""
+    data = explain_data(rules, events, customer_id, out_of_orderness=out_of_orderness, config=config, scorer=scorer, at=at, max_events=max_events)
+    if data is None:
+        return f"no events for customer {customer_id!r}"
+    lines = [f"customer {customer_id} at {iso(data['at'])} UTC ({data['events']} events, rule set {rules.version})"]
+    for segment in data["segments"]:
+        mark = "IN " if segment["member"] else "out"
+        lines.append(f"  [{mark}] {segment['id']}: {segment['why']}")
+        for event in segment["events"]:
+            props = ", ".join(f"{k}={v}" for k, v in sorted(event["properties"].items()) if k != "session_id")
+            lines.append(f"          {iso(event['event_time'])}  {event['event_type']:13} {props}  {event['note']}")
+    if data["changes"]:
+        lines.append("  changes:")
+        for c in data["changes"]:
+            lines.append(f"    {iso(c['event_time'])}  {c['kind']:5} {c['segment']}: {c['reason']}")
+    return "\n".join(lines)
+
+
+def explain_data(
+    rules: RuleSet,
+    events: Iterable[Event],
+    customer_id: str,
+    *,
+    out_of_orderness: int,
+    config: EngineConfig | None = None,
+    scorer: Scorer | None = None,
+    at: int | None = None,
+    max_events: int = 5,
+) -> dict | None:
+    """``explain_customer`` as data (``--format json``): per segment, membership, why, and the
+    events that count; the customer's changes over the replay. None without events."""
     mine = [e for e in events if e.customer_id == customer_id]
     if not mine:
-        return f"no events for customer {customer_id!r}"
+        return None
     engine = SegmentEngine(rules, config, scorer)
     runner = LocalRunner(engine, out_of_orderness=out_of_orderness)
     runner.feed_all(mine)
@@ -149,19 +179,53 @@ def explain_customer(
     state = runner.states[customer_id]
     history = History(customer_id, mine, rules.catalog, scorer)
     by_id = rules.by_id()
-    lines = [f"customer {customer_id} at {iso(now)} UTC ({len(history.events)} events, rule set {rules.version})"]
-    for sid, member, why in engine.explain(state, now):
-        mark = "IN " if member else "out"
-        lines.append(f"  [{mark}] {sid}: {why}")
-        for event, note in _qualifying(by_id[sid], history, now)[:max_events]:
-            props = ", ".join(f"{k}={v}" for k, v in sorted(event.properties.items()) if k != "session_id")
-            lines.append(f"          {iso(event.event_time)}  {event.event_type:13} {props}  {note}")
-    history_changes = [c for c in runner.changes if c.customer_id == customer_id]
-    if history_changes:
-        lines.append("  changes:")
-        for c in history_changes:
-            lines.append(f"    {iso(c.event_time)}  {c.kind:5} {c.segment_id}: {c.reason}")
-    return "\n".join(lines)
+    return {
+        "customer_id": customer_id,
+        "at": now,
+        "rule_version": rules.version,
+        "events": len(history.events),
+        "segments": [
+            {
+                "id": sid,
+                "member": member,
+                "why": why,
+                "events": [
+                    {"event_time": e.event_time, "event_type": e.event_type, "properties": dict(e.properties), "note": note}
+                    for e, note in _qualifying(by_id[sid], history, now)[:max_events]
+                ],
+            }
+            for sid, member, why in engine.explain(state, now)
+        ],
+        "changes": [
+            {"event_time": c.event_time, "kind": c.kind, "segment": c.segment_id, "reason": c.reason}
+            for c in runner.changes
+            if c.customer_id == customer_id
+        ],
+    }
+
+
+def preview_data(report: PreviewReport) -> dict:
+    """A preview as data (``--format json``): per segment its members, counts and timeline."""
+    return {
+        "rule_version": report.rule_version,
+        "start": report.start,
+        "end": report.end,
+        "customers": report.customers,
+        "events": report.events,
+        "duplicates": report.duplicates,
+        "late": report.late,
+        "segments": [
+            {
+                "id": s.segment_id,
+                "description": s.description,
+                "members": s.members,
+                "enters": s.enters,
+                "exits": s.exits,
+                "timeline": [{"until": end, "enters": n_in, "exits": n_out, "size": size} for end, n_in, n_out, size in s.timeline],
+            }
+            for s in report.segments
+        ],
+    }
 
 
 def _qualifying(segment: Segment, history: History, now: int) -> list[tuple[Event, str]]:

@@ -15,6 +15,7 @@ Each subcommand is one ``_cmd_<name>(args) -> int`` function registered in ``_bu
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from ..core.model import Event
 from ..runtime.serde import EARLIEST_EVENT_TIME
 from ..synthetic import FeedConfig, generate_feed
 from . import publish, publish_model
-from .preview import explain_customer, render_preview, run_preview
+from .preview import explain_customer, explain_data, preview_data, render_preview, run_preview
 
 EXIT_OK = 0
 EXIT_INVALID = 1
@@ -125,7 +126,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_replay_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rules", required=True, nargs="+", metavar="PATH", help="rule files or folders")
-    parser.add_argument("--events", required=True, metavar="FILE", help="events, one JSON object per line")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--events", metavar="FILE", help="events, one JSON object per line")
+    source.add_argument("--topic", metavar="TOPIC", help="events from a Kafka topic (with --bootstrap, --since, --until)")
+    parser.add_argument("--bootstrap", default="localhost:9092", help="Kafka, for --topic (default localhost:9092)")
+    parser.add_argument("--since", type=_time_arg, metavar="TIME", help="topic records from this time (ISO 8601 or epoch ms)")
+    parser.add_argument("--until", type=_time_arg, metavar="TIME", help="topic records up to this time")
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="text (default) or JSON for tools")
     parser.add_argument(
         "--out-of-orderness",
         type=_duration_arg,
@@ -225,12 +232,25 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 def _load_for_replay(args: argparse.Namespace):
     """(rules, events) or an exit code, with problems reported the way `validate` does."""
-    checked = _check(args.command, args.rules, [args.events], args.horizon, args.catalog)
+    checked = _check(args.command, args.rules, [args.events] if args.events else [], args.horizon, args.catalog)
     if isinstance(checked, int):
         return checked
     rule_set, _ = checked
     from ..runtime.serde import EventSchema, ParseLimits, parse_event  # the job's own parser
 
+    if args.topic:
+        from .event_reading import read_topic
+
+        try:
+            limits = ParseLimits(earliest=args.earliest)
+            events, invalid = read_topic(args.bootstrap, args.topic, args.since, args.until, rule_set.catalog, limits)
+        except ValueError as exc:
+            print(f"segments {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if invalid:
+            print(f"{args.topic}: {invalid} invalid records skipped (the job sends them to the dead-letter topic)", file=sys.stderr)
+        # Partitions interleave: replayed in event-time order, as the job's watermark orders them.
+        return rule_set, sorted(events, key=Event.sort_key)
     schema = EventSchema(rule_set.catalog)
     limits = ParseLimits(earliest=args.earliest)
     events = []
@@ -259,7 +279,10 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     rule_set, events = loaded
     config = EngineConfig(horizon=args.horizon)
     report = run_preview(rule_set, events, out_of_orderness=args.out_of_orderness, config=config, slices=max(1, args.slices))
-    print(render_preview(report, samples=args.samples))
+    if args.format == "json":
+        print(json.dumps(preview_data(report)))
+    else:
+        print(render_preview(report, samples=args.samples))
     return EXIT_OK
 
 
@@ -269,7 +292,11 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         return loaded
     rule_set, events = loaded
     config = EngineConfig(horizon=args.horizon)
-    print(explain_customer(rule_set, events, args.customer, out_of_orderness=args.out_of_orderness, config=config))
+    if args.format == "json":
+        data = explain_data(rule_set, events, args.customer, out_of_orderness=args.out_of_orderness, config=config)
+        print(json.dumps(data if data is not None else {"customer_id": args.customer, "events": 0}))
+    else:
+        print(explain_customer(rule_set, events, args.customer, out_of_orderness=args.out_of_orderness, config=config))
     return EXIT_OK
 
 

@@ -3,6 +3,7 @@ publication, the job's answer (accepted, or its located rejection with the old r
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -57,6 +58,12 @@ def test_publish_diffs_backtests_publishes_one_unit_and_prints_the_jobs_answer(s
         assert "french_speaker" in out.split("backtest on")[1].splitlines()[1] and "-> 3 customers" in out
         [accepted] = [line for line in out.splitlines() if "accepted" in line]
         version = accepted.split("accepted, ")[1].split(" in use")[0]
+        # The same audience from the events topic, as tools read it.
+        argv = ["preview", "--rules", str(french), "--topic", scenario.topics["events"], "--bootstrap", scenario.stack.bootstrap]
+        assert segments([*argv, "--format", "json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        [fr] = [s for s in report["segments"] if s["id"] == "french_speaker"]
+        assert fr["members"] == ["c-recent0", "c-recent1", "c-recent2"]
         _produce_with_tick(scenario, [event("f1", "c-fr", "identify", 30 * MINUTE, country="FR")])
         deadline = time.monotonic() + 60
         while not any(k == "c-fr" and v["segment"] == "french_speaker" for k, v in scenario.read("changes")):

@@ -100,3 +100,19 @@ def test_generate_writes_valid_json_lines(tmp_path):
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) >= 300
     assert {"event_id", "customer_id", "event_type", "event_time", "properties"} <= set(records[0])
+
+
+def test_preview_and_explain_write_json_for_tools(tmp_path, capsys):
+    rules, events = _write(tmp_path, EVENTS)
+    assert main(["preview", "--rules", rules, "--events", events, "--slices", "2", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    by_id = {s["id"]: s for s in report["segments"]}
+    assert (report["customers"], report["events"], report["duplicates"]) == (2, 6, 1)
+    assert by_id["abandoned_cart"]["members"] == ["bob"] and by_id["repeat_viewer"]["members"] == []
+    assert [(t["enters"], t["exits"], t["size"]) for t in by_id["repeat_viewer"]["timeline"]] == [(1, 1, 0), (0, 0, 0)]
+
+    assert main(["explain", "--rules", rules, "--events", events, "--customer", "bob", "--format", "json"]) == 0
+    why = json.loads(capsys.readouterr().out)
+    [cart] = [s for s in why["segments"] if s["id"] == "abandoned_cart"]
+    assert cart["member"] is True and cart["events"][0]["event_type"] == "cart_add"
+    assert [(c["kind"], c["segment"]) for c in why["changes"]] == [("enter", "abandoned_cart")]
