@@ -98,8 +98,16 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Replay one customer's events and show, per segment, whether they are a "
         "member and why: the values that decide it and the events behind them.",
     )
-    _add_replay_args(explain)
-    explain.add_argument("--customer", required=True, metavar="ID", help="the customer_id")
+    _add_replay_args(explain, required=False)
+    explain.add_argument("--customer", metavar="ID", help="the customer_id (replay mode: with --rules and --events or --topic)")
+    explain.add_argument(
+        "--live",
+        metavar="ID",
+        help="the customer's memberships as the running job wrote them to Redis, each with its reason, rule and "
+        "model versions (with the job's --config or --set redis.url=...)",
+    )
+    explain.add_argument("--config", metavar="FILE", help="the job's settings file, for --live")
+    explain.add_argument("--set", action="append", default=[], metavar="SECTION.NAME=VALUE", help="a job setting, for --live")
     explain.set_defaults(func=_cmd_explain, command="explain")
 
     generate = commands.add_parser(
@@ -124,9 +132,9 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_replay_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rules", required=True, nargs="+", metavar="PATH", help="rule files or folders")
-    source = parser.add_mutually_exclusive_group(required=True)
+def _add_replay_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--rules", required=required, nargs="+", metavar="PATH", help="rule files or folders")
+    source = parser.add_mutually_exclusive_group(required=required)
     source.add_argument("--events", metavar="FILE", help="events, one JSON object per line")
     source.add_argument("--topic", metavar="TOPIC", help="events from a Kafka topic (with --bootstrap, --since, --until)")
     parser.add_argument("--bootstrap", default="localhost:9092", help="Kafka, for --topic (default localhost:9092)")
@@ -287,6 +295,11 @@ def _cmd_preview(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    if args.live:
+        return _explain_live(args)
+    if not (args.rules and (args.events or args.topic) and args.customer):
+        print("segments explain: error: give --rules, --events or --topic, and --customer; or --live ID", file=sys.stderr)
+        return EXIT_USAGE
     loaded = _load_for_replay(args)
     if isinstance(loaded, int):
         return loaded
@@ -297,6 +310,41 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         print(json.dumps(data if data is not None else {"customer_id": args.customer, "events": 0}))
     else:
         print(explain_customer(rule_set, events, args.customer, out_of_orderness=args.out_of_orderness, config=config))
+    return EXIT_OK
+
+
+def _explain_live(args: argparse.Namespace) -> int:
+    """What the running job decided about one customer, from its Redis (``redis_writer``)."""
+    import redis
+
+    from ..config import load_config
+    from ..runtime.redis_writer import read_explanations
+
+    try:
+        config = load_config((["--config", args.config] if args.config else []) + [a for s in args.set for a in ("--set", s)])
+    except ConfigError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    client = redis.Redis.from_url(config.redis.url)
+    try:
+        memberships = read_explanations(client, config.redis.key_prefix, args.live)
+    finally:
+        client.close()
+    if args.format == "json":
+        print(json.dumps({"customer_id": args.live, "segments": [{"id": s, "entered_at": at, **why} for s, (at, why) in sorted(memberships.items())]}))
+        return EXIT_OK
+    if not memberships:
+        print(f"customer {args.live}: in no segment (as the job wrote it to {config.redis.url}, prefix {config.redis.key_prefix})")
+        return EXIT_OK
+    print(f"customer {args.live}: {len(memberships)} segments, as the job wrote them")
+    for segment, (at, why) in sorted(memberships.items()):
+        print(f"  {segment}: since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at / 1000))} UTC, rules {why.get('rule_version', '?')}")
+        if why.get("reason"):
+            print(f"      because {why['reason']}")
+        if why.get("model_versions"):
+            models = ", ".join(f"{m} {v}" for m, v in sorted(why["model_versions"].items()))
+            scores = ", ".join(f"{k}={v}" for k, v in sorted(why.get("scores", {}).items()))
+            print(f"      models {models}; scores {scores}")
     return EXIT_OK
 
 

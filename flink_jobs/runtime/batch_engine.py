@@ -706,10 +706,11 @@ class BatchEngine:
 
     def _write_redis(self, held: Held) -> None:
         ttl, m, changes = self._ttl, self._m, held.changes
+        versions = held.model_versions
         start = time.perf_counter()
         try:
             applied = self._redis.write(
-                [(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id)) for c in changes]
+                [(c.customer_id, c.segment_id, c.kind, c.event_time, ttl.get(c.segment_id), _why(c, versions)) for c in changes]
             )
         except Exception as exc:
             # The job fails and restarts from its last checkpoint; the writes are idempotent.
@@ -783,3 +784,17 @@ def _request_of(value: str | None) -> dict[str, object]:
     if not isinstance(published, dict):
         return {}
     return {k: published[k] for k in ("request", "published_by", "published_at") if k in published}
+
+
+def _why(change: Change, model_versions: Mapping[str, str] | None) -> str:
+    """What ``segments explain --live`` shows of an entry (stored next to the membership in Redis,
+    removed with it): the reason (at most 240 characters), the rule version, and the models'
+    versions and scores when the customer had scores."""
+    if change.kind != "enter":
+        return ""
+    why: dict[str, object] = {"reason": change.reason, "rule_version": change.rule_version}
+    if change.scores:
+        why["scores"] = {k: round(v, 4) for k, v in change.scores.items()}
+        if model_versions:
+            why["model_versions"] = model_versions
+    return json.dumps(why, separators=(",", ":"))

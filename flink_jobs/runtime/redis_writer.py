@@ -5,6 +5,9 @@ Keys (``{p}`` = ``redis.key_prefix``, default ``seg:``):
 - ``{p}cust:{customer_id}``   hash  segment -> entered_at (epoch ms): the customer's segments now
 - ``{p}members:{segment}``    sorted set of customer ids, score = entered_at
 - ``{p}ver:{customer_id}``    hash  segment -> event time of the last change applied
+- ``{p}why:{customer_id}``    hash  segment -> why the customer is in it, as the job decided
+  (JSON: reason, rule version, model versions and scores when models decided; a few hundred
+  bytes per current membership, removed with it): ``segments explain --live`` reads it
 
 A change is applied only if its event time is >= the last one applied for that (customer,
 segment), in one Lua script, so replaying changes after a restore (or any reordering) converges
@@ -24,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Protocol, Sequence, cast
 
-# KEYS: cust hash, ver hash, members zset. ARGV: segment, kind, event_time, ttl_ms, customer_id.
+# KEYS: cust hash, ver hash, members zset, why hash. ARGV: segment, kind, event_time, ttl_ms,
+# customer_id, why (JSON; empty: none).
 APPLY_CHANGE_LUA = """
 local t = tonumber(ARGV[3])
 local v = redis.call('HGET', KEYS[2], ARGV[1])
@@ -33,13 +37,18 @@ if v and tonumber(v) > t then
 end
 local fresh_cust = redis.call('EXISTS', KEYS[1]) == 0
 local fresh_ver = redis.call('EXISTS', KEYS[2]) == 0
+local fresh_why = redis.call('EXISTS', KEYS[4]) == 0
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 if ARGV[2] == 'enter' then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   redis.call('ZADD', KEYS[3], t, ARGV[5])
+  if ARGV[6] ~= '' then
+    redis.call('HSET', KEYS[4], ARGV[1], ARGV[6])
+  end
 else
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('ZREM', KEYS[3], ARGV[5])
+  redis.call('HDEL', KEYS[4], ARGV[1])
 end
 local ttl = tonumber(ARGV[4])
 local function extend(key, fresh)
@@ -57,11 +66,12 @@ local function extend(key, fresh)
 end
 extend(KEYS[1], fresh_cust)
 extend(KEYS[2], fresh_ver)
+extend(KEYS[4], fresh_why)
 return 1
 """
 
-# (customer_id, segment, kind, event_time, segment ttl ms or None): what the writer needs.
-ChangeTuple = tuple[str, str, str, int, "int | None"]
+# (customer_id, segment, kind, event_time, segment ttl ms or None[, why JSON]): what the writer needs.
+ChangeTuple = tuple[str, ...] | tuple[str, str, str, int, "int | None"] | tuple[str, str, str, int, "int | None", str]
 
 
 @dataclass(frozen=True)
@@ -120,12 +130,13 @@ class RedisMembershipWriter:
         sha = self._sha
         pipe = self._client.pipeline(transaction=False)
         default_ttl = self._default_ttl
-        for customer_id, segment, kind, event_time, segment_ttl in changes:
+        for customer_id, segment, kind, event_time, segment_ttl, *rest in changes:
             ttl = segment_ttl or default_ttl
+            why = rest[0] if rest else ""
             # redis-py sends ints as their decimal text (its type hints say str).
             pipe.evalsha(
-                sha, 3, f"{p}cust:{customer_id}", f"{p}ver:{customer_id}", f"{p}members:{segment}",
-                segment, kind, event_time, ttl, customer_id,  # type: ignore[arg-type]
+                sha, 4, f"{p}cust:{customer_id}", f"{p}ver:{customer_id}", f"{p}members:{segment}", f"{p}why:{customer_id}",
+                segment, kind, event_time, ttl, customer_id, why,  # type: ignore[arg-type]
             )
         return sum(int(r) for r in pipe.execute())
 
@@ -141,3 +152,17 @@ def read_memberships(client, key_prefix: str, customer_ids: Sequence[str]) -> di
         if raw:
             out[cid] = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
     return out
+
+
+def read_explanations(client, key_prefix: str, customer_id: str) -> dict[str, tuple[int, dict]]:
+    """segment -> (entered_at, why the job put the customer there), as written by the job."""
+    import json
+
+    members = client.hgetall(f"{key_prefix}cust:{customer_id}")
+    why = client.hgetall(f"{key_prefix}why:{customer_id}")
+
+    def text(value: object) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    reasons = {text(k): json.loads(text(v)) for k, v in why.items()}
+    return {text(k): (int(text(v)), reasons.get(text(k), {})) for k, v in members.items()}

@@ -166,7 +166,9 @@ class Scenario:
         for key in sorted(client.scan_iter(match=f"{self.prefix}*")):
             kind = client.type(key)
             short = key[len(self.prefix):]
-            if kind == "hash":
+            if kind == "hash" and short.startswith("why:"):
+                out[short] = {k: json.loads(v) for k, v in client.hgetall(key).items()}
+            elif kind == "hash":
                 out[short] = {k: int(v) for k, v in client.hgetall(key).items()}
             elif kind == "zset":
                 out[short] = [(m, int(s)) for m, s in client.zrange(key, 0, -1, withscores=True)]

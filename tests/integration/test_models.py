@@ -99,6 +99,12 @@ def test_a_model_published_to_the_running_job_scores_at_once_and_a_bad_one_is_re
         entered = _entered(scenario, "c-buyer", "high_purchase_propensity")
         assert entered["scores"]["purchase_propensity"] == pytest.approx(0.95)
         assert entered["model_versions"]["purchase_propensity"] == "2.0.0"
+        # What a website's support page shows: the membership as the job wrote it, and why.
+        capsys.readouterr()
+        assert segments(["explain", "--live", "c-buyer", *scenario.settings(**settings)]) == 0
+        live = capsys.readouterr().out
+        assert "high_purchase_propensity: since" in live and f"rules {entered['rule_version']}" in live
+        assert "because score purchase_propensity = 0.95 >= 0.8" in live and "purchase_propensity 2.0.0" in live
 
         # A model that does not match its card, written to the topic by hand: the job rejects it
         # and says so on the status topic; version 2.0.0 keeps scoring.

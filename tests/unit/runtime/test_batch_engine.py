@@ -169,7 +169,8 @@ def test_live_changes_are_written_to_redis_at_the_end_marker_then_emitted():
     assert out == [] and writer.written == []  # held for the release's end marker
     end = list(engine.batch(key, None, now, store, timers))
     assert _changes(end) == [("alice", "viewer", "enter")]
-    assert writer.written == [("alice", "viewer", "enter", now - 5, None)]
+    assert [w[:5] for w in writer.written] == [("alice", "viewer", "enter", now - 5, None)]
+    assert json.loads(writer.written[0][5])["reason"].startswith("count(product_view")
     assert [(tag, k) for tag, k, _ in end] == [(None, "alice")]  # keyed by customer
 
 
