@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import insort
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generator, Mapping, Sequence
 
 from .compiler import CompiledRules, CompiledSegment, compile_rules
@@ -482,12 +482,12 @@ class SegmentEngine:
             fs = state.features.get(feature.key)
             if fs is not None:
                 feature.rearm(fs, state.clock, book)
-        removed_at = max(state.clock, self.reconcile_at)
+        effective_at = max(state.clock, self.reconcile_at)
         for sid in sorted(set(state.members) - self._segment_ids):
             del state.members[sid]
             result.changes.append(
                 Change(
-                    state.customer_id, sid, "exit", removed_at, self.rule_version,
+                    state.customer_id, sid, "exit", effective_at, self.rule_version,
                     f"segment removed from the rules (version {self.rule_version})", state.scores,
                 )
             )
@@ -497,7 +497,19 @@ class SegmentEngine:
             book.release(state.held_until.pop(sid))
         state.rule_version = self.state_version
         if state.clock != NEVER:
+            first = len(result.changes)
             self._evaluate(state, state.clock, book, result)
+            # The state agreed with the old rules at its clock: whatever changes now is the rule
+            # change's doing. An enter keeps the clock (the new rules, backdated over the history
+            # the state holds); an exit happens when the change took effect, since the customer
+            # was a member under the old rules until then.
+            for n in range(first, len(result.changes)):
+                change = result.changes[n]
+                if change.kind == "exit":
+                    result.changes[n] = replace(
+                        change, event_time=effective_at,
+                        reason=_short(f"rules changed (version {self.rule_version}): {change.reason}"),
+                    )
 
     # ---- reading ----------------------------------------------------------------------------
 

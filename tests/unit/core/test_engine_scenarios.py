@@ -228,6 +228,33 @@ def test_a_removed_segments_members_leave_when_the_change_took_effect_not_at_the
     assert (change.kind, change.event_time - T0, change.rule_version) == ("exit", DAY, "rs-2")
 
 
+def test_a_changed_segments_members_who_no_longer_match_leave_when_the_change_took_effect():
+    engine = SegmentEngine(rules(VIEWED_TWICE))
+    state = engine.new_state("c1")
+    for i in range(3):
+        engine.step(state, ev(i, "product_view", i), watermark=T0 + i)
+    assert "product_viewed_repeatedly" in state.members
+    # The same segment now asks for more than three views: c1 no longer matches.
+    stricter = seg(
+        "product_viewed_repeatedly",
+        Aggregate("count", sel("product_view"), None, 10 * MINUTE, Comparison("greater_than", 5)),
+    )
+    changed = SegmentEngine(RuleSet((stricter,), "rs-2", CATALOG))
+    changed.reconcile_at = T0 + HOUR
+    [change] = changed.step(state, None, watermark=T0 + 2).changes
+    assert (change.kind, change.event_time - T0, change.rule_version) == ("exit", HOUR, "rs-2")
+    assert change.reason.startswith("rules changed (version rs-2): ")
+    # A customer who now matches enters at their own clock: the new rules over the history held.
+    looser = seg(
+        "product_viewed_repeatedly",
+        Aggregate("count", sel("product_view"), None, 10 * MINUTE, Comparison("greater_than", 1)),
+    )
+    again = SegmentEngine(RuleSet((looser,), "rs-3", CATALOG))
+    again.reconcile_at = T0 + 2 * HOUR
+    [change] = again.step(state, None, watermark=T0 + 2).changes
+    assert (change.kind, change.event_time - T0, change.rule_version) == ("enter", 2, "rs-3")
+
+
 def test_state_stays_bounded_for_a_long_lived_customer():
     engine = SegmentEngine(rules(VIEWED_TWICE, ABANDONED))
     runner = LocalRunner(engine, out_of_orderness=5 * SECOND)
