@@ -413,10 +413,18 @@ def plain_python(topic: str, total: int) -> float:
 # ---- latency at a given rate ------------------------------------------------------------------
 
 
-def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup: int = 0) -> "LiveRun":
+def latency(
+    rate: float, seconds: int, customers: int, parallelism: int, warmup: int = 0, publish_at: float | None = None
+) -> "LiveRun":
     """Event-to-change latencies (ms) of the job fed live at ``rate`` events/s for ``warmup +
     seconds``; changes of the first ``warmup`` seconds are not counted (the watermark waits for
     both partitions' first events, the JVM compiles its hot paths).
+
+    With ``publish_at``, the feed opens with one page view of every customer (so that all of them
+    have a state), and ``publish_at`` seconds into the counted feed a rule set is published to the
+    job: the shipped rules plus a 30-day page-view segment filled from the aggregates the job
+    holds. The job then sweeps every customer's state to the new set while the feed goes on; the
+    sweep's enters (backdated to before the publish) say when each customer was reached.
 
     The feed is generated before the job starts and sent in 2 ms ticks, each tick's events
     stamped with the tick's time, by librdkafka (confluent-kafka), so it takes little of the
@@ -437,11 +445,23 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
                    out_of_order_share=0.0, late_share=0.0)
     ):
         feed.append((r.key, r.value if r.kind == "malformed" else json.loads(r.value)))
+    if publish_at is not None:
+        from flink_jobs.synthetic import customer_id
+
+        first = [
+            {"event_id": f"first-{n}", "customer_id": customer_id(n), "event_type": "page_view", "properties": {"url": "/"}}
+            for n in range(customers)
+        ]
+        feed = [(e["customer_id"].encode(), e) for e in first] + feed
     _create_topics(bootstrap, [topic], PARTITIONS)
     _create_topics(bootstrap, [f"bench.{run}.{t}" for t in ("dlq", "late", "changes", "rules", "status")])
     errors = open(ROOT / ".cache" / f"bench-{run}.log", "w+")  # the job's log, shown if it fails
+    child_env = dict(os.environ)
+    if publish_at is not None:
+        child_env["BENCH_SETTINGS"] = f"{child_env.get('BENCH_SETTINGS', '')} job.hot_reload=true".strip()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--child", "job", "--topic", topic, "--run", run, "--parallelism", str(parallelism), "--live"],
+        env=child_env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=errors,
@@ -469,8 +489,14 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     threading.Thread(
         target=_sample_busiest, args=(_taskmanager_pids(proc.pid), start + warmup, stop_sampling, busiest), daemon=True
     ).start()
+    published_ms = None
     while sent < len(feed):
         now = time.time()
+        if publish_at is not None and published_ms is None and now >= start + warmup + publish_at:
+            published_ms = int(now * 1000)
+            from flink_jobs.runtime.rule_files import RULE_SET_KEY
+
+            producer.produce(f"bench.{run}.rules", key=RULE_SET_KEY.encode(), value=_sweep_rule_set(published_ms))
         stamp = int(now * 1000)
         due = min(len(feed), int((now - start) * rate) + 1)
         while sent < due:
@@ -496,8 +522,12 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     lat = []
     points = []
     by_interval: dict[int, list[float]] = {}
+    swept = []  # ms from the publish to each backdated enter of the new segment
     for m in consumer:
         change = json.loads(m.value)
+        if published_ms is not None and change["segment"] == SWEEP_SEGMENT and change["event_time"] < published_ms:
+            swept.append(m.timestamp - published_ms)
+            continue  # the sweep's own enters: not an event's latency
         if change["event_time"] >= (start + warmup) * 1000:
             lat.append(m.timestamp - change["event_time"])
             points.append((change["event_time"], m.timestamp - change["event_time"] - BOUND_MS))
@@ -518,7 +548,22 @@ def latency(rate: float, seconds: int, customers: int, parallelism: int, warmup:
     Path(errors.name).unlink()
     _cleanup(bootstrap, run)
     _admin(bootstrap).delete_topics([topic])
-    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest, sorted(points), lookups)
+    return LiveRun(lat, sent, sent / sending, feed_lag, p99_series, busiest, sorted(points), lookups, published_ms, sorted(swept))
+
+
+SWEEP_SEGMENT = "bench_sweep_viewed_30d"
+
+
+def _sweep_rule_set(published_ms: int) -> bytes:
+    """The shipped rules plus a segment over the history every customer has (a page view)."""
+    files = {p.name: p.read_text() for p in sorted((ROOT / "rules").glob("*.yaml"))}
+    files["bench_sweep.yaml"] = (
+        "version: 1\nsegments:\n"
+        f"  - id: {SWEEP_SEGMENT}\n    description: Viewed a page in the last 30 days.\n    owner: bench\n"
+        "    when:\n      count: page_view\n      within: 30d\n      at_least: 1\n"
+    )
+    record = {"files": files, "request": "bench-sweep", "published_by": "job_bench", "published_at": published_ms}
+    return json.dumps(record).encode()
 
 
 class LiveRun(NamedTuple):
@@ -534,6 +579,8 @@ class LiveRun(NamedTuple):
     # the job's state cache lookups over the whole run by result (hit, miss, new); a miss reads
     # and decodes a state and evicts another, which live at a high rate costs a tenth of a core
     cache_lookups: dict[str, float]
+    published_ms: int | None = None  # when the rule set was published (--publish-at)
+    swept: list[float] = []  # ms from the publish to each customer's enter of the new segment
 
 
 INTERVAL_S = 15
@@ -566,6 +613,36 @@ def _sample_busiest(pids: list[int], start: float, stop: threading.Event, into: 
         before = now
 
 
+def _print_sweep(live: LiveRun, customers: int) -> None:
+    swept = live.swept
+    if not swept:
+        print(f"sweep: no customer entered {SWEEP_SEGMENT} (was the set accepted? the job's status topic says)", flush=True)
+        return
+    published = live.published_ms
+    assert published is not None
+    done = published + swept[-1]
+    phases = {
+        "before the publish": [ms for t, ms in live.points if t < published],
+        "during the sweep": [ms for t, ms in live.points if published <= t <= done],
+        "after it": [ms for t, ms in live.points if t > done],
+    }
+    print(
+        f"sweep: {len(swept):,} of {customers:,} customers entered {SWEEP_SEGMENT} from their history, the first "
+        f"{swept[0] / 1000:.1f} s after the publish, half by {_pct(swept, 0.5) / 1000:.1f} s, 99% by "
+        f"{_pct(swept, 0.99) / 1000:.1f} s, all by {swept[-1] / 1000:.1f} s",
+        flush=True,
+    )
+    print(
+        "latency beyond the bound by the event's time: "
+        + "; ".join(
+            f"{name} p50 {_pct(v, 0.5):,.0f} ms, p99 {_pct(v, 0.99):,.0f} ms, max {max(v):,.0f} ms ({len(v):,} changes)"
+            if v else f"{name}: no changes"
+            for name, v in phases.items()
+        ),
+        flush=True,
+    )
+
+
 def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else float("nan")
 
@@ -581,6 +658,13 @@ def main() -> int:
     parser.add_argument("--job-rate", type=float, help="events/s of the job from an earlier run, for --only latency")
     parser.add_argument(
         "--latency-rate", type=float, help="feed the latency run at this many events/s instead of half the job's rate"
+    )
+    parser.add_argument(
+        "--publish-at",
+        type=float,
+        help="in the latency run, publish the shipped rules plus a new 30-day segment this many seconds into the "
+        "counted feed (every customer sends a page view first): how long the job takes to sweep every customer "
+        "to the new set, and the latency before, during and after it",
     )
     parser.add_argument(
         "--latency-dump",
@@ -659,7 +743,7 @@ def main() -> int:
     if "latency" in wanted and (args.latency_rate or "job" in rates):
         rate = args.latency_rate or rates["job"] / 2
         what = "as asked" if args.latency_rate else "half the job's rate"
-        live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup)
+        live = latency(rate, args.latency_seconds, args.customers, args.parallelism, args.latency_warmup, args.publish_at)
         if args.latency_dump:
             args.latency_dump.write_text(
                 "event_time_ms,ms_beyond_bound\n" + "".join(f"{t:.0f},{ms:.0f}\n" for t, ms in live.points)
@@ -681,6 +765,8 @@ def main() -> int:
             "(if both climb, the job cannot keep this rate up: run longer with --latency-seconds to see)",
             flush=True,
         )
+        if live.published_ms is not None:
+            _print_sweep(live, args.customers)
         hits, misses, new = (live.cache_lookups.get(k, 0.0) for k in ("hit", "miss", "new"))
         if hits + misses:
             print(
