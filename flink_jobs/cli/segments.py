@@ -336,7 +336,7 @@ def _explain_live(args: argparse.Namespace) -> int:
     if not memberships:
         print(f"customer {args.live}: in no segment (as the job wrote it to {config.redis.url}, prefix {config.redis.key_prefix})")
         return EXIT_OK
-    print(f"customer {args.live}: {len(memberships)} segments, as the job wrote them")
+    print(f"customer {args.live}: {len(memberships)} segment{'s' if len(memberships) != 1 else ''}, as the job wrote them")
     for segment, (at, why) in sorted(memberships.items()):
         print(f"  {segment}: since {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(at / 1000))} UTC, rules {why.get('rule_version', '?')}")
         if why.get("reason"):

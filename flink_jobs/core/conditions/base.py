@@ -81,6 +81,8 @@ def verdict(
 ) -> tuple[bool, str]:
     shown = render(value) if (render and value is not None) else fmt(value)
     if ok:
+        if cmp.op == "equals":  # "country = FR", not "country = FR = FR"
+            return True, f"{what} = {shown}"
         return True, f"{what} = {shown} {cmp.describe(render)}"
     return False, f"{what} = {shown}, needs {cmp.describe(render)}"
 
