@@ -17,6 +17,8 @@ set -euo pipefail
 # promtool (Debian's prometheus package) for the alert-rule tests; Prometheus itself for the
 # observability integration test.
 "${LOCAL_DIR}/prometheus.sh" install
+# Headless Chromium (Debian's package) for the segment browser's test.
+"${LOCAL_DIR}/packages.sh" chromium
 cd "$REPO_ROOT"
 export PATH="${REPO_ROOT}/.venv/bin:${PATH}"  # PyFlink's thread mode finds libpython through PATH
 log "checks: ruff (lint), mypy (types; strict on flink_jobs/core), lint-imports (layers)"

@@ -29,7 +29,7 @@ from ..core.engine import EngineConfig
 from ..core.model import Event
 from ..runtime.serde import EARLIEST_EVENT_TIME
 from ..synthetic import FeedConfig, generate_feed
-from . import publish, publish_model
+from . import publish, publish_model, serve
 from .preview import explain_customer, explain_data, preview_data, render_preview, run_preview
 
 EXIT_OK = 0
@@ -129,6 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=_cmd_generate)
     publish.add_parsers(commands)
     publish_model.add_parser(commands)
+    serve.add_parser(commands)
     return parser
 
 

@@ -78,12 +78,22 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: int
+    token: str  # bearer token for member listings and reasons; empty: they are refused
+    redis_timeout: int  # ms
+    max_page: int
+
+
+@dataclass(frozen=True)
 class Config:
     kafka: KafkaConfig
     redis: RedisConfig
     events: EventsConfig
     job: JobConfig
     metrics: MetricsConfig
+    serve: ServeConfig
     # setting -> where its value came from ("default", a file, an environment variable, a flag)
     origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -94,7 +104,7 @@ class Config:
     def describe(self) -> str:
         """Every setting as ``section.name = value``, for the job's start-up log."""
         lines: list[str] = []
-        for section in (self.kafka, self.redis, self.events, self.job, self.metrics):
+        for section in (self.kafka, self.redis, self.events, self.job, self.metrics, self.serve):
             sname = SECTION_NAMES[type(section)]
             for f in fields(section):
                 value = getattr(section, f.name)
@@ -110,5 +120,6 @@ SECTION_NAMES: Mapping[type, str] = {
     EventsConfig: "events",
     JobConfig: "job",
     MetricsConfig: "metrics",
+    ServeConfig: "serve",
 }
 SECTION_TYPES: Mapping[str, type] = {v: k for k, v in SECTION_NAMES.items()}

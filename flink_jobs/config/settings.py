@@ -40,6 +40,8 @@ class Setting:
         if self.parse is parse_timestamp and isinstance(value, int):
             moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=value)
             return moment.isoformat().replace("+00:00", "Z")
+        if _secret(self.name) and value:
+            return "***"
         if self.name == "kafka.properties" and value:
             return "{" + ", ".join(f"{k}=***" if _secret(k) else f"{k}={v}" for k, v in value.items()) + "}"
         return str(value)
@@ -477,6 +479,17 @@ SETTINGS: dict[str, Setting] = {
         ),
         Setting("metrics.flink_reporter", True, _bool, "enable Flink's Prometheus reporter (Kafka lag, checkpoints, backpressure)"),
         Setting("metrics.flink_reporter_ports", "9250-9253", _port_range, "port range of Flink's Prometheus reporter, one port per JVM"),
+        # `segments serve`: the lookup API and segment browser (flink_jobs/service/).
+        Setting("serve.host", "127.0.0.1", _text(), "address `segments serve` binds (0.0.0.0 in a pod)"),
+        Setting("serve.port", 8480, _int(1, 65535), "port of `segments serve`"),
+        Setting(
+            "serve.token",
+            "",
+            _text(allow_empty=True),
+            "bearer token for member listings and reasons (set SEGMENTS_SERVE_TOKEN); empty: those are refused",
+        ),
+        Setting("serve.redis_timeout", 500, _duration, "a Redis call taking longer answers 503"),
+        Setting("serve.max_page", 1000, _int(1, 100_000), "most members one page of /v1/segments/{id}/members returns"),
     )
 }
 def env_name(setting: str) -> str:
