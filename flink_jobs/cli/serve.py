@@ -53,7 +53,7 @@ def run_serve(args: argparse.Namespace) -> int:
         # Each worker builds its own app from the same settings (uvicorn imports the factory).
         import os
 
-        os.environ["SEGMENTS_SERVE_ARGV"] = "\x1f".join(argv)
+        os.environ["_SEGMENTS_SERVE_ARGV"] = "\x1f".join(argv)
         uvicorn.run(
             "flink_jobs.service.app:app_from_environment", factory=True, host=config.serve.host, port=config.serve.port,
             workers=args.workers, log_level="warning", access_log=False, loop="uvloop", http="httptools",

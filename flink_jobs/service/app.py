@@ -19,22 +19,28 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, MutableMapping
 
+import orjson
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
 
 from ..config import Config
 from ..runtime.serde import MAX_ID_LENGTH
 from .live import Live, Snapshot
 
 STATIC = Path(__file__).parent / "static"
+LOOKUP_ROUTE = "/v1/customers/{customer_id}/segments"
+FAST_LOOKUP = re.compile(r"/v1/customers/([^/]+)/segments")
+JSON_HEADERS = [(b"content-type", b"application/json")]
 MAX_URL_BYTES = 2048
 MAX_SEGMENT_ID = 128
 
@@ -48,6 +54,73 @@ SegmentId = Annotated[
 
 class RedisUnavailable(Exception):
     pass
+
+
+class Membership(BaseModel):
+    id: str = Field(description="the segment")
+    entered_at: int = Field(description="when the customer entered it (event time, epoch ms)")
+    reason: str | None = Field(None, description="why, as the job decided (with reasons=true)")
+    rule_version: str | None = Field(None, description="the rule set that decided it (with reasons=true)")
+    model_versions: dict[str, str] | None = Field(None, description="the models that scored it (with reasons=true)")
+    scores: dict[str, float] | None = Field(None, description="the scores then (with reasons=true)")
+
+
+class CustomerSegments(BaseModel):
+    customer_id: str
+    segments: list[Membership]
+
+
+class Guard:
+    """Pure ASGI middleware (Starlette's ``BaseHTTPMiddleware`` costs a task per request): refuses
+    long URLs (414) and request bodies (413), and times every request by route."""
+
+    def __init__(self, app: Any, latency: Histogram, lookup: Any = None) -> None:
+        self.app = app
+        self.latency = latency
+        self.lookup = lookup  # (customer_id) -> awaitable body bytes: the hot path, or None
+        self._lookup_timer = latency.labels(LOOKUP_ROUTE, "GET", "200")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        if self.lookup is not None and not scope["query_string"] and scope["method"] == "GET":
+            # The login lookup without options, answered here: FastAPI's routing, parameter
+            # validation and dependency solving cost more than the Redis call (bench/HISTORY.md,
+            # the lookup path). Anything unusual goes the documented route below.
+            match = FAST_LOOKUP.fullmatch(scope["path"])
+            if match is not None and len(match.group(1)) <= MAX_ID_LENGTH and match.group(1).strip():
+                try:
+                    body = await self.lookup(match.group(1))
+                except RedisUnavailable:
+                    pass  # the route answers the 503, with its message
+                else:
+                    await send({"type": "http.response.start", "status": 200, "headers": JSON_HEADERS})
+                    await send({"type": "http.response.body", "body": body})
+                    self._lookup_timer.observe(time.perf_counter() - started)
+                    return
+        status = [500]
+
+        async def sending(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        refusal = None
+        if len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") > MAX_URL_BYTES:
+            refusal = JSONResponse({"error": f"the URL is longer than {MAX_URL_BYTES} bytes"}, status_code=414)
+        else:
+            for name, value in scope["headers"]:
+                if (name == b"content-length" and value.strip() not in (b"", b"0")) or name == b"transfer-encoding":
+                    refusal = JSONResponse({"error": "this service takes no request bodies"}, status_code=413)
+                    break
+        if refusal is not None:
+            await refusal(scope, receive, sending)
+        else:
+            await self.app(scope, receive, sending)
+        route = getattr(scope.get("route"), "path", "unmatched")
+        self.latency.labels(route, scope["method"], str(status[0])).observe(time.perf_counter() - started)
 
 
 def create_app(config: Config, live: Live | None = None, redis_client: Any = None) -> FastAPI:
@@ -126,30 +199,21 @@ def create_app(config: Config, live: Live | None = None, redis_client: Any = Non
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        raw = request.scope.get("raw_path") or b""
-        length = int(request.headers.get("content-length") or 0)
-        if len(raw) + len(request.scope.get("query_string") or b"") > MAX_URL_BYTES:
-            response: Response = JSONResponse({"error": f"the URL is longer than {MAX_URL_BYTES} bytes"}, status_code=414)
-        elif length > 0 or "transfer-encoding" in request.headers:
-            response = JSONResponse({"error": "this service takes no request bodies"}, status_code=413)
-        else:
-            response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        latency.labels(name, request.method, str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+    async def lookup(customer_id: str) -> bytes:
+        entered = await redis_call(client.hgetall(f"{prefix}cust:{customer_id}"))
+        segments = [{"id": sid, "entered_at": int(at)} for sid, at in sorted(entered.items())]
+        return orjson.dumps({"customer_id": customer_id, "segments": segments})
+
+    app.add_middleware(Guard, latency=latency, lookup=lookup)
 
     # ---- the API ----------------------------------------------------------------------------------
 
-    @app.get("/v1/customers/{customer_id}/segments", tags=["lookup"])
+    @app.get(LOOKUP_ROUTE, tags=["lookup"], response_model=CustomerSegments)
     async def customer_segments(
         request: Request,
         customer_id: CustomerId,
         reasons: Annotated[bool, Query(description="each membership's reason, rule and model versions (needs the token)")] = False,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """The customer's segments now, as the job wrote them (an unknown customer is in none)."""
         if reasons:
             require_token(request, "reasons")
@@ -158,14 +222,14 @@ def create_app(config: Config, live: Live | None = None, redis_client: Any = Non
             pipe.hgetall(f"{prefix}why:{customer_id}")
             entered, why = await redis_call(pipe.execute())
         else:
-            entered, why = await redis_call(client.hgetall(f"{prefix}cust:{customer_id}")), {}
+            return Response(await lookup(customer_id), media_type="application/json")
         segments = []
         for sid, at in sorted(entered.items()):
             item: dict[str, Any] = {"id": sid, "entered_at": int(at)}
             if reasons:
                 item.update(_why(why.get(sid)))
             segments.append(item)
-        return {"customer_id": customer_id, "segments": segments}
+        return Response(orjson.dumps({"customer_id": customer_id, "segments": segments}), media_type="application/json")
 
     @app.get("/v1/segments", tags=["segments"])
     async def list_segments() -> dict[str, Any]:
@@ -291,12 +355,12 @@ def _rules_status(snap: Snapshot) -> dict[str, Any]:
 
 def app_from_environment() -> FastAPI:
     """The app of one uvicorn worker (``segments serve --workers N``): settings as the parent got
-    them, passed in ``SEGMENTS_SERVE_ARGV``."""
+    them, passed in ``_SEGMENTS_SERVE_ARGV``."""
     import os
 
     from ..config import load_config
     from .live import Live
 
-    argv = [a for a in os.environ.get("SEGMENTS_SERVE_ARGV", "").split("\x1f") if a]
+    argv = [a for a in os.environ.get("_SEGMENTS_SERVE_ARGV", "").split("\x1f") if a]
     config = load_config(argv)
     return create_app(config, Live(config))
