@@ -15,6 +15,7 @@ time; then a share of events is delayed within the out-of-orderness bound, a few
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import random
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class FeedConfig:
     # models have customers who bought months ago, lapsed or not. 0 days: none (the default).
     history_days: int = 0
     history_share: float = 0.35
+    # Who visits: a weight per persona for picking the customer of each journey (None: everyone
+    # alike). The demo's weeks of browsing history make regulars come back often, as they do.
+    visit_weights: dict[str, float] | None = None
+    # A later part of the same shop (the same customers and personas): its own event, cart and
+    # order ids and its own random journeys. "" for a feed of one part.
+    phase: str = ""
 
 
 @dataclass(frozen=True)
@@ -77,12 +84,20 @@ class _Feed:
         names = list(config.personas)
         weights = [config.personas[n] for n in names]
         self.persona_of = [self.rng.choices(names, weights)[0] for _ in range(config.customers)]
+        if config.phase:
+            self.rng.seed(f"{config.seed}-{config.phase}")  # the same personas, other journeys
+        self.tag = f"{config.seed}{config.phase}"
+        self.visitors: list[int] | None = None
+        self.visitor_weights: list[float] | None = None
+        if config.visit_weights is not None:
+            self.visitors = list(range(config.customers))
+            self.visitor_weights = list(itertools.accumulate(config.visit_weights.get(self.persona_of[c], 1.0) for c in self.visitors))
         self.serial = 0
         self.carts = 0
 
     def _id(self) -> str:
         self.serial += 1
-        return f"ev-{self.c.seed}-{self.serial:09d}"
+        return f"ev-{self.tag}-{self.serial:09d}"
 
     def _event(self, cust: int, event_type: str, t: int, **props: object) -> dict:
         return {
@@ -123,7 +138,7 @@ class _Feed:
             out.append(self._event(cust, "product_view", later(10 * SECOND, 90 * SECOND), product_id=product, category=category, price=price, session_id=session))
         if persona in ("buyer", "abandoner") or (persona == "regular" and rng.random() < 0.3):
             self.carts += 1
-            cart = f"cart-{self.c.seed}-{self.carts}"
+            cart = f"cart-{self.tag}-{self.carts}"
             quantity = rng.randint(1, 3)
             value = round(price * quantity, 2)
             out.append(self._event(cust, "cart_add", later(10 * SECOND, 60 * SECOND), cart_id=cart, product_id=product, category=category, price=price, quantity=quantity, cart_value=value))
@@ -147,7 +162,7 @@ class _Feed:
             for n, day in enumerate(days):
                 t = c.start_ms - day * DAY + rng.randint(9 * HOUR, 21 * HOUR) - DAY
                 value = round(rng.uniform(8, 90), 2)
-                order = f"h-{c.seed}-{cust}-{n}"
+                order = f"h-{self.tag}-{cust}-{n}"
                 out.append(self._event(cust, "purchase", t, order_id=order, cart_id=order, revenue=value, items=rng.randint(1, 3)))
         out.sort(key=lambda e: e["event_time"])
         return out
@@ -168,9 +183,12 @@ class _Feed:
         while produced < c.events:
             # Start journeys until the next one starts after the earliest pending event.
             while not heap or heap[0][0] >= t:
-                cust = rng.randrange(c.customers)
-                if self.persona_of[cust] == "bot" and rng.random() < 0.8:
-                    cust = rng.randrange(c.customers)  # bots: few, but not every pick
+                if self.visitors is not None:
+                    cust = rng.choices(self.visitors, cum_weights=self.visitor_weights)[0]
+                else:
+                    cust = rng.randrange(c.customers)
+                    if self.persona_of[cust] == "bot" and rng.random() < 0.8:
+                        cust = rng.randrange(c.customers)  # bots: few, but not every pick
                 for e in self.journey(cust, t):
                     seq += 1
                     heapq.heappush(heap, (e["event_time"], seq, e))

@@ -1,15 +1,23 @@
-"""The demo: stream a synthetic feed through the real job on the local stack and watch segments fill.
+"""The demo: stream a synthetic shop through the real job on the local stack, watch segments fill,
+and click through them in the segment browser.
 
-    python -m flink_jobs.cli.demo [--events 30000] [--customers 2000] [--rate 1500]
+    python -m flink_jobs.cli.demo [--events 24000] [--customers 2000] [--rate 400]
 
 Run by ``deploy/local/demo.sh`` after the stack is up. Each run uses its own topics
 (``demo-<run>-events`` ...) and Redis key prefix (``demo:<run>:``) so runs never mix. The job
-runs in the local mini-cluster as a subprocess; the feed is produced at ``--rate`` events per
-second of wall-clock time while its event time runs faster (a 15-minute abandoned-cart deadline
-passes in seconds). The feed opens with the order history of the 300 days before it
-(``--history-days``), sent in a few seconds, so the value segments and the models' RFM clusters
-have lapsed and dormant buyers to find. Segment sizes are read from Redis every two seconds; at
-the end a few customers' memberships are shown, and the job is stopped.
+runs in the local mini-cluster as a subprocess, and ``segments serve`` beside it (the lookup API
+and the segment browser; its URL and token are printed). The feed has three parts:
+
+1. the order history of the 300 days before (``--history-days``): lapsed and dormant buyers for
+   the value segments and the models' RFM clusters;
+2. ``--browsing-days`` (10) of visits up to a minute ago, regulars coming back most days, sent as
+   fast as the job takes them: the weekly engagement segments and the day's carts have members
+   when the live part starts;
+3. live visits at wall-clock time (``--events`` at about ``--rate`` per second): what a running
+   shop sends; the latency shown is this part's, over the last 30 seconds.
+
+At the end a few customers' memberships are shown and the job is stopped; at a terminal the
+segment browser keeps serving until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,11 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -31,10 +42,12 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..config import DEFAULT_METRICS_TARGETS_DIR, REPO_ROOT, STACK_ENV, read_env_file
+from ..config.settings import SETTINGS
 from ..core.loader import load_rules
 from ..synthetic import FeedConfig, generate_feed
 
 LOG_DIR = REPO_ROOT / ".cache" / "demo"
+LATENCY_WINDOW_S = 30
 
 
 def _iso(ms: int | str) -> str:
@@ -79,12 +92,19 @@ class Demo:
         self.redis_url: str = redis_url
         self._metrics_url: str | None = None
         self.run = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
-        self.topics = {name: f"demo-{self.run}-{name}" for name in ("events", "dlq", "late", "changes")}
+        self.topics = {name: f"demo-{self.run}-{name}" for name in ("events", "dlq", "late", "changes", "rules", "status")}
         self.prefix = f"demo:{self.run}:"
         self.rules = load_rules([args.rules])
+        spec = SETTINGS["events.out_of_orderness"]
+        self.out_of_orderness = spec.show(spec.default)  # the demo runs the job with its default
         self.redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
         self.job: subprocess.Popen | None = None
         self.job_log = LOG_DIR / f"job-{self.run}.log"
+        self.serve: subprocess.Popen | None = None
+        self.serve_log = LOG_DIR / f"serve-{self.run}.log"
+        self.token = secrets.token_urlsafe(12)
+        self.url = ""
+        self._latency: deque[tuple[float, list[tuple[float, float]]]] = deque()
 
     # ---- steps ----------------------------------------------------------------------------------
 
@@ -101,21 +121,58 @@ class Demo:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable, "-m", "flink_jobs.flink.segmentation_job",
-            "--bootstrap", self.bootstrap,
-            "--redis-url", self.redis_url,
-            "--rules", self.args.rules,
-            "--set", f"kafka.events_topic={self.topics['events']}",
+            *self.shared_settings(),
             "--set", f"kafka.dlq_topic={self.topics['dlq']}",
             "--set", f"kafka.late_topic={self.topics['late']}",
-            "--set", f"kafka.changes_topic={self.topics['changes']}",
             "--set", f"kafka.group_id=demo-{self.run}",
             "--set", "kafka.starting_offsets=earliest",
-            "--set", f"redis.key_prefix={self.prefix}",
         ]
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}")
         self.job_started = time.time()
         with open(self.job_log, "wb") as log:
             self.job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+    def shared_settings(self) -> list[str]:
+        """What the job and ``segments serve`` must agree on: Kafka, Redis, this run's topics."""
+        return [
+            "--set", f"kafka.bootstrap={self.bootstrap}",
+            "--set", f"redis.url={self.redis_url}",
+            "--set", f"redis.key_prefix={self.prefix}",
+            "--set", f"kafka.events_topic={self.topics['events']}",
+            "--set", f"kafka.changes_topic={self.topics['changes']}",
+            "--set", f"kafka.rules_topic={self.topics['rules']}",
+            "--set", f"kafka.status_topic={self.topics['status']}",
+            "--set", f"job.rules_path={self.args.rules}",
+        ]
+
+    def start_serve(self) -> None:
+        """``segments serve`` on this run's Redis keys and topics, with a token of its own."""
+        port = self.args.serve_port
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:  # taken: any free port
+                with socket.socket() as free:
+                    free.bind(("127.0.0.1", 0))
+                    port = free.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
+        env["SEGMENTS_SERVE_TOKEN"] = self.token
+        cmd = [sys.executable, "-m", "flink_jobs.cli.segments", "serve", "--port", str(port), *self.shared_settings()]
+        with open(self.serve_log, "wb") as log:
+            self.serve = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.url = f"http://127.0.0.1:{port}/"
+
+    def stop_serve(self) -> None:
+        if self.serve is not None and self.serve.poll() is None:
+            self.serve.terminate()
+            try:
+                self.serve.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.serve.kill()
+
+    def browser_lines(self) -> list[str]:
+        return [
+            f"segment browser: {self.url}  (token for reasons and member lists: {self.token})",
+            f"  a customer, as a website asks on login: curl {self.url}v1/customers/<customer_id>/segments",
+        ]
 
     def stop_job(self) -> None:
         if self.job is None or self.job.poll() is not None:
@@ -152,7 +209,7 @@ class Demo:
         except OSError as exc:
             return f"metrics: {url} unreachable ({exc})"
         samples: dict[str, float] = {}
-        buckets: list[tuple[float, float]] = []
+        buckets: list[tuple[float, float]] = []  # cumulative since the job started
         psi: list[tuple[float, str]] = []
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
@@ -163,6 +220,7 @@ class Demo:
                 elif not sample.labels or sample.name == "segments_events_invalid_total":
                     samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
         now = time.monotonic()
+        recent = self._recent(now, buckets)
         received = samples.get("segments_events_received_total", 0.0)
         last = getattr(self, "_last_received", None)
         rate = (received - last[1]) / (now - last[0]) if last and now > last[0] else 0.0
@@ -172,10 +230,21 @@ class Demo:
             f"invalid {samples.get('segments_events_invalid_total', 0):,.0f}  "
             f"duplicate {samples.get('segments_events_duplicate_total', 0):,.0f}  "
             f"late {samples.get('segments_events_late_total', 0):,.0f}  "
-            f"ingest->segment p50 {_quantile(buckets, 0.5)} p99 {_quantile(buckets, 0.99)}"
+            f"ingest->segment, last {LATENCY_WINDOW_S} s: p50 {_quantile(recent, 0.5)} p99 {_quantile(recent, 0.99)} "
+            f"(with the {self.out_of_orderness} out-of-orderness wait)"
             # Input drift against each model card's reference (SegmentsModelDrift alerts above 0.2).
             + (f"\n  drift (PSI, highest): {', '.join(f'{name} {value:.2f}' for value, name in sorted(psi, reverse=True)[:4])}" if psi else "")
         )
+
+    def _recent(self, now: float, buckets: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        """The histogram of the last LATENCY_WINDOW_S seconds: these counts less those of the
+        newest scrape at least that old (what PromQL's rate() does), not everything since the
+        start (whose tail is the catch-up over the history, not the job live)."""
+        self._latency.append((now, buckets))
+        while len(self._latency) > 1 and now - self._latency[1][0] >= LATENCY_WINDOW_S:
+            self._latency.popleft()
+        then = dict(self._latency[0][1]) if now - self._latency[0][0] >= LATENCY_WINDOW_S else {}
+        return [(le, n - then.get(le, 0.0)) for le, n in buckets]
 
     def sizes(self) -> dict[str, int]:
         pipe = self.redis.pipeline()
@@ -193,7 +262,7 @@ class Demo:
         ]
         lines += [f"{sid:28} {n:>8}" for sid, n in sizes.items()]
         figures = self.figures()
-        lines += ["", figures]
+        lines += ["", figures, *self.browser_lines()]
         if sys.stdout.isatty() and not final:
             sys.stdout.write("\033[H\033[J" + "\n".join(lines) + "\n")
         else:
@@ -201,28 +270,54 @@ class Demo:
             print(f"  {figures}", flush=True)
 
     def produce_and_watch(self) -> int:
-        feed = FeedConfig(
-            customers=self.args.customers, events=self.args.events, seed=self.args.seed, history_days=self.args.history_days
-        )
+        args = self.args
         producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks=1)
         started = time.monotonic()
-        next_show = started + 2
+        self._next_show = started + 2
         produced = 0
-        for record in generate_feed(feed):
+        # Parts 1 and 2: the order history and the weeks of browsing up to a minute ago, as fast
+        # as they go (regulars visit about twelve times as often as others; bots hardly).
+        history_end = int(time.time() * 1000) - 60_000
+        span = int(args.browsing_days * 86_400_000)
+        history = FeedConfig(
+            customers=args.customers, events=10 * args.history_events, seed=args.seed, start_ms=history_end - span,
+            # about 11 events a visit, with regulars' long sessions
+            journeys_per_second=args.history_events / 11 / max(span / 1000, 1),
+            history_days=args.history_days, visit_weights={"regular": 12.0, "bot": 0.02},
+        )
+        for record in generate_feed(history):
+            if record.event_time is not None and record.event_time > history_end:
+                break
             producer.send(self.topics["events"], key=record.key, value=record.value)
             produced += 1
-            # Pace to --rate records per second of wall-clock time.
-            ahead = produced / self.args.rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-            if time.monotonic() >= next_show:
-                producer.flush()
-                self.show(produced, started)
-                next_show += 2
-                self._check_job()
+            self._tick(produced, started, producer)
+        producer.flush()
+        print(f"{produced:,} records of history sent (orders over {args.history_days} days, visits over "
+              f"{args.browsing_days:g} days); the live part starts now", flush=True)
+        # Part 3: live visits at wall-clock time (each record sent when the clock reaches it).
+        live_start = int(time.time() * 1000)
+        live = FeedConfig(
+            customers=args.customers, events=args.events, seed=args.seed, start_ms=live_start,
+            journeys_per_second=args.rate / 4.5, phase="live",  # about 4.5 events a visit
+        )
+        for record in generate_feed(live):
+            if record.event_time is not None:
+                wait = record.event_time / 1000 - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+            producer.send(self.topics["events"], key=record.key, value=record.value)
+            produced += 1
+            self._tick(produced, started, producer)
         producer.flush()
         producer.close()
         return produced
+
+    def _tick(self, produced: int, started: float, producer: KafkaProducer) -> None:
+        if time.monotonic() >= self._next_show:
+            producer.flush()
+            self.show(produced, started)
+            self._next_show = time.monotonic() + 2
+            self._check_job()
 
     def settle(self, produced: int) -> None:
         """Wait until the change topic stops growing (the job caught up), at most --settle s."""
@@ -250,6 +345,8 @@ class Demo:
         by_id = self.rules.by_id()
         for sid, n in sizes.items():
             print(f"{sid:28} {n:>8}  {by_id[sid].description[:70]}")
+        empty = [sid for sid, n in sizes.items() if not n]
+        print(f"segments without members: {', '.join(empty)}" if empty else f"every one of the {len(sizes)} segments has members")
         print()
         print("a few customers, as a website would read them on login "
               f"(HGETALL {self.prefix}cust:<customer_id>):")
@@ -267,17 +364,26 @@ class Demo:
         print()
         print(self.figures())
         print(f"job log: {self.job_log}")
+        for line in self.browser_lines():
+            print(line)
         print(f"keys are kept for a look: redis-cli -u {self.redis_url} --scan --pattern '{self.prefix}*'")
         print("stop the local stack with: deploy/local/stack.sh stop")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=30_000, help="records to produce (default 30000)")
+    parser.add_argument("--events", type=int, default=24_000, help="live events to send (default 24000: a minute at 400/s)")
     parser.add_argument("--customers", type=int, default=2_000, help="customers in the feed (default 2000)")
     # Well below what the job sustains on 2 cores beside its own feed (bench/HISTORY.md): a steady
     # 400/s lets the segments fill while you watch rather than in a catch-up at the end.
-    parser.add_argument("--rate", type=float, default=400, help="records per second (default 400)")
+    parser.add_argument("--rate", type=float, default=400, help="live events per second, about (default 400)")
+    parser.add_argument(
+        "--browsing-days", type=float, default=10, help="days of visits before the live part, sent first (default 10)"
+    )
+    parser.add_argument(
+        "--history-events", type=int, default=30_000, help="about how many events those days hold (default 30000)"
+    )
+    parser.add_argument("--serve-port", type=int, default=8480, help="port of the segment browser (default 8480; a free one if taken)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument(
         "--history-days",
@@ -294,13 +400,25 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(demo.rules.segments)} segments); job log {demo.job_log}", flush=True)
     demo.create_topics()
     demo.start_job()
+    demo.start_serve()
+    for line in demo.browser_lines():
+        print(line, flush=True)
     try:
         produced = demo.produce_and_watch()
         print(f"all {produced} records produced; waiting for the job to catch up ...", flush=True)
         demo.settle(produced)
         demo.report(produced)
+        demo.stop_job()
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            print(f"\nthe job is stopped; the segment browser keeps serving what it wrote: {demo.url} (Ctrl-C to end)", flush=True)
+            try:
+                while demo.serve is not None and demo.serve.poll() is None:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                pass
     finally:
         demo.stop_job()
+        demo.stop_serve()
     return 0
 
 

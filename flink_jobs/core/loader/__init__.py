@@ -113,11 +113,13 @@ def load_catalog(path: str | Path) -> Catalog:
 
 def rule_set_version(texts: Mapping[str, str], catalog: Catalog | None = None) -> str:
     """``rs-`` and 12 hex digits of a SHA-256 over the sorted (file name, text) pairs, and the
-    version of ``catalog`` when it is not among the texts."""
+    version of ``catalog`` when it is not among the texts. The file's name without its folder:
+    the same files read as ``rules/``, ``./rules`` or an absolute path, or published as a set,
+    are the same version."""
     digest = hashlib.sha256()
     if catalog is not None:
         digest.update(f"{catalog.version}\n".encode("ascii"))
-    for name, text in sorted(texts.items()):
+    for name, text in sorted((n.replace("\\", "/").rsplit("/", 1)[-1], t) for n, t in texts.items()):
         for part in (name, text):
             data = part.encode("utf-8")
             # Length-prefixed so that no two different sets of files hash the same bytes.

@@ -374,3 +374,18 @@ def test_a_set_over_the_segment_bound_is_refused_at_the_first_segment_too_many()
     [problem] = caught.value.diagnostics
     assert problem.message == f"more than {bounds.MAX_SEGMENTS:,} segments in the rule set"
     assert problem.file == "b.yaml"
+
+
+def test_a_rule_sets_version_does_not_depend_on_the_path_it_was_read_by(tmp_path):
+    import os
+
+    folder = Path(__file__).resolve().parents[3] / "rules"
+    absolute = loader.load_rules([str(folder)]).version
+    cwd = os.getcwd()
+    try:
+        os.chdir(folder.parent)
+        relative = loader.load_rules(["rules"]).version
+    finally:
+        os.chdir(cwd)
+    published = loader.load_rules_from_texts({p.name: p.read_text() for p in folder.glob("*.yaml")}).version
+    assert absolute == relative == published
