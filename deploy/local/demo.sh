@@ -2,8 +2,10 @@
 # The demo: sets up the Python environment, starts the local stack (Kafka, Redis; installed or
 # fetched when missing), then streams a synthetic event feed (browsers, buyers, cart abandoners,
 # regulars, bots; with duplicates, out-of-order, late and malformed records) through the real
-# segmentation job, shows segment sizes live from Redis and a few customers' memberships, and
-# stops the job by itself. The stack keeps running for a look; stop it with `stack.sh stop`.
+# segmentation job (300 days of orders and 10 days of visits first, then a live part at wall-clock
+# time), shows segment sizes live from Redis and a few customers' memberships, runs the segment
+# browser (`segments serve`; its URL is printed) and stops the job by itself. At a terminal the
+# browser keeps serving until Ctrl-C. The stack keeps running for a look; `stack.sh stop` ends it.
 #
 #   deploy/local/demo.sh                     # about 2-3 minutes after the first set-up
 #   deploy/local/demo.sh --events 60000      # any flink_jobs.cli.demo options
