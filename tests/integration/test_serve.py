@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from .conftest import REPO, Scenario, event
+from .conftest import REPO, RULES, Scenario, event
 from .test_hot_reload import _produce_with_tick
 
 pytestmark = pytest.mark.integration
@@ -156,6 +156,25 @@ def test_serve_answers_lookups_lists_segments_and_guards_members(scenario: Scena
             row = dom.split('<tr data-segment="german_speaker">', 1)[1].split("</tr>", 1)[0]
             assert '<td class="num size">3</td>' in row and "+3 / −0" in row
             assert "c-de1 is in 1 segment:" in dom and "because profile country = DE" in dom
+
+            # A set the job refuses: the list and the page say so, with its located problems,
+            # and the rules in use stay.
+            from kafka import KafkaProducer
+
+            from flink_jobs.runtime.rule_files import RULE_SET_KEY
+
+            files = {p.name: p.read_text() for p in RULES.glob("*.yaml")}
+            files["scenarios.yaml"] = files["scenarios.yaml"].replace("equals: DE", "equal: DE")
+            producer = KafkaProducer(bootstrap_servers=scenario.stack.bootstrap)
+            record = {"files": files, "request": "it-broken", "published_by": "ana", "published_at": int(time.time() * 1000)}
+            producer.send(scenario.topics["rules"], key=RULE_SET_KEY.encode(), value=json.dumps(record).encode()).get(timeout=30)
+            producer.close()
+            listing = _wait_json(f"{base}/v1/segments", lambda b: any(j.get("rejection") for j in b["rules"]["jobs"]))
+            [job_status] = listing["rules"]["jobs"]
+            assert job_status["version"] == version and job_status["rejection"]["published_by"] == "ana"
+            assert "scenarios.yaml:" in job_status["rejection"]["problems"] and "equals" in job_status["rejection"]["problems"]
+            dom = _chromium_dom(f"{base}/")
+            assert "Last publication rejected" in dom and f"still running {version}" in dom and "equal" in dom
 
         # Without a token configured, member listings are refused, saying how to allow them.
         with serving(settings, token=None) as base:
