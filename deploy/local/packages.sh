@@ -10,16 +10,6 @@ set -euo pipefail
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-as_root() {
-  if [[ "$(id -u)" -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    sudo -n "$@"
-  else
-    return 99
-  fi
-}
-
 [[ $# -gt 0 ]] || { print_header "${BASH_SOURCE[0]}"; exit 2; }
 mkdir -p "${LOG_DIR}"
 missing=()

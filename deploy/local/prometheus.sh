@@ -35,16 +35,6 @@ VENV_PYTHON="${REPO_ROOT}/.venv/bin/python"
 
 usage() { print_header "${BASH_SOURCE[0]}"; }
 
-# as_root CMD...: run as root: directly when we are, else through passwordless sudo.
-as_root() {
-  if [[ "$(id -u)" -eq 0 ]]; then
-    "$@"
-  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    sudo -n "$@"
-  else
-    return 99
-  fi
-}
 
 cmd_install() {
   command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && return 0
