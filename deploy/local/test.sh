@@ -19,6 +19,8 @@ set -euo pipefail
 "${LOCAL_DIR}/prometheus.sh" install
 # Headless Chromium (Debian's package) for the segment browser's test.
 "${LOCAL_DIR}/packages.sh" chromium
+# kustomize, to render deploy/kubernetes/overlays/ for their validation (built once with Go).
+"${LOCAL_DIR}/kustomize.sh" >/dev/null
 cd "$REPO_ROOT"
 export PATH="${REPO_ROOT}/.venv/bin:${PATH}"  # PyFlink's thread mode finds libpython through PATH
 log "checks: ruff (lint), mypy (types; strict on flink_jobs/core), lint-imports (layers)"

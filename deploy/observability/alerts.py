@@ -155,7 +155,7 @@ ALERTS: tuple[Alert, ...] = (
    topic> --since <90 days ago> --rules rules/ (it writes a model only if it is not worse than the
    one in use on a time-split holdout, and prints both), review the new card's metrics, then
    segments publish-model <its card> --rules rules/ (no restart); until then consider pausing
-   score-based segments. The scheduled retraining: deploy/kubernetes/retrain-cronjob.yaml.
+   score-based segments. The scheduled retraining: deploy/kubernetes/base/retrain-cronjob.yaml.
 """,
     ),
     _alert(

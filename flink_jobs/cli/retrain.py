@@ -7,7 +7,7 @@
 Events are read as the job reads them: parsed and validated against the catalogue of ``--rules``
 (invalid records are counted and skipped, as the job sends them to its dead-letter topic). What
 is trained, how it is compared with the model in use and what "worse" means: ``ml/retrain.py``.
-Run it on a schedule (deploy/cron/retrain.cron, deploy/kubernetes/retrain-cronjob.yaml); publish
+Run it on a schedule (deploy/cron/retrain.cron, deploy/kubernetes/base/retrain-cronjob.yaml); publish
 what it writes with ``segments publish-model``. Exit codes: 0 a model was written, 1 none (worse,
 or too little data to tell), 2 usage errors.
 """

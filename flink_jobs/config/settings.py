@@ -324,7 +324,13 @@ SETTINGS: dict[str, Setting] = {
             "the longest window a rule may use, and how far back the state keeps each event type's daily "
             "aggregates; a longer one costs state per customer",
         ),
-        Setting("job.parallelism", 1, _int(1, 1024), "parallelism of every operator"),
+        Setting(
+            "job.parallelism",
+            1,
+            _int(0, 1024),
+            "parallelism of every operator; 0 = the cluster's parallelism.default (the Kubernetes operator's "
+            "spec.job.parallelism, so that it rescales the job)",
+        ),
         Setting("job.checkpoint_interval", 10_000, _duration, "checkpoint interval; 0 = off"),
         Setting("job.checkpoint_dir", DEFAULT_CHECKPOINT_DIR, _uri, "checkpoint storage URI, e.g. file:///var/flink/checkpoints or s3://bucket/path"),
         Setting(

@@ -107,7 +107,8 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
     env = StreamExecutionEnvironment.get_execution_environment(flink_configuration(config))
     # Appended, not set through pipeline.jars: `flink run` puts flink-python's jar there already.
     env.add_jars(*(jar.as_uri() for jar in jars))
-    env.set_parallelism(config.job.parallelism)
+    if config.job.parallelism:  # 0: the cluster's parallelism.default (the operator's spec.job.parallelism)
+        env.set_parallelism(config.job.parallelism)
     # Explicit, so the batch keys' placement (computed from it, see batcher.placed_keys) and the
     # state's key groups stay the same whatever parallelism a savepoint is restored with.
     env.set_max_parallelism(config.job.max_parallelism)

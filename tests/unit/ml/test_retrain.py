@@ -78,7 +78,7 @@ def test_the_schedules_call_the_retraining_and_the_publisher_with_flags_they_kno
 
     from flink_jobs.cli.segments import main as segments
 
-    cronjob = yaml.safe_load((REPO / "deploy" / "kubernetes" / "retrain-cronjob.yaml").read_text())
+    cronjob = yaml.safe_load((REPO / "deploy" / "kubernetes" / "base" / "retrain-cronjob.yaml").read_text())
     assert (cronjob["apiVersion"], cronjob["kind"]) == ("batch/v1", "CronJob")
     [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     scripts = [container["args"][0], (REPO / "deploy" / "cron" / "retrain.cron").read_text()]
