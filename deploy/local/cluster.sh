@@ -5,6 +5,7 @@
 #   deploy/local/cluster.sh submit [ARGS]    flink run the segmentation job (ARGS go to the job,
 #                                            e.g. --bounded --set kafka.events_topic=x); waits
 #                                            for a bounded job to finish, prints its result
+#   deploy/local/cluster.sh taskmanager      start one more TaskManager (as a watchdog restarts one)
 #   deploy/local/cluster.sh status           exit 0 when the REST API answers with a TaskManager
 #   deploy/local/cluster.sh stop             stop-cluster.sh, then make sure both JVMs are gone
 #
@@ -16,7 +17,8 @@
 # see flink_jobs/flink/reporter.py). Settings: FLINK_REST_PORT (8081), FLINK_TM_SLOTS (2),
 # FLINK_TM_MEMORY (1600m, for Flink itself: the state caches' job.state_cache_memory per slot is
 # added and reserved as task off-heap memory, see flink_jobs/flink/cluster_memory.py), FLINK_JM_MEMORY
-# (1024m), CLUSTER_START_TIMEOUT (120 s).
+# (1024m), CLUSTER_START_TIMEOUT (120 s), FLINK_TASKMANAGERS (1), FLINK_CONF_EXTRA (a JSON object
+# of more settings, e.g. '{"heartbeat.timeout": 10000}').
 set -euo pipefail
 
 # shellcheck source=lib.sh
@@ -37,7 +39,9 @@ export PATH="${VENV}/bin:${PATH}"
 
 write_conf() {
   mkdir -p "${FLINK_CONF_DIR}" "${FLINK_LOG_DIR}"
-  cp "${FLINK_HOME}"/conf/log4j*.properties "${FLINK_HOME}/conf/masters" "${FLINK_HOME}/conf/workers" "${FLINK_CONF_DIR}/"
+  cp "${FLINK_HOME}"/conf/log4j*.properties "${FLINK_HOME}/conf/masters" "${FLINK_CONF_DIR}/"
+  # One line per TaskManager that start-cluster.sh starts on this machine.
+  for _ in $(seq "${FLINK_TASKMANAGERS:-1}"); do echo localhost; done >"${FLINK_CONF_DIR}/workers"
   "${PYTHON}" - "${FLINK_HOME}/conf/config.yaml" "${FLINK_CONF_DIR}/config.yaml" <<PY
 import sys, yaml
 conf = yaml.safe_load(open(sys.argv[1]))
@@ -57,6 +61,14 @@ for key, value in memory.items():  # taskmanager.memory.process.size -> nested, 
         node = node.setdefault(part, {})
     node[leaf] = value
 conf["taskmanager"]["numberOfTaskSlots"] = ${FLINK_TM_SLOTS:-2}
+# FLINK_CONF_EXTRA: more settings as a JSON object of dotted keys (the fault suite's heartbeats).
+import os
+for key, value in json.loads(os.environ.get("FLINK_CONF_EXTRA") or "{}").items():
+    *path, leaf = key.split(".")
+    node = conf
+    for part in path:
+        node = node.setdefault(part, {})
+    node[leaf] = value
 # The TaskManager's Python workers: the venv's interpreter, not whatever python is on PATH.
 conf.setdefault("python", {})["executable"] = "${PYTHON}"
 # Flink's Prometheus reporter (plugin in \$FLINK_HOME/plugins, which config.sh uses by default):
@@ -122,6 +134,11 @@ cmd_submit() {
   log "flink: submitted job returned after $(elapsed "${start}")s"
 }
 
+cmd_taskmanager() {
+  rest_ok || die "flink: not running at ${REST}; run: deploy/local/cluster.sh start"
+  "${FLINK_HOME}/bin/taskmanager.sh" start >>"${FLINK_LOG_DIR}/taskmanager-start.out" 2>&1
+}
+
 cmd_stop() {
   if [[ -f "${FLINK_CONF_DIR}/config.yaml" ]]; then
     "${FLINK_HOME}/bin/stop-cluster.sh" >"${FLINK_LOG_DIR}/stop-cluster.out" 2>&1 || true
@@ -144,6 +161,7 @@ case "${1:-}" in
   start) cmd_start ;;
   status) cmd_status ;;
   submit) shift; cmd_submit "$@" ;;
+  taskmanager) cmd_taskmanager ;;
   stop) cmd_stop ;;
   *) print_header "$0"; exit 2 ;;
 esac
