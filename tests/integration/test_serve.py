@@ -199,10 +199,16 @@ def _chromium_dom(url: str) -> str:
     """The page's DOM after its scripts ran (headless Chromium, Debian's package)."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     assert binary, "chromium is not installed: deploy/local/packages.sh chromium (the test command runs it)"
-    result = subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-         "--virtual-time-budget=10000", "--dump-dom", url],
-        capture_output=True, text=True, timeout=120,
-    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as profile:
+        # No background networking: this machine's closed network refuses Chromium's own
+        # connections (updates, sync), many at a time.
+        result = subprocess.run(
+            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+             "--disable-quic", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--virtual-time-budget=10000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=120,
+        )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
