@@ -211,12 +211,34 @@ class Harness:
 
     def checkpoints(self, job: str) -> tuple[int, int]:
         """(id of the latest completed checkpoint or 0, checkpoints in progress)."""
-        try:
-            data = self._get(f"/jobs/{job}/checkpoints")
-        except OSError:
-            return 0, 0
+        data = self._checkpoint_stats(job)
         latest = (data.get("latest") or {}).get("completed") or {}
-        return int(latest.get("id") or 0), int(data.get("counts", {}).get("in_progress", 0))
+        in_progress = int(data.get("counts", {}).get("in_progress", 0))
+        if any(c.get("status") == "IN_PROGRESS" for c in data.get("history", [])):
+            in_progress = max(in_progress, 1)
+        return int(latest.get("id") or 0), in_progress
+
+    def _checkpoint_stats(self, job: str) -> dict[str, Any]:
+        try:
+            return dict(self._get(f"/jobs/{job}/checkpoints"))
+        except OSError:
+            return {}
+
+    def _await_mid_checkpoint(self, job: str) -> None:
+        """Until a checkpoint is in progress. They take tens of milliseconds here, often less than
+        the REST statistics' refresh, so after a few seconds without seeing one: the moment the
+        next is due (the last one's trigger time plus the interval) plus half its duration."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if self.checkpoints(job)[1] > 0:
+                return
+            time.sleep(0.02)
+        completed = (self._checkpoint_stats(job).get("latest") or {}).get("completed") or {}
+        interval_ms = int(CHECKPOINT_INTERVAL.rstrip("s")) * SECOND
+        due = int(completed.get("trigger_timestamp") or 0) + interval_ms
+        while due < time.time() * 1000:
+            due += interval_ms
+        time.sleep(max(0.0, (due + int(completed.get("end_to_end_duration") or 0) / 2) / 1000 - time.time()))
 
     def taskmanager_pids(self) -> list[int]:
         conf = str(ROOT / ".cache" / "flink" / "conf")
@@ -270,7 +292,7 @@ class Harness:
         if kind == "kill-after-checkpoint":
             self._await(lambda: self.checkpoints(job)[0] > completed, 60, "a completed checkpoint")
         else:
-            self._await(lambda: self.checkpoints(job)[1] > 0, 60, "a checkpoint in progress")
+            self._await_mid_checkpoint(job)
         pids = self.taskmanager_pids()
         pid = pids[victim % len(pids)]
         os.kill(pid, signal.SIGKILL)
