@@ -7,6 +7,7 @@ reordered. The long run (100 faults and more) is the same script: `deploy/local/
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import pytest
 
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 _spec = importlib.util.spec_from_file_location("faults", REPO / "deploy" / "local" / "faults.py")
 assert _spec and _spec.loader
 faults = importlib.util.module_from_spec(_spec)
+sys.modules["faults"] = faults  # its dataclasses look their module up there
 _spec.loader.exec_module(faults)
 
 
