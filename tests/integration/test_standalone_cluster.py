@@ -137,6 +137,8 @@ def test_the_images_entry_point_and_arguments_run_on_a_standalone_cluster(scenar
             "--bounded", *scenario.settings(**{"job.parallelism": None}),
             "--set", f"kafka.bootstrap={scenario.stack.bootstrap}",
             "--set", f"job.checkpoint_dir={(tmp_path / 'checkpoints').as_uri()}",
+            # The pod's one metrics port may be taken on a shared machine: the next free one.
+            "--set", "metrics.port_end=9299",
         ]
         submitted = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]

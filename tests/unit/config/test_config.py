@@ -129,9 +129,9 @@ def test_typed_values(jar):
             "(e.g. redis://localhost:6379/0) (from --redis-url)",
         ),
         (
-            ["--parallelism", "0"],
+            ["--parallelism", "-1"],
             {},
-            "job.parallelism: 0 is out of range; allowed: at least 1 and at most 1024 (from --parallelism)",
+            "job.parallelism: -1 is out of range; allowed: at least 0 and at most 1024 (from --parallelism)",
         ),
         (
             ["--set", "events.out_of_orderness=5 sec"],
