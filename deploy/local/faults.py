@@ -328,9 +328,29 @@ class Harness:
         finally:
             consumer.close()
 
-    def drain(self, topic: str, quiet_s: float = 12.0, limit_s: float = 600.0) -> None:
-        """Until the committed change records stop growing for ``quiet_s`` (several checkpoints)."""
+    def consumed(self, group: str) -> bool:
+        """Whether the job's consumer group has committed (on checkpoints) the end of the events."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        # Reads the group's committed offsets without joining it (nothing is subscribed).
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            partitions = [TopicPartition(self.topics["events"], p) for p in (0, 1)]
+            ends = consumer.end_offsets(partitions)
+            return all((consumer.committed(tp) or 0) >= ends[tp] for tp in partitions)
+        finally:
+            consumer.close()
+
+    def drain(self, topic: str, group: str, quiet_s: float = 12.0, limit_s: float = 900.0) -> None:
+        """Until the job has consumed every event (its group's offsets, committed on checkpoints,
+        at the end) and then the committed change records stop growing for ``quiet_s``. Stability
+        alone is not enough: catching up over a long input, a job can commit nothing for longer
+        than that (the 100-fault run's reference stopped short by 125 changes)."""
         deadline = time.monotonic() + limit_s
+        while not self.consumed(group):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{group} did not consume the events within {limit_s:.0f} s")
+            time.sleep(2)
         last, since = -1, time.monotonic()
         while time.monotonic() - since < quiet_s:
             if time.monotonic() > deadline:
@@ -356,7 +376,7 @@ class Harness:
                 if job.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the reference job wrote nothing; see {log.name}")
                 time.sleep(2)
-            self.drain(self.topics["ref-changes"])
+            self.drain(self.topics["ref-changes"], f"{self.run}-reference")
         finally:
             os.killpg(job.pid, signal.SIGTERM)
             try:
@@ -435,7 +455,7 @@ def run(faults: int, rate: float = 300.0, bootstrap: str | None = None, redis_ur
             print(f"fault {n + 1}/{faults}: {kind}, RUNNING again after {fault.recovered_s:.1f} s ({harness.sent:,} records sent)", flush=True)
         stop.set()
         feeder.join(timeout=60)
-        harness.drain(harness.topics["changes"])
+        harness.drain(harness.topics["changes"], f"{harness.run}-faulty")
     finally:
         stop.set()
         harness.stop_cluster()
