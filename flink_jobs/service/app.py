@@ -215,20 +215,14 @@ def create_app(config: Config, live: Live | None = None, redis_client: Any = Non
         reasons: Annotated[bool, Query(description="each membership's reason, rule and model versions (needs the token)")] = False,
     ) -> Response:
         """The customer's segments now, as the job wrote them (an unknown customer is in none)."""
-        if reasons:
-            require_token(request, "reasons")
-            pipe = client.pipeline(transaction=False)
-            pipe.hgetall(f"{prefix}cust:{customer_id}")
-            pipe.hgetall(f"{prefix}why:{customer_id}")
-            entered, why = await redis_call(pipe.execute())
-        else:
+        if not reasons:
             return Response(await lookup(customer_id), media_type="application/json")
-        segments = []
-        for sid, at in sorted(entered.items()):
-            item: dict[str, Any] = {"id": sid, "entered_at": int(at)}
-            if reasons:
-                item.update(_why(why.get(sid)))
-            segments.append(item)
+        require_token(request, "reasons")
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(f"{prefix}cust:{customer_id}")
+        pipe.hgetall(f"{prefix}why:{customer_id}")
+        entered, why = await redis_call(pipe.execute())
+        segments = [{"id": sid, "entered_at": int(at), **_why(why.get(sid))} for sid, at in sorted(entered.items())]
         return Response(orjson.dumps({"customer_id": customer_id, "segments": segments}), media_type="application/json")
 
     @app.get("/v1/segments", tags=["segments"])

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from ..config import Config
@@ -90,7 +90,7 @@ class Live:
                 self._follow_changes()
             except Exception as exc:  # Kafka away: keep serving what we have, say why, retry
                 log.warning("reading the job's topics failed: %s", exc)
-                self.snapshot = _replace(self.snapshot, error=f"{type(exc).__name__}: {exc}")
+                self.snapshot = replace(self.snapshot, error=f"{type(exc).__name__}: {exc}")
                 self._close()
                 self._stop.wait(self.interval)
         self._close()
@@ -145,9 +145,3 @@ class Live:
                 self._consumer.close()
             finally:
                 self._consumer = None
-
-
-def _replace(snapshot: Snapshot, **changes: Any) -> Snapshot:
-    from dataclasses import replace
-
-    return replace(snapshot, **changes)
