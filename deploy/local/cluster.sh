@@ -29,6 +29,8 @@ PYTHON="${VENV}/bin/python"
 FLINK_CACHE="${CACHE_DIR}/flink"
 export FLINK_CONF_DIR="${FLINK_CACHE}/conf"
 export FLINK_LOG_DIR="${FLINK_CACHE}/log"
+# The wheel's lib/ plus opt/'s flink-python jar (links; see link_lib).
+export FLINK_LIB_DIR="${FLINK_CACHE}/lib"
 REST_PORT="${FLINK_REST_PORT:-8081}"
 REST="http://localhost:${REST_PORT}"
 
@@ -37,7 +39,18 @@ FLINK_HOME="$("${PYTHON}" -c 'import os, pyflink; print(os.path.dirname(pyflink.
 export FLINK_HOME
 export PATH="${VENV}/bin:${PATH}"
 
+# flink-python (with pemja) on the cluster's own class path, and pemja parent-first: thread mode
+# loads pemja's native library once per JVM, and a second job on the same TaskManager (a job
+# resumed from a savepoint) would otherwise load it again from its own class loader and fail with
+# "NoSuchFieldException: loadedLibraryNames" (pemja's Java 8 workaround; Java 17 has no such field).
+link_lib() {
+  rm -rf "${FLINK_LIB_DIR}"
+  mkdir -p "${FLINK_LIB_DIR}"
+  ln -s "${FLINK_HOME}"/lib/*.jar "${FLINK_HOME}"/opt/flink-python-*.jar "${FLINK_LIB_DIR}/"
+}
+
 write_conf() {
+  link_lib
   mkdir -p "${FLINK_CONF_DIR}" "${FLINK_LOG_DIR}"
   cp "${FLINK_HOME}"/conf/log4j*.properties "${FLINK_HOME}/conf/masters" "${FLINK_CONF_DIR}/"
   # One line per TaskManager that start-cluster.sh starts on this machine.
@@ -69,6 +82,7 @@ for key, value in json.loads(os.environ.get("FLINK_CONF_EXTRA") or "{}").items()
     for part in path:
         node = node.setdefault(part, {})
     node[leaf] = value
+conf.setdefault("classloader", {}).setdefault("parent-first-patterns", {})["additional"] = ["pemja."]
 # The TaskManager's Python workers: the venv's interpreter, not whatever python is on PATH.
 conf.setdefault("python", {})["executable"] = "${PYTHON}"
 # Flink's Prometheus reporter (plugin in \$FLINK_HOME/plugins, which config.sh uses by default):

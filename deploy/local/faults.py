@@ -9,10 +9,22 @@ the same input runs once more without any, and the two must agree exactly.
    job has recovered from the one before:
 
    - ``kill-after-checkpoint``: SIGKILL a TaskManager right after a checkpoint completed;
-   - ``kill-mid-checkpoint``: SIGKILL one while a checkpoint is in progress.
+   - ``kill-mid-checkpoint``: SIGKILL one while a checkpoint is in progress. A watchdog starts
+     a new TaskManager a second later;
+   - ``kafka-restart``: the broker stopped (a controlled shutdown) and started again on its data;
+   - ``redis-stop``: Redis down for a minute (``--redis-down``), then back with its data (a
+     snapshot on the way down, as a persistent Redis restarted for maintenance);
+   - ``savepoint-rescale``: stop with a savepoint, resume at parallelism 1, stop with a
+     savepoint again, resume at 2;
+   - ``older-savepoint``: stop with a savepoint S0 and resume from it; later stop with S1 and
+     resume from S0, the older one. The job does again what it did between the two, so the
+     change records committed between S0 and S1 (known by their offsets) are published twice:
+     they are counted apart as re-emitted and left out of the comparison. Redis must not
+     regress meanwhile: no (customer, segment) goes back to an older change than it had at S1.
 
-   A watchdog starts a new TaskManager a second later. Recovery is timed from the kill to the
-   job RUNNING again with every task running.
+   Recovery is timed from the fault (the kill, the stop; for Kafka and Redis, the component
+   back) to the job RUNNING again with every task running; for Kafka and Redis, to a checkpoint
+   completed after it (the job may never leave RUNNING).
 3. Then a last event on each partition (its time an hour past the feed, so timers up to it fire),
    and the job is drained: the committed change topic stops growing.
 4. The reference: the same topic read by an uninterrupted job on the local mini-cluster, drained
@@ -22,11 +34,11 @@ the same input runs once more without any, and the two must agree exactly.
    - the Redis state under each run's key prefix.
 
 A table of the faults injected, records in, changes lost, duplicated and reordered, and seconds
-until RUNNING again. Faults that Kafka's broker, Redis and savepoints take part in are not
-injected yet (the issue's list; see the note of the session that wrote this).
+until RUNNING again. The first six faults are one of each kind; after that each cycle of 20 is
+mostly TaskManager kills with one of each of the others.
 
     .venv/bin/python deploy/local/faults.py --faults 100        # the long run (about an hour)
-    .venv/bin/python deploy/local/faults.py --faults 3          # what CI runs (tests/integration/test_faults.py)
+    .venv/bin/python deploy/local/faults.py --faults 6 --redis-down 15   # what CI runs (tests/integration/test_faults.py)
 """
 
 from __future__ import annotations
@@ -52,27 +64,42 @@ sys.path.insert(0, str(ROOT))
 
 CLUSTER = str(ROOT / "deploy" / "local" / "cluster.sh")
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-KINDS = ("kill-after-checkpoint", "kill-mid-checkpoint")
+STACK = str(ROOT / "deploy" / "local" / "stack.sh")
+KINDS = ("kill-after-checkpoint", "kill-mid-checkpoint", "kafka-restart", "redis-stop", "savepoint-rescale", "older-savepoint")
+# After one of each: kills most of the time (they are what a cluster sees most), the rest once a cycle.
+CYCLE = (*(["kill-after-checkpoint", "kill-mid-checkpoint"] * 4), "kafka-restart",
+         *(["kill-after-checkpoint", "kill-mid-checkpoint"] * 2), "redis-stop",
+         "kill-after-checkpoint", "savepoint-rescale", "kill-mid-checkpoint", "older-savepoint",
+         "kill-after-checkpoint", "kill-mid-checkpoint")
 CHECKPOINT_INTERVAL = "2s"
 # A lost TaskManager is noticed within a few seconds (Flink's defaults wait 50 s).
 HEARTBEATS = {"heartbeat.interval": 1000, "heartbeat.timeout": 5000}
 SECOND = 1000
 
 
+def schedule(faults: int) -> list[str]:
+    """The kinds injected, in order: one of each first, then cycles of ``CYCLE``."""
+    return list(itertools.islice(itertools.chain(KINDS, itertools.cycle(CYCLE)), faults))
+
+
 @dataclass
 class Fault:
     kind: str
     recovered_s: float
+    detail: str = ""
 
 
 @dataclass
 class Report:
-    faults: list[Fault] = field(default_factory=list)
+    injected: list[str] = field(default_factory=list)  # the kinds, in order
+    faults: list[Fault] = field(default_factory=list)  # what was timed (a savepoint fault times two stops)
     records_in: int = 0
     changes: int = 0
     lost: int = 0
     duplicated: int = 0
     reordered: int = 0  # customers whose changes came in another order
+    re_emitted: int = 0  # committed between an older savepoint and the stop that abandoned it
+    redis_regressed: int = 0  # (customer, segment) seen back at an older change after a rewind
     redis_equal: bool = False
     redis_keys: int = 0
 
@@ -80,22 +107,26 @@ class Report:
         lines = [
             f"records in {self.records_in:,}; committed changes {self.changes:,} (reference); "
             f"lost {self.lost}, duplicated {self.duplicated}, reordered {self.reordered}; "
-            f"Redis {'identical' if self.redis_equal else 'DIFFERENT'} ({self.redis_keys:,} keys)",
-            f"{'fault':24} {'injected':>8} {'RUNNING again after, s (min / median / max)':>46}",
+            f"Redis {'identical' if self.redis_equal else 'DIFFERENT'} ({self.redis_keys:,} keys), "
+            f"regressed after a rewind {self.redis_regressed}; "
+            f"re-emitted after restoring an older savepoint {self.re_emitted:,} (expected, left out of the comparison)",
+            f"{'fault':24} {'injected':>8} {'timed':>6} {'RUNNING again after, s (min / median / max)':>46}",
         ]
         for kind in KINDS:
             times = sorted(f.recovered_s for f in self.faults if f.kind == kind)
             if times:
-                lines.append(f"{kind:24} {len(times):>8} {times[0]:>14.1f} / {times[len(times) // 2]:.1f} / {times[-1]:.1f}")
+                lines.append(f"{kind:24} {self.injected.count(kind):>8} {len(times):>6} "
+                             f"{times[0]:>14.1f} / {times[len(times) // 2]:.1f} / {times[-1]:.1f}")
         return "\n".join(lines)
 
     @property
     def ok(self) -> bool:
-        return self.changes > 0 and not (self.lost or self.duplicated or self.reordered) and self.redis_equal
+        return self.changes > 0 and not (self.lost or self.duplicated or self.reordered or self.redis_regressed) and self.redis_equal
 
 
 class Harness:
-    def __init__(self, bootstrap: str, redis_url: str, rest_port: int = 8081, customers: int = 200, seed: int = 5) -> None:
+    def __init__(self, bootstrap: str, redis_url: str, rest_port: int = 8081, customers: int = 200, seed: int = 5,
+                 redis_down_s: float = 60.0) -> None:
         self.bootstrap = bootstrap
         self.redis_url = redis_url
         self.rest = f"http://localhost:{rest_port}"
@@ -108,6 +139,11 @@ class Harness:
         self.work.mkdir(parents=True, exist_ok=True)
         self.sent = 0
         self.last_event_time = 0
+        self.redis_down_s = redis_down_s
+        # Offsets [from, to) of the change topic committed between an older savepoint and the
+        # stop after which the job was resumed from it: published again by the resumed job.
+        self.abandoned: list[tuple[int, int]] = []
+        self.regressed: set[tuple[str, str]] = set()
 
     # ---- set-up ---------------------------------------------------------------------------------
 
@@ -122,7 +158,7 @@ class Harness:
         finally:
             admin.close()
 
-    def settings(self, changes: str, prefix: str, checkpoints: Path, name: str) -> list[str]:
+    def settings(self, changes: str, prefix: str, checkpoints: Path, name: str, parallelism: int = 2) -> list[str]:
         values = {
             "kafka.bootstrap": self.bootstrap,
             "redis.url": self.redis_url,
@@ -138,7 +174,7 @@ class Harness:
             "redis.default_ttl": "0",
             "events.out_of_orderness": "1m",
             "events.idleness": "0",
-            "job.parallelism": "2",
+            "job.parallelism": str(parallelism),
             "job.delivery_guarantee": "exactly-once",
             "job.transactional_id_prefix": f"{self.run}-{name}",
             "job.checkpoint_interval": CHECKPOINT_INTERVAL,
@@ -170,7 +206,8 @@ class Harness:
     def feed(self, rate: float, stop: threading.Event) -> None:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks="all")
+        # Retries without end (the default), reconnecting within a second of a broker restart.
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, acks="all", reconnect_backoff_max_ms=1000)
         started = time.monotonic()
         for key, value in self._events():
             if stop.is_set():
@@ -261,13 +298,14 @@ class Harness:
     def stop_cluster(self) -> None:
         subprocess.run([CLUSTER, "stop"], capture_output=True, text=True, timeout=120)
 
-    def submit(self) -> str:
+    def submit(self, restore: str | None = None, parallelism: int = 2) -> str:
         from flink_jobs.flink.jvm import flink_home
 
         args = [
             str(flink_home() / "bin" / "flink"), "run", "-d", "-m", f"localhost:{self.rest_port}",
+            *(["-s", restore] if restore else []),
             "-pyexec", PYTHON, "-pyclientexec", PYTHON, "-pym", "flink_jobs.flink.segmentation_job",
-            *self.settings(self.topics["changes"], f"{self.run}:f:", self.work / "checkpoints", "faulty"),
+            *self.settings(self.topics["changes"], f"{self.run}:f:", self.work / "checkpoints", "faulty", parallelism),
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
         env["PATH"] = f"{Path(PYTHON).parent}:{env['PATH']}"
@@ -287,7 +325,24 @@ class Harness:
 
     # ---- faults ---------------------------------------------------------------------------------
 
-    def inject(self, job: str, kind: str, victim: int) -> Fault:
+    def inject(self, job: str, kind: str, victim: int) -> tuple[str, list[Fault]]:
+        """Inject one fault; returns the job's id afterwards (a new one after a savepoint) and
+        what was timed (a rescale times both of its stops)."""
+        if kind in ("kill-after-checkpoint", "kill-mid-checkpoint"):
+            return job, [self.kill(job, kind, victim)]
+        if kind == "kafka-restart":
+            return job, [self.restart_component(job, kind, "kafka", 5.0)]
+        if kind == "redis-stop":
+            return job, [self.restart_component(job, kind, "redis", self.redis_down_s)]
+        if kind == "savepoint-rescale":
+            job, down = self.resume(job, parallelism=1)
+            job, up = self.resume(job, parallelism=2)
+            return job, [Fault(kind, down, "2 -> 1"), Fault(kind, up, "1 -> 2")]
+        if kind == "older-savepoint":
+            return self.rewind(job)
+        raise ValueError(kind)
+
+    def kill(self, job: str, kind: str, victim: int) -> Fault:
         completed, _ = self.checkpoints(job)
         if kind == "kill-after-checkpoint":
             self._await(lambda: self.checkpoints(job)[0] > completed, 60, "a completed checkpoint")
@@ -309,9 +364,111 @@ class Harness:
         self._await(lambda: self.checkpoints(job)[0] > after, 120, "a checkpoint after the recovery")
         return Fault(kind, recovered)
 
+    def restart_component(self, job: str, kind: str, component: str, down_s: float) -> Fault:
+        """Stop the broker or Redis (``stack.sh stop COMPONENT``), wait, start it again on its
+        data and port; timed from its start to a checkpoint completed after it."""
+        self._await(lambda: self.running(job), 60, "the job running")
+        subprocess.run([STACK, "stop", component], check=True, capture_output=True, timeout=120)
+        time.sleep(down_s)
+        back = time.monotonic()
+        started = subprocess.run([STACK, "start"], capture_output=True, text=True, timeout=300, env=dict(os.environ, STACK_TOPICS="0"))
+        if started.returncode != 0:
+            raise SystemExit(f"stack.sh start failed after stopping {component}:\n{started.stderr[-3000:]}")
+        self._await(lambda: self.running(job), 300, "the job RUNNING again")
+        after = self.checkpoints(job)[0]
+        self._await(lambda: self.checkpoints(job)[0] > after and self.running(job), 300, "a checkpoint after the restart")
+        return Fault(kind, time.monotonic() - back, f"down {down_s:.0f} s")
+
+    def stop_with_savepoint(self, job: str) -> str:
+        """``POST /jobs/:id/stop``: a savepoint, then the job finishes; its path. Every
+        transaction of the change topic is committed when it returns."""
+        request = urllib.request.Request(
+            f"{self.rest}/jobs/{job}/stop", method="POST", headers={"Content-Type": "application/json"},
+            data=json.dumps({"targetDirectory": (self.work / "savepoints").as_uri(), "drain": False}).encode(),
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            trigger = json.load(response)["request-id"]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            status = self._get(f"/jobs/{job}/savepoints/{trigger}")
+            if status["status"]["id"] == "COMPLETED":
+                operation = status["operation"]
+                if "location" not in operation:
+                    raise SystemExit(f"stop with a savepoint failed: {json.dumps(operation)[:3000]}")
+                self._await(lambda: self._get(f"/jobs/{job}")["state"] == "FINISHED", 60, "the job finished")
+                return str(operation["location"])
+            time.sleep(0.2)
+        raise SystemExit("stop with a savepoint: no answer within 180 s")
+
+    def resume(self, job: str, parallelism: int, restore: str | None = None) -> tuple[str, float]:
+        """Stop with a savepoint and submit again from it (or from ``restore``) at
+        ``parallelism``; the new job's id and the seconds from the stop to it RUNNING."""
+        stopped = time.monotonic()
+        savepoint = self.stop_with_savepoint(job)
+        new = self.submit(restore or savepoint, parallelism)
+        return new, time.monotonic() - stopped
+
+    def changes_end(self) -> int:
+        """The change topic's end offset (after a stop, no transaction is open)."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed")
+        try:
+            tp = TopicPartition(self.topics["changes"], 0)
+            return int(consumer.end_offsets([tp])[tp])
+        finally:
+            consumer.close()
+
+    def rewind(self, job: str) -> tuple[str, list[Fault]]:
+        """Stop with S0 and resume from it; after a while stop with S1, note Redis, and resume
+        from S0. Redis is watched while the job does again what it did: no version may go back."""
+        stopped = time.monotonic()
+        s0 = self.stop_with_savepoint(job)
+        start = self.changes_end()
+        job = self.submit(s0)
+        first = time.monotonic() - stopped
+        completed = self.checkpoints(job)[0]
+        self._await(lambda: self.checkpoints(job)[0] >= completed + 5, 120, "five checkpoints after S0")
+        stopped = time.monotonic()
+        self.stop_with_savepoint(job)
+        self.abandoned.append((start, self.changes_end()))
+        at_stop = self.redis_versions()
+        job = self.submit(s0)
+        second = time.monotonic() - stopped
+        # The replay of what came after S0 runs now: compare Redis with the stop's for a while.
+        until = time.monotonic() + 30
+        while time.monotonic() < until:
+            now = self.redis_versions()
+            self.regressed |= {k for k, (version, member) in at_stop.items()
+                               if k not in now or now[k][0] < version or (now[k][0] == version and now[k][1] != member)}
+            time.sleep(1)
+        return job, [Fault("older-savepoint", first, "stop with S0, resume"), Fault("older-savepoint", second, "stop with S1, resume from S0")]
+
+    def redis_versions(self) -> dict[tuple[str, str], tuple[int, bool]]:
+        """(customer, segment) -> (event time of the last change applied, member now)."""
+        import redis
+
+        prefix = f"{self.run}:f:"
+        client = redis.Redis.from_url(self.redis_url, decode_responses=True)
+        out: dict[tuple[str, str], tuple[int, bool]] = {}
+        try:
+            for key in client.scan_iter(match=f"{prefix}ver:*", count=1000):
+                customer = key[len(f"{prefix}ver:"):]
+                # Both hashes at one instant: the job's script changes them together.
+                pipe = client.pipeline(transaction=True)
+                pipe.hgetall(key)
+                pipe.hgetall(f"{prefix}cust:{customer}")
+                versions, members = pipe.execute()
+                for segment, version in versions.items():
+                    out[(customer, segment)] = (int(version), segment in members)
+        finally:
+            client.close()
+        return out
+
     # ---- draining and comparing -------------------------------------------------------------------
 
-    def committed(self, topic: str) -> list[tuple[str, dict[str, Any]]]:
+    def committed(self, topic: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """(offset, customer, change) of every committed record of ``topic``."""
         from kafka import KafkaConsumer, TopicPartition
 
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, isolation_level="read_committed", enable_auto_commit=False)
@@ -323,8 +480,17 @@ class Harness:
             out = []
             while consumer.position(tp) < end:
                 for records in consumer.poll(timeout_ms=1000).values():
-                    out += [((r.key or b"").decode(), json.loads(r.value)) for r in records]
+                    out += [(r.offset, (r.key or b"").decode(), json.loads(r.value)) for r in records]
             return out
+        finally:
+            consumer.close()
+
+    def records_in(self) -> int:
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            return sum(consumer.end_offsets([TopicPartition(self.topics["events"], p) for p in (0, 1)]).values())
         finally:
             consumer.close()
 
@@ -398,10 +564,16 @@ class Harness:
     def compare(self, report: Report) -> None:
         faulty = self.committed(self.topics["changes"])
         reference = self.committed(self.topics["ref-changes"])
+        # What the job published between an older savepoint and the stop after which it was
+        # resumed from that savepoint: done again after, so left out (and counted).
+        kept = [r for r in faulty if not any(start <= r[0] < end for start, end in self.abandoned)]
+        report.re_emitted = len(faulty) - len(kept)
+        faulty = kept
+        report.redis_regressed = len(self.regressed)
 
-        def by_customer(records: list[tuple[str, dict[str, Any]]]) -> dict[str, list[tuple[Any, ...]]]:
+        def by_customer(records: list[tuple[int, str, dict[str, Any]]]) -> dict[str, list[tuple[Any, ...]]]:
             out: dict[str, list[tuple[Any, ...]]] = {}
-            for key, change in records:
+            for _, key, change in records:
                 out.setdefault(key, []).append((change["segment"], change["kind"], change["event_time"], change["rule_version"]))
             return out
 
@@ -434,12 +606,15 @@ class Harness:
             admin.close()
 
 
-def run(faults: int, rate: float = 300.0, bootstrap: str | None = None, redis_url: str | None = None, keep: bool = False) -> Report:
+def run(faults: int, rate: float = 300.0, bootstrap: str | None = None, redis_url: str | None = None, keep: bool = False,
+        redis_down_s: float = 60.0) -> Report:
     """The whole suite; returns its report (the caller decides what passes)."""
     from flink_jobs.config import STACK_ENV, read_env_file
 
     stack = read_env_file(STACK_ENV) if STACK_ENV.exists() else {}
-    harness = Harness(bootstrap or stack["KAFKA_BOOTSTRAP"], redis_url or stack["REDIS_URL"])
+    if stack.get("REDIS_MANAGED") == "0":
+        raise SystemExit("the fault suite stops and starts Redis: it needs the stack's own (unset REDIS_URL)")
+    harness = Harness(bootstrap or stack["KAFKA_BOOTSTRAP"], redis_url or stack["REDIS_URL"], redis_down_s=redis_down_s)
     report = Report()
     harness.create_topics()
     harness.start_cluster()
@@ -449,17 +624,19 @@ def run(faults: int, rate: float = 300.0, bootstrap: str | None = None, redis_ur
         job = harness.submit()
         feeder.start()
         time.sleep(5)
-        for n, kind in zip(range(faults), itertools.cycle(KINDS)):
-            fault = harness.inject(job, kind, victim=n)
-            report.faults.append(fault)
-            print(f"fault {n + 1}/{faults}: {kind}, RUNNING again after {fault.recovered_s:.1f} s ({harness.sent:,} records sent)", flush=True)
+        for n, kind in enumerate(schedule(faults)):
+            job, timed = harness.inject(job, kind, victim=n)
+            report.injected.append(kind)
+            report.faults += timed
+            took = ", ".join(f"{f.recovered_s:.1f} s" + (f" ({f.detail})" if f.detail else "") for f in timed)
+            print(f"fault {n + 1}/{faults}: {kind}, RUNNING again after {took} ({harness.sent:,} records sent)", flush=True)
         stop.set()
         feeder.join(timeout=60)
         harness.drain(harness.topics["changes"], f"{harness.run}-faulty")
     finally:
         stop.set()
         harness.stop_cluster()
-    report.records_in = harness.sent
+    report.records_in = harness.records_in()
     harness.run_reference()
     harness.compare(report)
     if not keep:
@@ -471,10 +648,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--faults", type=int, default=100, help="faults to inject (default 100)")
     parser.add_argument("--rate", type=float, default=300.0, help="events per second of the live feed (default 300)")
+    parser.add_argument("--redis-down", type=float, default=60.0, help="seconds Redis stays down in redis-stop (default 60)")
     parser.add_argument("--keep", action="store_true", help="keep the run's topics and Redis keys for a look")
     args = parser.parse_args()
-    subprocess.run([str(ROOT / "deploy" / "local" / "stack.sh"), "start"], check=True, capture_output=True)
-    report = run(args.faults, args.rate, keep=args.keep)
+    subprocess.run([STACK, "start"], check=True, capture_output=True)
+    report = run(args.faults, args.rate, keep=args.keep, redis_down_s=args.redis_down)
     print(report.table())
     return 0 if report.ok else 1
 
