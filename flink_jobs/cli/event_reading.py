@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any, Mapping
 
 from ..core.catalog import Catalog
 from ..core.model import Event
@@ -30,15 +31,31 @@ def read_file(path: Path, catalog: Catalog) -> tuple[list[Event], int]:
     return events, invalid
 
 
+def kafka_options(bootstrap: str) -> dict[str, Any]:
+    """kafka-python options for ``bootstrap`` with the security settings of the environment
+    (``SEGMENTS_KAFKA_SECURITY_PROTOCOL``, ``SEGMENTS_KAFKA_SASL_*``, ...), as the job has them."""
+    from ..config import kafka_python_options, load_config_for_tools
+
+    options = kafka_python_options(load_config_for_tools().kafka)
+    options["bootstrap_servers"] = bootstrap
+    return options
+
+
 def read_topic(
-    bootstrap: str, topic: str, since: int | None, until: int | None, catalog: Catalog, limits: ParseLimits | None = None
+    bootstrap: str,
+    topic: str,
+    since: int | None,
+    until: int | None,
+    catalog: Catalog,
+    limits: ParseLimits | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[list[Event], int]:
     """Valid events of a topic from ``since`` to ``until`` (record timestamps, epoch ms; the whole
     topic when not given), and how many records were not (judged with ``limits``, the job's by
-    default)."""
+    default). ``options``: kafka-python's client options (default: ``kafka_options(bootstrap)``)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(**(dict(options) if options else kafka_options(bootstrap)), enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         if not partitions:

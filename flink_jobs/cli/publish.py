@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError, kafka_python_options, load_config
 from ..core import loader
 from ..core.diagnostics import render_all
 from ..core.durations import format_duration, parse_duration
@@ -166,7 +166,10 @@ def run_publish(args: argparse.Namespace) -> int:
         from .event_reading import read_topic
 
         start = int(time.time() * 1000) - since
-        events, invalid = read_topic(config.kafka.bootstrap, config.kafka.events_topic, start, None, new.catalog)
+        events, invalid = read_topic(
+            config.kafka.bootstrap, config.kafka.events_topic, start, None, new.catalog,
+            options=kafka_python_options(config.kafka),
+        )
         print(f"backtest on {len(events):,} events of the last {format_duration(since)} ({invalid:,} invalid skipped):")
         for sid, old, size in backtest(events, current, new, touched):
             print(f"  {sid:34} {'-' if old is None else f'{old:,}':>8} -> {size:,} customers")
@@ -188,7 +191,7 @@ def run_publish(args: argparse.Namespace) -> int:
     }
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=config.kafka.bootstrap, security_protocol=config.kafka.security_protocol)
+    producer = KafkaProducer(**kafka_python_options(config.kafka))
     try:
         producer.send(config.kafka.rules_topic, key=RULE_SET_KEY.encode(), value=json.dumps(value).encode()).get(timeout=30)
     finally:

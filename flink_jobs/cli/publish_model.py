@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ConfigError, load_config
+from ..config import ConfigError, kafka_python_options, load_config
 from ..core import loader
 from ..core.diagnostics import RuleLoadError
 from ..ml.cards import ModelCardError
@@ -64,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer, KafkaProducer
 
     kafka = config.kafka
-    # The job's Java client properties (kafka.properties) are not mapped to kafka-python's here.
-    client = {"bootstrap_servers": kafka.bootstrap, "security_protocol": kafka.security_protocol}
+    client = kafka_python_options(kafka)
     published_at = int(time.time() * 1000)
     producer = KafkaProducer(**client)
     try:

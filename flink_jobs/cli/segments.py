@@ -326,7 +326,7 @@ def _explain_live(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    client = redis.Redis.from_url(config.redis.url)
+    client = redis.Redis.from_url(config.redis.url, **config.redis.connection_options())
     try:
         memberships = read_explanations(client, config.redis.key_prefix, args.live)
     finally:

@@ -6,6 +6,7 @@ shows them resolved)."""
 
 from ..runtime.metrics import MetricsConfig
 from ..runtime.redis_writer import RedisConfig
+from .connections import PASSWORD_ENV, check_connections, java_kafka_properties, kafka_python_options
 from .loading import load_config, load_config_for_tools, parse_args, resolve_config
 from .local_stack import (
     DEFAULT_CHECKPOINT_DIR,
@@ -18,6 +19,10 @@ from .sections import Config, EventsConfig, JobConfig, KafkaConfig
 from .settings import ENV_PREFIX, SETTINGS, ConfigError, Setting, env_name, parse_memory_size, parse_timestamp
 
 __all__ = [
+    "PASSWORD_ENV",
+    "check_connections",
+    "java_kafka_properties",
+    "kafka_python_options",
     "DEFAULT_CHECKPOINT_DIR",
     "DEFAULT_METRICS_TARGETS_DIR",
     "ENV_PREFIX",

@@ -7,7 +7,9 @@ Sources, later ones winning:
    ``.cache/stack/stack.env`` when present (``local_stack``: a job started next to
    ``deploy/local/stack.sh`` finds it);
 2. a YAML file (``--config FILE`` or ``SEGMENTS_CONFIG``), sections as in ``SETTINGS``;
-3. environment variables ``SEGMENTS_<SECTION>_<NAME>``, e.g. ``SEGMENTS_KAFKA_BOOTSTRAP``;
+3. environment variables ``SEGMENTS_<SECTION>_<NAME>``, e.g. ``SEGMENTS_KAFKA_BOOTSTRAP``, or
+   ``SEGMENTS_<SECTION>_<NAME>_FILE`` naming a file that holds the value (secrets mounted as
+   files, e.g. ``SEGMENTS_KAFKA_SASL_PASSWORD_FILE``);
 4. command-line flags: ``--set section.name=value`` and the shortcuts in ``_FLAG_SHORTCUTS``.
 
 A wrong setting stops the job at start with a ``ConfigError`` that names the setting, where its
@@ -26,6 +28,7 @@ import yaml
 
 from ..core.engine import lateness_problem
 from ..core.syntax.help import closest
+from .connections import check_settings
 from .local_stack import STACK_ENV, stack_defaults
 from .sections import SECTION_TYPES, Config
 from .settings import ENV_PREFIX, REPLACED, SETTINGS, ConfigError, env_name
@@ -131,6 +134,13 @@ def resolve_config(args: argparse.Namespace, *, environ: Mapping[str, str], stac
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
+        if key.endswith("_FILE") and key[: -len("_FILE")] in by_env:
+            # SEGMENTS_<NAME>_FILE: the value is the file's content (a mounted secret), without
+            # the line end an editor adds; the variable itself wins when both are set.
+            name = by_env[key[: -len("_FILE")]]
+            if key[: -len("_FILE")] not in environ:
+                raw[name] = (_read_value_file(name, value, key), f"the file {value} (environment variable {key})")
+            continue
         if key not in by_env:
             replaced = {env_name(n): n for n in REPLACED}.get(key)
             if replaced:
@@ -165,7 +175,16 @@ def resolve_config(args: argparse.Namespace, *, environ: Mapping[str, str], stac
     }
     config = Config(**sections, origins={n: o for n, (_, o) in raw.items()})
     _check_consistency(config)
+    check_settings(config)
     return config
+
+
+def _read_value_file(name: str, path: str, variable: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path} ({exc.strerror}) (from environment variable {variable})") from None
 
 
 def _check_consistency(config: Config) -> None:

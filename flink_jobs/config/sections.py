@@ -27,7 +27,12 @@ class KafkaConfig:
     changes_topic: str
     rules_topic: str
     status_topic: str
-    properties: Mapping[str, str]  # passed to every Kafka client as is (SASL/SSL settings, ...)
+    sasl_mechanism: str  # SCRAM-SHA-512 | SCRAM-SHA-256 | PLAIN (SASL_* protocols)
+    sasl_username: str
+    sasl_password: str  # secret: shown as *** (config.describe, --print-config)
+    ssl_ca_file: str  # PEM; empty: the system's trust store
+    ssl_check_hostname: bool
+    properties: Mapping[str, str]  # passed to every Java Kafka client as is, last (overrides the above)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ class Setting:
             return moment.isoformat().replace("+00:00", "Z")
         if _secret(self.name) and value:
             return "***"
+        if self.name == "redis.url":
+            return mask_url(str(value))
         if self.name == "kafka.properties" and value:
             return "{" + ", ".join(f"{k}=***" if _secret(k) else f"{k}={v}" for k, v in value.items()) + "}"
         return str(value)
@@ -49,6 +51,11 @@ class Setting:
 
 def _secret(key: str) -> bool:
     return any(word in key.lower() for word in ("password", "secret", "jaas", "token"))
+
+
+def mask_url(url: str) -> str:
+    """A URL with its password (``scheme://user:password@host``) shown as ***."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def _text(allow_empty: bool = False) -> Callable[[str, Any], str]:
@@ -211,6 +218,22 @@ def _redis_url(name: str, raw: Any) -> str:
     return value
 
 
+def _pem_file(name: str, raw: Any) -> str:
+    """A PEM file that must be readable now (certificates and keys of TLS connections); empty
+    for none."""
+    value = _text(allow_empty=True)(name, raw)
+    if not value:
+        return ""
+    try:
+        with open(value, encoding="ascii", errors="replace") as fh:
+            head = fh.read(64 * 1024)
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {value} ({exc.strerror}); name a PEM file, or leave it empty") from None
+    if "-----BEGIN " not in head:
+        raise ConfigError(f"{name}: {value} is not a PEM file (no '-----BEGIN' line); convert it, e.g. openssl x509 -in X.der -inform der -out X.pem")
+    return value
+
+
 def _uri(name: str, raw: Any) -> str:
     value = _text()(name, raw)
     if not re.match(r"^[a-z][a-z0-9+.-]*://", value):
@@ -287,8 +310,33 @@ SETTINGS: dict[str, Setting] = {
             _text(),
             "compacted topic where the job announces the rules and catalogue it uses (the sources' event gate follows it)",
         ),
+        Setting(
+            "kafka.sasl_mechanism",
+            "SCRAM-SHA-512",
+            _choice("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN", upper=True),
+            "SASL mechanism, with kafka.security_protocol SASL_SSL or SASL_PLAINTEXT",
+        ),
+        Setting("kafka.sasl_username", "", _text(allow_empty=True), "SASL user (SASL_* protocols)"),
+        Setting(
+            "kafka.sasl_password",
+            "",
+            _text(allow_empty=True),
+            "SASL password: SEGMENTS_KAFKA_SASL_PASSWORD, or a file named by SEGMENTS_KAFKA_SASL_PASSWORD_FILE",
+        ),
+        Setting("kafka.ssl_ca_file", "", _pem_file, "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); empty: the system's"),
+        Setting("kafka.ssl_check_hostname", True, _bool, "check that a broker's certificate names the host connected to"),
         Setting("kafka.properties", {}, _properties, "extra Kafka client properties (key=value;key=value)"),
-        Setting("redis.url", "redis://localhost:6379/0", _redis_url, "Redis URL"),
+        Setting("redis.url", "redis://localhost:6379/0", _redis_url, "Redis URL (rediss:// for TLS)"),
+        Setting("redis.username", "", _text(allow_empty=True), "Redis ACL user; empty: the URL's, or the default user"),
+        Setting(
+            "redis.password",
+            "",
+            _text(allow_empty=True),
+            "Redis password: SEGMENTS_REDIS_PASSWORD, or a file named by SEGMENTS_REDIS_PASSWORD_FILE",
+        ),
+        Setting("redis.tls_ca_file", "", _pem_file, "PEM file of the CA that signed Redis's certificate (rediss://); empty: the system's"),
+        Setting("redis.tls_cert_file", "", _pem_file, "PEM client certificate, for a Redis that asks for one (tls-auth-clients)"),
+        Setting("redis.tls_key_file", "", _pem_file, "PEM private key of redis.tls_cert_file"),
         Setting("redis.key_prefix", "seg:", _key_prefix, "prefix of every Redis key the job writes"),
         Setting("redis.default_ttl", 30 * 24 * 3600 * 1000, _duration, "TTL of customer keys without a segment TTL; 0 = none"),
         Setting("events.out_of_orderness", 5000, _duration, "bounded out-of-orderness of the watermark"),

@@ -31,7 +31,7 @@ from pyflink.common import Configuration, Duration, WatermarkStrategy
 from pyflink.datastream import CheckpointingMode, DataStream, OutputTag, StreamExecutionEnvironment
 from pyflink.table import StreamTableEnvironment
 
-from ..config import Config, ConfigError, load_config
+from ..config import PASSWORD_ENV, Config, ConfigError, check_connections, load_config
 from ..core.diagnostics import RuleLoadError
 from ..core.engine import EngineConfig
 from ..core.loader import load_rules
@@ -89,6 +89,10 @@ def create_environment(config: Config) -> StreamExecutionEnvironment:
     # Thread mode finds libpython (and pemja) by running `python` from PATH inside the JVM that
     # PyFlink starts from this process: make that this interpreter, or a job started without an
     # activated venv fails with "Failed to find libpython" / "No module named 'pemja'".
+    if config.kafka.security_protocol.startswith("SASL_"):
+        # The Java clients read the password from the JVM's environment (connections.PASSWORD_ENV);
+        # a local JVM starts from this process. A cluster's JVMs need it in theirs.
+        os.environ[PASSWORD_ENV] = config.kafka.sasl_password
     bin_dir = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
@@ -286,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log.info("configuration:\n%s", config.describe())
     log.info("rules %s: %d segments", rules.version, len(rules.segments))
     try:
+        # Kafka and Redis reached as the job will reach them: a wrong password, certificate or
+        # address stops it here, naming the setting, not in a restart loop on the cluster.
+        check_connections(config)
         env = create_environment(config)
     except ConfigError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ from typing import Mapping
 from pyflink.datastream import DataStream
 from pyflink.table import DataTypes, Schema, StreamTableEnvironment, TableDescriptor, TableEnvironment
 
-from ..config import Config, KafkaConfig
+from ..config import Config, KafkaConfig, java_kafka_properties
 from ..core.catalog import Catalog
 from ..runtime.serde import EventSchema, ParseLimits, gate_spec
 
@@ -36,11 +36,8 @@ _STARTUP_MODES: Mapping[str, str] = {
 
 def kafka_client_options(kafka: KafkaConfig) -> dict[str, str]:
     """Connector options every Kafka table of the job shares (bootstrap, security, extras)."""
-    options = {
-        "properties.bootstrap.servers": kafka.bootstrap,
-        "properties.security.protocol": kafka.security_protocol,
-    }
-    for key, value in kafka.properties.items():
+    options = {"properties.bootstrap.servers": kafka.bootstrap}
+    for key, value in java_kafka_properties(kafka).items():
         options[f"properties.{key}"] = value
     return options
 
@@ -72,8 +69,7 @@ def gate_channel(config: Config, key: str) -> str:
     (``jvm/GateFollower.java``): the status topic, the announcements' key, and the Kafka client's
     connection settings."""
     kafka = config.kafka
-    properties = {"security.protocol": kafka.security_protocol, **kafka.properties}
-    channel = {"bootstrap": kafka.bootstrap, "topic": kafka.status_topic, "key": key, "properties": properties}
+    channel = {"bootstrap": kafka.bootstrap, "topic": kafka.status_topic, "key": key, "properties": java_kafka_properties(kafka)}
     return json.dumps(channel, separators=(",", ":"), sort_keys=True)
 
 

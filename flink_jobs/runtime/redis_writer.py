@@ -25,7 +25,7 @@ stale or applied as the same value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence, cast
+from typing import Any, Iterable, Protocol, Sequence, cast
 
 # KEYS: cust hash, ver hash, members zset, why hash. ARGV: segment, kind, event_time, ttl_ms,
 # customer_id, why (JSON; empty: none).
@@ -78,9 +78,28 @@ ChangeTuple = tuple[str, ...] | tuple[str, str, str, int, "int | None"] | tuple[
 class RedisConfig:
     """Where and how memberships are written (settings ``redis.*``)."""
 
-    url: str
+    url: str  # rediss:// for TLS
     key_prefix: str
     default_ttl: int  # ms; TTL of a customer's keys when none of its segments sets one; 0 = none
+    username: str = ""  # ACL user; empty: the URL's (or the default user)
+    password: str = ""  # secret; empty: the URL's (or none)
+    tls_ca_file: str = ""  # PEM; empty: the system's trust store
+    tls_cert_file: str = ""  # PEM client certificate (tls-auth-clients); empty: none
+    tls_key_file: str = ""
+
+    def connection_options(self) -> dict[str, Any]:
+        """Keyword arguments of redis-py's ``Redis.from_url(self.url, ...)`` (sync and asyncio):
+        the ACL user and password, and the TLS files for a rediss:// URL."""
+        options: dict[str, Any] = {}
+        if self.username:
+            options["username"] = self.username
+        if self.password:
+            options["password"] = self.password
+        if self.url.startswith("rediss://"):
+            for option, path in (("ssl_ca_certs", self.tls_ca_file), ("ssl_certfile", self.tls_cert_file), ("ssl_keyfile", self.tls_key_file)):
+                if path:
+                    options[option] = path
+        return options
 
 
 class MembershipWriter(Protocol):
@@ -98,12 +117,12 @@ class RedisMembershipWriter:
 
     @classmethod
     def from_config(cls, config: RedisConfig) -> RedisMembershipWriter:
-        return cls(config.url, config.key_prefix, config.default_ttl)
+        return cls(config.url, config.key_prefix, config.default_ttl, config.connection_options())
 
-    def __init__(self, url: str, key_prefix: str, default_ttl: int) -> None:
+    def __init__(self, url: str, key_prefix: str, default_ttl: int, options: dict[str, Any] | None = None) -> None:
         import redis  # imported here: only the TaskManager's Python needs a connection
 
-        self._client = redis.Redis.from_url(url)
+        self._client = redis.Redis.from_url(url, **(options or {}))
         self._no_script = redis.exceptions.NoScriptError
         # Loaded once and called by hash: redis-py's Script objects send SCRIPT EXISTS before
         # every pipeline, a second round trip per flush.

@@ -155,6 +155,7 @@ def create_app(config: Config, live: Live | None = None, redis_client: Any = Non
 
     client = redis_client or aioredis.Redis.from_url(
         config.redis.url,
+        **config.redis.connection_options(),
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         decode_responses=True,

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from ..config import Config
+from ..config import Config, kafka_python_options
 from ..core.model import RuleSet
 from .status import current_rules, read_status
 
@@ -114,8 +114,7 @@ class Live:
         if self._consumer is None:
             kafka = self.config.kafka
             consumer = KafkaConsumer(
-                bootstrap_servers=kafka.bootstrap,
-                security_protocol=kafka.security_protocol,
+                **kafka_python_options(kafka),
                 enable_auto_commit=False,
                 isolation_level="read_committed",
             )

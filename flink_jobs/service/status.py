@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any, Iterable
 
-from ..config import Config
+from ..config import Config, kafka_python_options
 from ..core import loader
 from ..core.diagnostics import RuleLoadError
 from ..core.model import RuleSet
@@ -19,9 +19,7 @@ def _consumer(config: Config, topic: str) -> tuple[Any, dict[Any, int]]:
     """A consumer assigned to every partition of ``topic`` from the start, and their end offsets."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(
-        bootstrap_servers=config.kafka.bootstrap, security_protocol=config.kafka.security_protocol, enable_auto_commit=False
-    )
+    consumer = KafkaConsumer(**kafka_python_options(config.kafka), enable_auto_commit=False)
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
