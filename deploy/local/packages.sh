@@ -4,6 +4,7 @@
 #
 #   deploy/local/packages.sh chromium   # headless browser for the segment browser's test
 #   deploy/local/packages.sh wrk        # HTTP load generator for bench/serve_bench.py
+#   deploy/local/packages.sh openssl    # certificates of the stack's TLS endpoints (secrets.sh)
 #
 # Prometheus and Redis have their own scripts (prometheus.sh, stack.sh).
 set -euo pipefail
@@ -15,8 +16,8 @@ mkdir -p "${LOG_DIR}"
 missing=()
 for package in "$@"; do
   case "$package" in
-    chromium | wrk) command -v "$package" >/dev/null 2>&1 || missing+=("$package") ;;
-    *) die "unknown package '${package}' (this script installs: chromium, wrk)" ;;
+    chromium | wrk | openssl) command -v "$package" >/dev/null 2>&1 || missing+=("$package") ;;
+    *) die "unknown package '${package}' (this script installs: chromium, wrk, openssl)" ;;
   esac
 done
 ((${#missing[@]} == 0)) && exit 0

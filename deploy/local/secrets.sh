@@ -51,7 +51,7 @@ main() {
   if [[ -f "${SECRETS_DIR}/broker.pem" && -f "${SECRETS_DIR}/redis-password" ]]; then
     return 0
   fi
-  command -v openssl >/dev/null 2>&1 || die "secrets: openssl is missing (apt-get install -y openssl)"
+  command -v openssl >/dev/null 2>&1 || "${LOCAL_DIR}/packages.sh" openssl
   mkdir -p "${SECRETS_DIR}"
   chmod 700 "${SECRETS_DIR}"
   (

@@ -281,6 +281,16 @@ def _key_prefix(name: str, raw: Any) -> str:
     return value
 
 
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.replace(".", "_").upper()
+
+
+def _secret_setting(name: str, what: str) -> Setting:
+    """A secret: empty by default, given by its variable or a file its _FILE variable names."""
+    env = env_name(name)
+    return Setting(name, "", _text(allow_empty=True), f"{what}: {env}, or a file named by {env}_FILE")
+
+
 SETTINGS: dict[str, Setting] = {
     s.name: s
     for s in (
@@ -317,23 +327,13 @@ SETTINGS: dict[str, Setting] = {
             "SASL mechanism, with kafka.security_protocol SASL_SSL or SASL_PLAINTEXT",
         ),
         Setting("kafka.sasl_username", "", _text(allow_empty=True), "SASL user (SASL_* protocols)"),
-        Setting(
-            "kafka.sasl_password",
-            "",
-            _text(allow_empty=True),
-            "SASL password: SEGMENTS_KAFKA_SASL_PASSWORD, or a file named by SEGMENTS_KAFKA_SASL_PASSWORD_FILE",
-        ),
+        _secret_setting("kafka.sasl_password", "SASL password"),
         Setting("kafka.ssl_ca_file", "", _pem_file, "PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); empty: the system's"),
         Setting("kafka.ssl_check_hostname", True, _bool, "check that a broker's certificate names the host connected to"),
         Setting("kafka.properties", {}, _properties, "extra Kafka client properties (key=value;key=value)"),
         Setting("redis.url", "redis://localhost:6379/0", _redis_url, "Redis URL (rediss:// for TLS)"),
         Setting("redis.username", "", _text(allow_empty=True), "Redis ACL user; empty: the URL's, or the default user"),
-        Setting(
-            "redis.password",
-            "",
-            _text(allow_empty=True),
-            "Redis password: SEGMENTS_REDIS_PASSWORD, or a file named by SEGMENTS_REDIS_PASSWORD_FILE",
-        ),
+        _secret_setting("redis.password", "Redis password"),
         Setting("redis.tls_ca_file", "", _pem_file, "PEM file of the CA that signed Redis's certificate (rediss://); empty: the system's"),
         Setting("redis.tls_cert_file", "", _pem_file, "PEM client certificate, for a Redis that asks for one (tls-auth-clients)"),
         Setting("redis.tls_key_file", "", _pem_file, "PEM private key of redis.tls_cert_file"),
@@ -546,8 +546,6 @@ SETTINGS: dict[str, Setting] = {
         Setting("serve.max_page", 1000, _int(1, 100_000), "most members one page of /v1/segments/{id}/members returns"),
     )
 }
-def env_name(setting: str) -> str:
-    return ENV_PREFIX + setting.replace(".", "_").upper()
 
 
 # ---- loading ------------------------------------------------------------------------------------

@@ -27,6 +27,8 @@ STACK_ENV = REPO / ".cache" / "stack" / "stack.env"
 @pytest.fixture
 def secure(stack: Stack) -> dict[str, str]:
     env = read_env_file(STACK_ENV)
+    if "KAFKA_SASL_BOOTSTRAP" not in env:
+        pytest.fail("the running stack has no secured endpoints (started by an older stack.sh): deploy/local/stack.sh restart")
     return {k: env[k] for k in ("KAFKA_SASL_BOOTSTRAP", "KAFKA_SASL_PASSWORD_FILE", "REDIS_TLS_URL", "REDIS_PASSWORD_FILE", "TLS_CA_FILE")}
 
 
@@ -123,6 +125,14 @@ def test_the_job_runs_end_to_end_on_sasl_ssl_kafka_and_tls_redis(scenario: Scena
     )
     assert explained.returncode == 0, explained.stderr
     assert "german_speaker" in explained.stdout and "profile country = DE" in explained.stdout
+
+    # And segments status reads the job's status topic over SASL_SSL.
+    status = subprocess.run(
+        [sys.executable, "-m", "flink_jobs.cli.segments", "status", *_secure_settings(scenario, secure)],
+        capture_output=True, text=True, timeout=120, env=_env(secure), cwd=REPO,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.startswith("job ") and " segments) since " in status.stdout, status.stdout
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flink_jobs.config import ConfigError, PASSWORD_ENV, java_kafka_properties, kafka_python_options, load_config
+from flink_jobs.config import PASSWORD_ENV, ConfigError, java_kafka_properties, kafka_python_options, load_config
 
 PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
 
