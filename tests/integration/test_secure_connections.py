@@ -18,6 +18,7 @@ import pytest
 from flink_jobs.config import read_env_file
 
 from .conftest import MINUTE, REPO, RULES, T0, Scenario, Stack, event
+from .test_serve import _wait_json, get, serving
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +134,19 @@ def test_the_job_runs_end_to_end_on_sasl_ssl_kafka_and_tls_redis(scenario: Scena
     )
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.startswith("job ") and " segments) since " in status.stdout, status.stdout
+
+    # And segments serve: the lookup from TLS Redis as the ACL user, the segments from the topics
+    # over SASL_SSL.
+    env = _env(secure)
+    with serving(_secure_settings(scenario, secure), token=None, env_extra={k: v for k, v in env.items() if k.startswith("SEGMENTS_")}) as base:
+        assert get(f"{base}/v1/customers/c-profile/segments")[1]["segments"][0]["id"] == "german_speaker"
+        listing = _wait_json(
+            f"{base}/v1/segments",
+            lambda body: any(s["id"] == "german_speaker" and s["enters_last_hour"] == 1 for s in body["segments"]),
+        )
+        assert [s["size"] for s in listing["segments"] if s["id"] == "german_speaker"] == [1]  # ZCARD over TLS
+        assert listing["rules"]["version"]  # the status topic over SASL_SSL
+        assert get(f"{base}/readyz")[0] == 200
 
 
 @pytest.mark.parametrize(

@@ -34,10 +34,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(settings: list[str], token: str | None = TOKEN) -> Iterator[str]:
+def serving(settings: list[str], token: str | None = TOKEN, env_extra: dict[str, str] | None = None) -> Iterator[str]:
     """``segments serve`` as a user starts it, on a free port; yields its base URL once it answers."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGMENTS_")}
+    env.update(env_extra or {})
     if token:
         env["SEGMENTS_SERVE_TOKEN"] = token
     proc = subprocess.Popen(
