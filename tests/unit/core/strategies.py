@@ -53,11 +53,11 @@ def selectors(draw, types=None):
         if isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
             cmp = Comparison(draw(st.sampled_from(["greater_than", "at_most", "equals"])), draw(st.sampled_from(values)))
         else:
-            cmp = Comparison(draw(st.sampled_from(["equals", "not_equals", "in"])), None)  # placeholder
-            if cmp.op == "in":
+            op = draw(st.sampled_from(["equals", "not_equals", "in"]))
+            if op == "in":
                 cmp = Comparison("in", tuple(draw(st.sets(st.sampled_from(values), min_size=1))))
             else:
-                cmp = Comparison(cmp.op, draw(st.sampled_from(values)))
+                cmp = Comparison(op, draw(st.sampled_from(values)))
         where = (PropertyFilter(prop, cmp),)
     return EventSelector(event_types, where)
 

@@ -16,7 +16,7 @@ from flink_jobs.core.model import RuleSet
 from flink_jobs.core.reference import reference_changes
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
-from flink_jobs.core.state import CustomerState, decode_state, encode_state
+from flink_jobs.core.state import STATE_SLOTS, CustomerState, decode_state, encode_state
 
 from .helpers import CATALOG
 from .strategies import PROPS, T0, arrivals, histories, rule_sets
@@ -25,31 +25,38 @@ SCORER = FixedScorer({"alice": {"purchase_propensity": 0.9}}, default={"purchase
 BOUND = 5 * SECOND
 
 
-class _StoredStateEngine(SegmentEngine):
-    """Encodes and decodes the state around every step, as a state backend does."""
+class _StoredStateEngine:
+    """A SegmentEngine that encodes and decodes the state around every step, as a state backend
+    does. A wrapper, not a subclass: interpreted code cannot subclass a class mypyc compiled."""
 
     encode = staticmethod(encode_state)
 
+    def __init__(self, *args, **kwargs) -> None:
+        self._engine = SegmentEngine(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
     def step(self, state, item, watermark):
-        result = super().step(decode_state(self.encode(state)), item, watermark)
+        result = self._engine.step(decode_state(self.encode(state)), item, watermark)
         result.state = decode_state(self.encode(result.state))
         return result
 
 
 # Formats 1-5 end with rule_version: format 6 appended held_until (a segment's hold), which no
 # state of theirs can have needed (see _OLD_FORMAT_RULES).
-_SLOTS_BEFORE_FORMAT_6 = CustomerState.__slots__[: CustomerState.__slots__.index("held_until")]
+_SLOTS_BEFORE_FORMAT_6 = STATE_SLOTS[: STATE_SLOTS.index("held_until")]
 
 
 def _values_before_format_4(state: CustomerState) -> list:
     """The slots as formats 1-3 wrote them: buffered events as tuples, and ``seen`` a dict of
     event id hash -> event time."""
     values = [getattr(state, name) for name in _SLOTS_BEFORE_FORMAT_6]
-    values[CustomerState.__slots__.index("buffer")] = [
+    values[STATE_SLOTS.index("buffer")] = [
         (e.event_id, e.customer_id, e.event_type, e.event_time, dict(e.properties), e.ingest_time) for e in state.buffer
     ]
     ids, times = state.seen
-    values[CustomerState.__slots__.index("seen")] = dict(zip(ids, times))
+    values[STATE_SLOTS.index("seen")] = dict(zip(ids, times))
     return values
 
 
@@ -65,7 +72,7 @@ def encode_format_1(state: CustomerState) -> bytes:
             fs = {int(fs[at]): [int(fs[at + 1]), *fs[at + 2 : at + w]] for at in range(0, len(fs), w)}
             key = base
         features[key] = _distinct_as_dicts(key, fs)
-    values[CustomerState.__slots__.index("features")] = features
+    values[STATE_SLOTS.index("features")] = features
     return marshal.dumps((1, *values))
 
 
@@ -91,7 +98,7 @@ def encode_format_2(state: CustomerState) -> bytes:
     """A state as state format 2 wrote it (until 2026-12-05): as format 4, but with each
     DistinctFeature bucket's values a set and ``seen`` a dict, in marshal's default version."""
     values = _values_before_format_4(state)
-    values[CustomerState.__slots__.index("features")] = {
+    values[STATE_SLOTS.index("features")] = {
         key: _distinct_as_dicts(key, fs) for key, fs in state.features.items()
     }
     return marshal.dumps((2, *values))
@@ -119,7 +126,7 @@ def encode_format_3(state: CustomerState) -> bytes:
     """A state as state format 3 wrote it (2026-12-05, one session): as format 4, but with
     ``seen`` a dict."""
     values = _values_before_format_4(state)
-    values[CustomerState.__slots__.index("features")] = _features_before_format_5(state)
+    values[STATE_SLOTS.index("features")] = _features_before_format_5(state)
     return marshal.dumps((3, *values), 2)
 
 
@@ -128,7 +135,7 @@ def encode_format_4(state: CustomerState) -> bytes:
     DistinctFeature's buckets a dict of value lists."""
     values = list(marshal.loads(encode_state(state)))[: 1 + len(_SLOTS_BEFORE_FORMAT_6)]
     values[0] = 4
-    values[1 + CustomerState.__slots__.index("features")] = _features_before_format_5(state)
+    values[1 + STATE_SLOTS.index("features")] = _features_before_format_5(state)
     return marshal.dumps(tuple(values), 2)
 
 

@@ -12,7 +12,7 @@ from flink_jobs.core.engine import EngineConfig, SegmentEngine
 from flink_jobs.core.features import StatsFeature
 from flink_jobs.core.model import Comparison, RuleSet
 from flink_jobs.core.runner import LocalRunner
-from flink_jobs.core.state import state_size
+from flink_jobs.core.state import STATE_SLOTS, state_size
 
 from .helpers import ABANDONED, CATALOG, T0, VIEWED_TWICE, changes, ev, rules, run, seg, sel
 
@@ -340,14 +340,14 @@ def test_distinct_buckets_are_one_flat_array_of_value_hashes():
     assert decode_state(encode_state(state)).features[key] == state.features[key]
     old = list(marshal.loads(encode_state(state)))
     old[0] = 4
-    old[1 + state.__slots__.index("features")][key] = {
+    old[1 + STATE_SLOTS.index("features")][key] = {
         T0 // MINUTE + 4: ["belts"], T0 // MINUTE: ["shoes", "bags", 7, "7"], T0 // MINUTE + 3: ["hats"]
     }
     assert decode_state(marshal.dumps(tuple(old), 2)).features[key] == state.features[key]
     old[0] = 2
-    ids, times = old[1 + state.__slots__.index("seen")]
-    old[1 + state.__slots__.index("seen")] = dict(zip(array("Q", ids), array("q", times)))
-    old[1 + state.__slots__.index("features")][key] = {
+    ids, times = old[1 + STATE_SLOTS.index("seen")]
+    old[1 + STATE_SLOTS.index("seen")] = dict(zip(array("Q", ids), array("q", times)))
+    old[1 + STATE_SLOTS.index("features")][key] = {
         T0 // MINUTE + 4: {"belts"}, T0 // MINUTE: {"shoes", "bags", 7, "7"}, T0 // MINUTE + 3: {"hats"}
     }
     restored = decode_state(marshal.dumps(tuple(old))).features[key]  # a set's order is its own
@@ -380,7 +380,7 @@ def test_seen_event_ids_are_two_sorted_arrays_pruned_to_the_dedup_horizon():
     assert [list(a) for a in restored.seen] == [list(a) for a in state.seen]
     old = list(marshal.loads(encode_state(state)))
     old[0] = 3
-    old[1 + state.__slots__.index("seen")] = dict(zip(reversed(ids), reversed(times)))
+    old[1 + STATE_SLOTS.index("seen")] = dict(zip(reversed(ids), reversed(times)))
     assert [list(a) for a in decode_state(marshal.dumps(tuple(old), 2)).seen] == [list(a) for a in state.seen]
 
 
@@ -405,10 +405,10 @@ def test_decoded_states_share_one_string_object_per_key():
         states.append(state)
     data = encode_state(states[0])
     plain = list(marshal.loads(data))  # as older versions wrote them: keys not interned
-    features = plain[1 + states[0].__slots__.index("features")]
-    plain[1 + states[0].__slots__.index("features")] = {"".join(list(k)): v for k, v in features.items()}
-    members = plain[1 + states[0].__slots__.index("members")]
-    plain[1 + states[0].__slots__.index("members")] = {"".join(list(k)): v for k, v in members.items()}
+    features = plain[1 + STATE_SLOTS.index("features")]
+    plain[1 + STATE_SLOTS.index("features")] = {"".join(list(k)): v for k, v in features.items()}
+    members = plain[1 + STATE_SLOTS.index("members")]
+    plain[1 + STATE_SLOTS.index("members")] = {"".join(list(k)): v for k, v in members.items()}
     decoded = [decode_state(data), decode_state(marshal.dumps(tuple(plain), 2)), decode_state(encode_state(states[1]))]
     keys = {f.key: f.key for f in engine.compiled.features}
     ids = {c.id: c.id for c in engine.compiled.segments}
