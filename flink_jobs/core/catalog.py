@@ -94,3 +94,9 @@ class Catalog:
     def profile_types(self) -> frozenset[str]:
         """Event types whose properties update the customer's profile."""
         return frozenset(name for name, event in self.events.items() if event.updates_profile)
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from .pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

@@ -142,3 +142,9 @@ def _dependency_order(segments: Iterable[Segment]) -> list[Segment]:
     for sid in sorted(by_id):
         visit(sid, [])
     return order
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from .pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

@@ -538,3 +538,9 @@ class SegmentEngine:
 
 def _short(text: str, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from .pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

@@ -262,3 +262,9 @@ class Change:
     # The model scores the decision was made with (the customer's at this instant): activation
     # systems rank by them. Not part of what the change is.
     scores: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from .pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

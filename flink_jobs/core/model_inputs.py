@@ -204,3 +204,9 @@ class ModelInputReader:
         out["page_view_share_1h"] = page_views / events_1h if events_1h else 0.0
         out["product_views_1h"] = float(product_views)
         out["sessions_1h"] = float(sessions)
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from .pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

@@ -228,3 +228,9 @@ CONSTRUCT = Construct(
     compile=compile,
     qualifying=qualifying,
 )
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from ..pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

@@ -65,3 +65,9 @@ class Construct:
     models: tuple[type[Condition], ...] = ()
     compile: Compile | None = None
     qualifying: Qualifying | None = None
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from ..pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)

@@ -66,3 +66,9 @@ CONSTRUCT = Construct(
     models=(Score,),
     compile=compile,
 )
+
+
+# Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).
+from ..pickling import register_dataclasses  # noqa: E402
+
+register_dataclasses(globals(), __name__)
