@@ -42,9 +42,16 @@ build_jvm() {
   "${VENV}/bin/python" -m flink_jobs.flink.jvm >/dev/null || die "could not build flink_jobs/flink/jvm (see above)"
 }
 
+# The core's hot path compiled with mypyc (deploy/local/compile_core.py; about 30 s, skipped when
+# its sources did not change). Without a C compiler it stays interpreted: slower, the same results.
+compile_core() {
+  "${VENV}/bin/python" "${LOCAL_DIR}/compile_core.py" || log "WARNING: the core runs interpreted (mypyc failed, above)"
+}
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   log "python environment up to date (${VENV})"
   build_jvm
+  compile_core
   exit 0
 fi
 log "installing the package and its pinned dependencies into ${VENV} (first time: a few minutes, apache-flink is large)"
@@ -58,3 +65,4 @@ start="$(now)"
 echo "$want" > "$STAMP"
 log "installed in $(awk -v s="$start" -v e="$(now)" 'BEGIN { printf "%.0f", e - s }') s"
 build_jvm
+compile_core
