@@ -400,12 +400,12 @@ class Harness:
             time.sleep(0.2)
         raise SystemExit("stop with a savepoint: no answer within 180 s")
 
-    def resume(self, job: str, parallelism: int, restore: str | None = None) -> tuple[str, float]:
-        """Stop with a savepoint and submit again from it (or from ``restore``) at
-        ``parallelism``; the new job's id and the seconds from the stop to it RUNNING."""
+    def resume(self, job: str, parallelism: int) -> tuple[str, float]:
+        """Stop with a savepoint and submit again from it at ``parallelism``; the new job's id and
+        the seconds from the stop to it RUNNING."""
         stopped = time.monotonic()
         savepoint = self.stop_with_savepoint(job)
-        new = self.submit(restore or savepoint, parallelism)
+        new = self.submit(savepoint, parallelism)
         return new, time.monotonic() - stopped
 
     def changes_end(self) -> int:

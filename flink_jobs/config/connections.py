@@ -21,7 +21,7 @@ import ssl
 from typing import Any
 
 from .sections import Config, KafkaConfig
-from .settings import ConfigError, mask_url
+from .settings import mask_url
 
 # The connector jar relocates the Kafka client (org.apache.kafka -> this prefix), so the JAAS
 # configuration must name the relocated login modules.
@@ -42,15 +42,14 @@ def _jaas_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def java_kafka_properties(kafka: KafkaConfig, shaded: bool = True) -> dict[str, str]:
-    """Properties of the Java Kafka clients (the connector's, ``shaded``): security first, then
+def java_kafka_properties(kafka: KafkaConfig) -> dict[str, str]:
+    """Properties of the Java Kafka clients (the connector's, relocated): security first, then
     ``kafka.properties`` over them."""
     props = {"security.protocol": kafka.security_protocol}
     if kafka.security_protocol.startswith("SASL_"):
-        prefix = SHADED if shaded else ""
-        module = prefix + _LOGIN_MODULES[kafka.sasl_mechanism]
+        module = SHADED + _LOGIN_MODULES[kafka.sasl_mechanism]
         props["config.providers"] = "env"
-        props["config.providers.env.class"] = prefix + "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+        props["config.providers.env.class"] = SHADED + "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
         props["sasl.mechanism"] = kafka.sasl_mechanism
         props["sasl.jaas.config"] = (
             f"{module} required username={_jaas_quote(kafka.sasl_username)} password=\"${{env:{PASSWORD_ENV}}}\";"
@@ -86,29 +85,26 @@ def check_settings(config: Config) -> None:
     """Security settings that are wrong together (no connection made); each message names one."""
     kafka, redis = config.kafka, config.redis
 
-    def fail(name: str, message: str) -> None:
-        raise ConfigError(f"{name}: {message} (from {config.origin(name)})")
-
     # A JAAS configuration given as is in kafka.properties (for the Java clients) stands in for
     # the user and password.
     if kafka.security_protocol.startswith("SASL_") and "sasl.jaas.config" not in kafka.properties:
         if not kafka.sasl_username:
-            fail("kafka.sasl_username", f"kafka.security_protocol is {kafka.security_protocol}: name the SASL user")
+            raise config.error("kafka.sasl_username", f"kafka.security_protocol is {kafka.security_protocol}: name the SASL user")
         if not kafka.sasl_password:
-            fail(
+            raise config.error(
                 "kafka.sasl_password",
                 f"kafka.security_protocol is {kafka.security_protocol}: give the password in SEGMENTS_KAFKA_SASL_PASSWORD, "
                 "or a file holding it in SEGMENTS_KAFKA_SASL_PASSWORD_FILE",
             )
     if kafka.security_protocol not in ("SSL", "SASL_SSL") and kafka.ssl_ca_file:
-        fail("kafka.ssl_ca_file", f"set, but kafka.security_protocol is {kafka.security_protocol}; use SASL_SSL or SSL for TLS")
+        raise config.error("kafka.ssl_ca_file", f"set, but kafka.security_protocol is {kafka.security_protocol}; use SASL_SSL or SSL for TLS")
     if bool(redis.tls_cert_file) != bool(redis.tls_key_file):
         name = "redis.tls_key_file" if redis.tls_cert_file else "redis.tls_cert_file"
-        fail(name, "a client certificate needs both redis.tls_cert_file and redis.tls_key_file")
+        raise config.error(name, "a client certificate needs both redis.tls_cert_file and redis.tls_key_file")
     if not redis.url.startswith("rediss://"):
         for name in ("redis.tls_ca_file", "redis.tls_cert_file"):
             if getattr(redis, name.split(".")[1]):
-                fail(name, f"set, but redis.url {mask_url(redis.url)} is not TLS; write rediss://host:port/db")
+                raise config.error(name, f"set, but redis.url {mask_url(redis.url)} is not TLS; write rediss://host:port/db")
 
 
 def _host_port(url: str) -> str:
@@ -126,49 +122,44 @@ def check_redis(config: Config, timeout: float = 10.0) -> None:
         settings.url, socket_timeout=timeout, socket_connect_timeout=timeout, **settings.connection_options()
     )
 
-    def fail(name: str, message: str) -> None:
-        raise ConfigError(f"{name}: {message} (from {config.origin(name)})")
-
     try:
         client.ping()
     except redis_py.exceptions.AuthenticationError as exc:
         user = settings.username or "the URL's user, or default"
-        fail("redis.password", f"Redis at {where} refused user {user!r}: {exc}; check redis.password and redis.username")
+        raise config.error("redis.password", f"Redis at {where} refused user {user!r}: {exc}; check redis.password and redis.username") from exc
     except redis_py.exceptions.ResponseError as exc:
         if "NOAUTH" in str(exc) or "NOPERM" in str(exc):
-            fail("redis.username", f"Redis at {where}: {exc}; set redis.username and redis.password for an ACL user")
+            raise config.error("redis.username", f"Redis at {where}: {exc}; set redis.username and redis.password for an ACL user") from exc
         raise
     except (redis_py.exceptions.ConnectionError, OSError) as exc:
         cause = exc.__cause__ or exc.__context__ or exc
         text = f"{exc}"
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
-            fail(
+            raise config.error(
                 "redis.tls_ca_file",
                 f"the certificate of Redis at {where} is not trusted ({getattr(cause, 'verify_message', text)}); "
                 "name the CA that signed it",
-            )
+            ) from exc
         if isinstance(cause, ssl.SSLError) or "SSL" in text or "record layer" in text:
-            fail("redis.url", f"TLS with Redis at {where} failed ({text}); is it rediss:// on a TLS port?")
+            raise config.error("redis.url", f"TLS with Redis at {where} failed ({text}); is it rediss:// on a TLS port?") from exc
         if "Connection reset" in text or "Connection closed" in text:
-            fail("redis.url", f"Redis at {where} closed the connection ({text}): a TLS port needs rediss://")
-        fail("redis.url", f"cannot reach Redis at {where}: {text}")
+            raise config.error("redis.url", f"Redis at {where} closed the connection ({text}): a TLS port needs rediss://") from exc
+        raise config.error("redis.url", f"cannot reach Redis at {where}: {text}") from exc
     finally:
         client.close()
 
 
 def check_kafka(config: Config, timeout: float = 15.0) -> None:
     """Fetch the cluster's metadata as the job will; ``ConfigError`` naming the setting behind a
-    failure (kafka-python reports a refused SASL login and an untrusted certificate)."""
+    failure. kafka-python itself only says it could not bootstrap: a TLS handshake first, and its
+    log, tell an untrusted certificate and a refused login from an unreachable broker."""
     from kafka import KafkaAdminClient
     from kafka import errors as kafka_errors
 
     kafka = config.kafka
 
-    def fail(name: str, message: str) -> None:
-        raise ConfigError(f"{name}: {message} (from {config.origin(name)})")
-
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        _check_tls(config, fail)
+        _check_tls(config)
     # kafka-python logs a refused login and raises "Unable to bootstrap": the log tells them apart.
     seen = _Collect()
     logger = logging.getLogger("kafka")
@@ -182,12 +173,12 @@ def check_kafka(config: Config, timeout: float = 15.0) -> None:
             "SaslAuthenticationFailed" in m or "Authentication failed" in m for m in seen.messages
         )
         if refused:
-            fail(
+            raise config.error(
                 "kafka.sasl_password",
                 f"the brokers at {kafka.bootstrap} refused user {kafka.sasl_username!r} ({kafka.sasl_mechanism}); "
                 "check kafka.sasl_password, kafka.sasl_username and kafka.sasl_mechanism",
-            )
-        fail("kafka.bootstrap", f"no broker answered at {kafka.bootstrap} with {kafka.security_protocol} ({exc})")
+            ) from exc
+        raise config.error("kafka.bootstrap", f"no broker answered at {kafka.bootstrap} with {kafka.security_protocol} ({exc})") from exc
     else:
         admin.close()
     finally:
@@ -203,7 +194,7 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def _check_tls(config: Config, fail: Any) -> None:
+def _check_tls(config: Config) -> None:
     """A TLS handshake with the first broker, to tell an untrusted certificate from the rest
     (kafka-python only logs it and says no broker is available)."""
     kafka = config.kafka
@@ -216,11 +207,11 @@ def _check_tls(config: Config, fail: Any) -> None:
                 pass
     except ssl.SSLCertVerificationError as exc:
         name = "kafka.ssl_check_hostname" if "match" in str(exc.verify_message) else "kafka.ssl_ca_file"
-        fail(name, f"the certificate of the broker {host}:{port} is not trusted ({exc.verify_message}); name the CA that signed it")
+        raise config.error(name, f"the certificate of the broker {host}:{port} is not trusted ({exc.verify_message}); name the CA that signed it") from exc
     except ssl.SSLError as exc:
-        fail("kafka.security_protocol", f"TLS with the broker {host}:{port} failed ({exc.reason}); is that a TLS listener?")
+        raise config.error("kafka.security_protocol", f"TLS with the broker {host}:{port} failed ({exc.reason}); is that a TLS listener?") from exc
     except OSError as exc:
-        fail("kafka.bootstrap", f"cannot reach the broker {host}:{port}: {exc}")
+        raise config.error("kafka.bootstrap", f"cannot reach the broker {host}:{port}: {exc}") from exc
 
 
 def check_connections(config: Config) -> None:

@@ -134,11 +134,12 @@ def resolve_config(args: argparse.Namespace, *, environ: Mapping[str, str], stac
     for key, value in environ.items():
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
-        if key.endswith("_FILE") and key[: -len("_FILE")] in by_env:
+        variable = key.removesuffix("_FILE")
+        if variable != key and variable in by_env:
             # SEGMENTS_<NAME>_FILE: the value is the file's content (a mounted secret), without
             # the line end an editor adds; the variable itself wins when both are set.
-            name = by_env[key[: -len("_FILE")]]
-            if key[: -len("_FILE")] not in environ:
+            name = by_env[variable]
+            if variable not in environ:
                 raw[name] = (_read_value_file(name, value, key), f"the file {value} (environment variable {key})")
             continue
         if key not in by_env:
@@ -190,37 +191,34 @@ def _read_value_file(name: str, path: str, variable: str) -> str:
 def _check_consistency(config: Config) -> None:
     """Settings that are wrong together; each message names one of them."""
 
-    def fail(name: str, message: str) -> None:
-        raise ConfigError(f"{name}: {message} (from {config.origin(name)})")
-
     job, events = config.job, config.events
     if job.models and not job.generic_aggregates:
-        fail(
+        raise config.error(
             "job.generic_aggregates",
             "the models read their inputs from the generic aggregates; set job.generic_aggregates=true, or job.models=false",
         )
     if job.delivery_guarantee == "exactly-once" and job.checkpoint_interval == 0:
-        fail(
+        raise config.error(
             "job.delivery_guarantee",
             "exactly-once needs checkpoints (Kafka transactions commit on checkpoint); "
             "set job.checkpoint_interval, e.g. 10s, or use at-least-once",
         )
     if job.max_parallelism < job.parallelism:
-        fail(
+        raise config.error(
             "job.max_parallelism",
             f"must be at least job.parallelism ({job.parallelism}); it is fixed for a savepoint's life, so leave room to scale",
         )
     if job.batch_keys < job.parallelism:
-        fail(
+        raise config.error(
             "job.batch_keys",
             f"must be at least job.parallelism ({job.parallelism}): each parallel task works on whole batch keys, "
             "so a task without one would stay idle",
         )
     problem = lateness_problem(events.dedup_horizon, events.allowed_lateness, "events.allowed_lateness")
     if problem is not None:
-        fail("events.dedup_horizon", problem)
+        raise config.error("events.dedup_horizon", problem)
     if len(config.kafka.group_id) > 200:
-        fail("kafka.group_id", "is longer than 200 characters")
+        raise config.error("kafka.group_id", "is longer than 200 characters")
     metrics = config.metrics
     if metrics.port_end < metrics.port_start:
-        fail("metrics.port_end", f"{metrics.port_end} is below metrics.port_start ({metrics.port_start})")
+        raise config.error("metrics.port_end", f"{metrics.port_end} is below metrics.port_start ({metrics.port_start})")

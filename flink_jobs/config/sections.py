@@ -11,7 +11,7 @@ from typing import Mapping
 
 from ..runtime.metrics import MetricsConfig
 from ..runtime.redis_writer import RedisConfig
-from .settings import SETTINGS
+from .settings import SETTINGS, ConfigError
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,10 @@ class Config:
     def origin(self, setting: str) -> str:
         """Where a setting's value came from, for messages that name it."""
         return self.origins.get(setting, "default")
+
+    def error(self, setting: str, message: str) -> ConfigError:
+        """The error to raise for a wrong ``setting``: named, with where its value came from."""
+        return ConfigError(f"{setting}: {message} (from {self.origin(setting)})")
 
     def describe(self) -> str:
         """Every setting as ``section.name = value``, for the job's start-up log."""
