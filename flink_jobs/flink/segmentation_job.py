@@ -86,13 +86,13 @@ def flink_configuration(config: Config) -> Configuration:
 
 
 def create_environment(config: Config) -> StreamExecutionEnvironment:
-    # Thread mode finds libpython (and pemja) by running `python` from PATH inside the JVM that
-    # PyFlink starts from this process: make that this interpreter, or a job started without an
-    # activated venv fails with "Failed to find libpython" / "No module named 'pemja'".
     if config.kafka.security_protocol.startswith("SASL_"):
         # The Java clients read the password from the JVM's environment (connections.PASSWORD_ENV);
         # a local JVM starts from this process. A cluster's JVMs need it in theirs.
         os.environ[PASSWORD_ENV] = config.kafka.sasl_password
+    # Thread mode finds libpython (and pemja) by running `python` from PATH inside the JVM that
+    # PyFlink starts from this process: make that this interpreter, or a job started without an
+    # activated venv fails with "Failed to find libpython" / "No module named 'pemja'".
     bin_dir = str(Path(sys.executable).parent)
     if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
