@@ -97,6 +97,12 @@ log.retention.hours=24
 EOF
 }
 
+# port_before FILE DEFAULT: the port in FILE while the stack is up (a component back after `stop
+# kafka|redis` takes its port again, so clients and a running job find it), else DEFAULT.
+port_before() {
+  if [[ -f "${STACK_ENV}" && -f "$1" ]]; then cat "$1"; else echo "$2"; fi
+}
+
 kafka_running() { pid_alive "${KAFKA_PID_FILE}" "${KAFKA_MARKER}"; }
 
 # Broker answers ApiVersions and reports itself unfenced (it can serve metadata and topics).
@@ -109,21 +115,16 @@ kafka_ready() {
 
 start_kafka() {
   mkdir -p "${KAFKA_STATE_DIR}" "${LOG_DIR}"
-  local port controller_port sasl_port bootstrap start
-  "${LOCAL_DIR}/secrets.sh"
+  local port controller_port sasl_port bootstrap start preferred
   if kafka_running; then
     port="$(<"${KAFKA_STATE_DIR}/port")"
     log "kafka: already running (pid $(<"${KAFKA_PID_FILE}"), localhost:${port})"
   else
-    local preferred="${KAFKA_PORT:-9092}"
-    # Back after `stop kafka`: the same port, so clients (and a running job) find it again.
-    [[ -f "${STACK_ENV}" && -f "${KAFKA_STATE_DIR}/port" ]] && preferred="$(<"${KAFKA_STATE_DIR}/port")"
+    preferred="$(port_before "${KAFKA_STATE_DIR}/port" "${KAFKA_PORT:-9092}")"
     port="$(pick_port "${preferred}")"
     [[ "${port}" == "${preferred}" ]] || log "kafka: port ${preferred} is taken, using ${port}"
     controller_port="$(pick_port "${KAFKA_CONTROLLER_PORT:-$((port + 1))}" "${port}")"
-    local sasl_preferred="${KAFKA_SASL_PORT:-$((port + 2))}"
-    [[ -f "${STACK_ENV}" && -f "${KAFKA_STATE_DIR}/sasl-port" ]] && sasl_preferred="$(<"${KAFKA_STATE_DIR}/sasl-port")"
-    sasl_port="$(pick_port "${sasl_preferred}" "${port}" "${controller_port}")"
+    sasl_port="$(pick_port "$(port_before "${KAFKA_STATE_DIR}/sasl-port" "${KAFKA_SASL_PORT:-$((port + 2))}")" "${port}" "${controller_port}")"
     write_kafka_config "${port}" "${controller_port}" "${sasl_port}"
 
     if [[ ! -f "${KAFKA_STATE_DIR}/data/meta.properties" ]]; then
@@ -250,14 +251,11 @@ start_redis() {
   else
     [[ -z "${REDIS_URL:-}" ]] || log "redis: REDIS_URL=${REDIS_URL} does not answer PING, starting a local redis-server"
     ensure_redis_server
-    local preferred="${REDIS_PORT:-6379}"
-    [[ -f "${STACK_ENV}" && -f "${REDIS_STATE_DIR}/port" ]] && preferred="$(<"${REDIS_STATE_DIR}/port")"
+    local preferred
+    preferred="$(port_before "${REDIS_STATE_DIR}/port" "${REDIS_PORT:-6379}")"
     port="$(pick_port "${preferred}")"
     [[ "${port}" == "${preferred}" ]] || log "redis: port ${preferred} is taken, using ${port}"
-    local tls_preferred="${REDIS_TLS_PORT:-$((port + 1))}"
-    [[ -f "${STACK_ENV}" && -f "${REDIS_STATE_DIR}/tls-port" ]] && tls_preferred="$(<"${REDIS_STATE_DIR}/tls-port")"
-    tls_port="$(pick_port "${tls_preferred}" "${port}")"
-    "${LOCAL_DIR}/secrets.sh"
+    tls_port="$(pick_port "$(port_before "${REDIS_STATE_DIR}/tls-port" "${REDIS_TLS_PORT:-$((port + 1))}")" "${port}")"
     # dump.rdb is there only after `stop redis` (SHUTDOWN SAVE): redis-server loads it.
     # The conf holds the ACL user's password: only its owner reads it.
     (umask 077 && cat >"${REDIS_STATE_DIR}/redis.conf") <<EOF
@@ -344,6 +342,7 @@ cmd_start() {
   require_java
   mkdir -p "${STATE_DIR}" "${LOG_DIR}"
   "${LOCAL_DIR}/fetch-jars.sh" >/dev/null
+  "${LOCAL_DIR}/secrets.sh"  # the secured endpoints' certificates and passwords (once)
   start_kafka
   start_redis
   write_stack_env
