@@ -475,7 +475,7 @@ class SegmentEngine:
         everything is re-evaluated at the clock."""
         for feature in self.compiled.features:
             if feature.key not in state.features:
-                feature.adopt(state.features)
+                feature.adopt(state.features, state.clock)
         for key in [k for k in state.features if k not in self._feature_keys]:
             del state.features[key]
         for feature in self.compiled.features:

@@ -20,7 +20,7 @@ from hashlib import blake2b
 from typing import Any, Generic, Iterator, Sequence, TypeVar
 
 from .model import Event, EventSelector, PropertyValue
-from .windows import exit_time, first_bucket
+from .windows import GENERIC_RESOLUTIONS, exit_time, first_bucket, resolution_for
 
 INF = float("inf")
 # What a feature keeps for one customer in ``CustomerState.features``: each feature's own type
@@ -92,9 +92,10 @@ class Feature(ABC, Generic[S]):
     def empty(self, fs: S) -> bool:
         return not fs
 
-    def adopt(self, features: dict[str, FeatureState]) -> None:
+    def adopt(self, features: dict[str, FeatureState], now: int) -> None:
         """Take over this feature's data from a state kept under an earlier layout (another key,
-        still in ``features``); called when a state is reconciled and lacks ``self.key``."""
+        still in ``features``); called when a state whose clock is ``now`` is reconciled and
+        lacks ``self.key``."""
 
     def flips_at(self, fs: S, now: int) -> bool:
         """Does a time-driven change (a timer this feature asked for) fall on ``now``?"""
@@ -214,6 +215,10 @@ class StatsFeature(_BucketedFeature):
                 at = self._start(fs, bucket)
                 if fs[at] != bucket:
                     fs[at:at] = array("d", [bucket]) + self._blank
+        self._count(fs, at, event)
+
+    def _count(self, fs: array[float], at: int, event: Event) -> None:
+        """Add ``event`` to the record at offset ``at``."""
         fs[at + 1] += 1
         if self._slots:
             props = event.properties
@@ -229,6 +234,18 @@ class StatsFeature(_BucketedFeature):
                 if value > fs[i + 3]:
                     fs[i + 3] = value
 
+    def _merge(self, out: array[float], to: int, fs: array[float], at: int) -> None:
+        """Add the record of ``fs`` at offset ``at`` to the record of ``out`` at offset ``to``."""
+        out[to + 1] += fs[at + 1]
+        for _, base in self._slots:
+            i, j = to + base, at + base
+            out[i] += fs[j]
+            out[i + 1] += fs[j + 1]
+            if fs[j + 2] < out[i + 2]:
+                out[i + 2] = fs[j + 2]
+            if fs[j + 3] > out[i + 3]:
+                out[i + 3] = fs[j + 3]
+
     def _start(self, fs: array[float], oldest: int) -> int:
         """Offset of the first record whose bucket is >= oldest (len(fs) if none)."""
         if not fs or fs[0] >= oldest:
@@ -238,7 +255,7 @@ class StatsFeature(_BucketedFeature):
     def value(self, fs: array[float], now: int, window: int, kind: str, prop: str | None) -> float | int | None:
         """count / sum / avg / min / max over the window ending at ``now``; None when undefined."""
         w = self.width
-        start = self._start(fs, first_bucket(now, window, self.resolution))
+        start = self._start(fs, self._window_start(now, window))
         if kind == "count":
             return int(sum(fs[start + 1 :: w]))
         base = start + 2 + 4 * self.props.index(prop)
@@ -251,6 +268,10 @@ class StatsFeature(_BucketedFeature):
         if not n:
             return None
         return min(fs[base + 2 :: w]) if kind == "min" else max(fs[base + 3 :: w])
+
+    def _window_start(self, now: int, window: int) -> int:
+        """The key of the oldest record a window ending at ``now`` reads (here: a bucket index)."""
+        return first_bucket(now, window, self.resolution)
 
     def bucket_indexes(self, fs: array[float]) -> array[float]:
         return fs[:: self.width]
@@ -269,42 +290,312 @@ class StatsFeature(_BucketedFeature):
                 return
             yield bucket, at
 
-    def adopt(self, features: dict[str, FeatureState]) -> None:
+    def adopt(self, features: dict[str, FeatureState], now: int) -> None:
         """Carry the data of this feature under an earlier layout over to ``self.key``: the state
         of a rule set whose rules summed other properties of the same events at the same
         resolution (key ``base|props``), or of state format 1 (key ``base``, a dict of
         ``bucket -> [count, n0, sum0, min0, max0, ...]``, taken as written for these properties
-        when it has as many, else its counts only). Properties new to this layout start empty."""
-        for key in features:
-            if key == self.base or (key.startswith(self.base) and key.rpartition("|")[0] == self.base):
-                break
+        when it has as many, else its counts only), or the generic aggregates of the same events
+        (a ``TieredStatsFeature``, when they were switched off), whose records are merged into
+        this resolution's buckets. Properties new to this layout start empty."""
+        key = _key_under(features, self.base)
+        if key is not None:
+            out = self._relayout(features.pop(key), key)
         else:
-            return
-        old = features.pop(key)
+            key = _key_under(features, tiered_key(self.selector))
+            if key is None or self.resolution not in GENERIC_RESOLUTIONS:
+                return
+            # Not popped: a feature at each resolution may adopt the same records.
+            out = self._rebucketed(self._relayout(features[key], key))
+        if out:
+            features[self.key] = out
+
+    def _relayout(self, old: FeatureState, key: str) -> array[float]:
+        """The records of a feature with the same events kept under ``key`` (its properties after
+        the last ``|``; a dict: state format 1), in this feature's layout, keys unchanged."""
         blank = list(self._blank)
         out = array("d")
         if isinstance(old, dict):  # state format 1
-            records = sorted(old.items())
-            for bucket, record in records:
+            for bucket, record in sorted(old.items()):
                 out.append(bucket)
                 out.extend(record if len(record) == len(blank) else [record[0], *blank[1:]])
-        else:
-            old_props = [p for p in key.rpartition("|")[2].split(",") if p]
-            old_w = 2 + 4 * len(old_props)
-            moves = [(2 + 4 * old_props.index(p), base) for p, base in self._slots if p in old_props]
-            for at in range(0, len(old), old_w):
-                record = [old[at], *blank]
-                record[1] = old[at + 1]
-                for src, dst in moves:
-                    record[dst : dst + 4] = old[at + src : at + src + 4]
-                out.extend(record)
-        if out:
-            features[self.key] = out
+            return out
+        old_props = [p for p in key.rpartition("|")[2].split(",") if p]
+        old_w = 2 + 4 * len(old_props)
+        if old_props == list(self.props):
+            return array("d", old)
+        moves = [(2 + 4 * old_props.index(p), base) for p, base in self._slots if p in old_props]
+        for at in range(0, len(old), old_w):
+            record = [old[at], *blank]
+            record[1] = old[at + 1]
+            for src, dst in moves:
+                record[dst : dst + 4] = old[at + src : at + src + 4]
+            out.extend(record)
+        return out
+
+    def _rebucketed(self, records: array[float]) -> array[float]:
+        """Records keyed by their start in ms (a TieredStatsFeature's) as this resolution's
+        buckets: each goes to the bucket its start falls in."""
+        w, r = self.width, self.resolution
+        out = array("d")
+        for at in range(0, len(records), w):
+            bucket = int(records[at]) // r
+            if out and out[-w] == bucket:
+                self._merge(out, len(out) - w, records, at)
+            else:
+                out.append(bucket)
+                out.extend(records[at + 1 : at + w])
+        return out
+
+
+def _key_under(features: dict[str, FeatureState], base: str) -> str | None:
+    """The key in ``features`` of a StatsFeature with this base (``base`` itself in state format
+    1, else ``base|props``), if any."""
+    for key in features:
+        if key == base or (key.startswith(base) and key.rpartition("|")[0] == base):
+            return key
+    return None
 
 
 def stats_key(selector: EventSelector, resolution: int) -> str:
     """What identifies a StatsFeature's events and buckets (its key adds the properties)."""
     return f"stats|{selector.key()}|{resolution}"
+
+
+def tiered_key(selector: EventSelector) -> str:
+    """What identifies a TieredStatsFeature's events (its key adds the properties)."""
+    return f"stats|{selector.key()}|tiered"
+
+
+class TieredStatsFeature(StatsFeature):
+    """The generic aggregates of one event type: what a StatsFeature at each resolution of
+    ``tiers`` (``(resolution, retention)``, finest first: minute, hour, day) would hold, kept
+    once instead of once per resolution.
+
+    The records (a StatsFeature's layout) are keyed by their start in milliseconds and are as fine
+    as their age needs: a record starting at or after a tier's cutoff (the oldest bucket a window
+    of the tier's retention reads) spans at most one bucket of that tier. So a record is a minute
+    while a minute window can reach it, then merges into its hour, then into its day, and leaves
+    after the last tier. A window reads the records that start inside it: each lies inside one of
+    its buckets, and each starting before it ends before it, so every value and window exit is
+    exactly a StatsFeature's at the window's resolution.
+
+    An event feeds one record instead of three, and the state holds it once. The merging is
+    lazy: when a new minute record is appended, the records that crossed a cutoff since the
+    newest one before it started are merged (each record once per tier, on a bisected range).
+    """
+
+    def __init__(
+        self,
+        selector: EventSelector,
+        props: tuple[str, ...],
+        tiers: tuple[tuple[int, int], ...],
+        windows: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__(selector, props, tiers[0][0], tiers[-1][1], windows)
+        self.base = tiered_key(selector)
+        self.key = f"{self.base}|{','.join(props)}"
+        self.tiers = tiers
+        self._resolution_of = {window: resolution_for(window) for window in windows}
+        self._fine_buckets = tiers[0][1] // tiers[0][0]  # buckets the finest tier keeps
+
+    def keeps(self, resolution: int, span: int) -> bool:
+        """Whether windows of ``resolution`` up to ``span`` long can be read."""
+        return any(r == resolution and retention >= span for r, retention in self.tiers)
+
+    def _cutoffs(self, now: int) -> list[int]:
+        """Per tier, the start of the oldest bucket it keeps at ``now``."""
+        out = []
+        for r, retention in self.tiers:
+            out.append((now // r - retention // r + 1) * r)
+        return out
+
+    def _record_key(self, start: int, cutoffs: list[int]) -> int | None:
+        """The key of the record that holds what happened at ``start`` (None: kept no more)."""
+        for (r, _), cutoff in zip(self.tiers, cutoffs):
+            if start >= cutoff:
+                return start - start % r
+        return None
+
+    def _add(self, fs: array[float], event: Event, now: int, book: TimerBook) -> None:
+        w, r = self.width, self.resolution
+        t = event.event_time
+        start = t - t % r
+        last = len(fs) - w
+        if last >= 0:
+            newest = fs[last]
+            if newest == start:  # the newest minute again
+                self._count(fs, last, event)
+                return
+            cutoff = (now // r - self._fine_buckets + 1) * r
+            if newest < start and start >= cutoff:  # a new minute: the usual case otherwise
+                if fs[0] < cutoff:  # records older than the finest tier: some may have aged
+                    self._settle(fs, int(newest), self._cutoffs(now))
+                at = len(fs)
+                fs.append(start)
+                fs.extend(self._blank)
+                self._count(fs, at, event)
+                return
+        cutoffs = self._cutoffs(now)
+        key = self._record_key(start, cutoffs)
+        if key is None:
+            return  # older than anything a window can look at
+        if last < 0 or fs[last] < key:
+            if last >= 0:
+                self._settle(fs, int(fs[last]), cutoffs)
+            at = len(fs)
+            fs.append(key)
+            fs.extend(self._blank)
+        else:  # a late event: an older record, held or not
+            at = self._start(fs, key)
+            if at == len(fs) or fs[at] != key:
+                fs[at:at] = array("d", [key]) + self._blank
+        self._count(fs, at, event)
+
+    def _settle(self, fs: array[float], newest: int, cutoffs: list[int]) -> None:
+        """Merge the records that crossed a tier's cutoff into their coarser buckets, and drop
+        those past the last tier. The records were settled when the newest record (starting at
+        ``newest``) was appended, at a clock no earlier than its start: so only those between
+        the cutoffs at ``newest`` and now can have crossed, with the record before them (it may
+        be the coarser bucket they join)."""
+        w = self.width
+        if fs[0] < cutoffs[-1]:
+            del fs[: self._start(fs, cutoffs[-1])]
+        before = self._cutoffs(newest)
+        for i in range(len(self.tiers) - 2, -1, -1):  # the oldest range first: keys stay in order
+            lo, hi = before[i], cutoffs[i]
+            if lo >= hi:
+                continue
+            a, b = self._start(fs, lo), self._start(fs, hi)
+            if a == b:
+                continue
+            if a:
+                a -= w
+            fs[a:b] = self._merged(fs, a, b, cutoffs)
+
+    def _merged(self, fs: array[float], a: int, b: int, cutoffs: list[int]) -> array[float]:
+        """The records between offsets ``a`` and ``b``, each under its key at these cutoffs,
+        those with the same key merged."""
+        w = self.width
+        out = array("d")
+        for at in range(a, b, w):
+            key = self._record_key(int(fs[at]), cutoffs)
+            if key is None:
+                continue
+            if out and out[-w] == key:
+                self._merge(out, len(out) - w, fs, at)
+            else:
+                out.append(key)
+                out.extend(fs[at + 1 : at + w])
+        return out
+
+    def _window_start(self, now: int, window: int) -> int:
+        r = self._resolution_of.get(window) or resolution_for(window)
+        return first_bucket(now, window, r) * r
+
+    def next_exit(self, fs: array[float], now: int, window: int) -> int | None:
+        r = self._resolution_of.get(window) or resolution_for(window)
+        start = self._start(fs, first_bucket(now, window, r) * r)
+        return exit_time(int(fs[start]) // r, window, r) if start < len(fs) else None
+
+    def flips_at(self, fs: array[float], now: int) -> bool:
+        """Whether a record starting in a bucket that leaves a window at ``now`` is held, or a
+        coarser one before it that may hold that bucket (merged when an event was just added:
+        then the readers are evaluated anyway, so the answer may err on the side of yes)."""
+        cutoffs: list[int] | None = None
+        for window, r in self._resolution_of.items():
+            if now % r:
+                continue
+            leaving = (now // r - window // r) * r  # the start of the bucket leaving the window
+            at = self._start(fs, leaving)
+            if at < len(fs) and fs[at] < leaving + r:
+                return True
+            if at:
+                start = int(fs[at - self.width])
+                if cutoffs is None:
+                    cutoffs = self._cutoffs(now)
+                if start + self._span(start, cutoffs) > leaving:
+                    return True
+        return False
+
+    def _span(self, start: int, cutoffs: list[int]) -> int:
+        """How far past its start a record starting at ``start`` may hold: its tier's resolution."""
+        for (r, _), cutoff in zip(self.tiers, cutoffs):
+            if start >= cutoff:
+                return r
+        return self.tiers[-1][0]
+
+    def buckets(self, fs: array[float], oldest: int, newest: int) -> Iterator[tuple[int, int]]:
+        """(start, offset of its record) for the records starting in ``oldest..newest`` (ms)."""
+        w = self.width
+        for at in range(self._start(fs, oldest), len(fs), w):
+            start = int(fs[at])
+            if start > newest:
+                return
+            yield start, at
+
+    def adopt(self, features: dict[str, FeatureState], now: int) -> None:
+        """Carry over the data of the same events kept under an earlier layout: this feature with
+        other properties (the rules summed others), or the StatsFeatures of state formats 1-6,
+        one per resolution (or the rules' own, when the generic aggregates were off). From those,
+        each stretch of time comes from the finest resolution that holds it: from its tier's
+        cutoff at ``now`` (older buckets may lack late events), or its oldest bucket if later (a
+        rule's own kept less). A coarser bucket reaching into that stretch keeps only its older
+        part (its counts and sums less the finer records'; its minimum and maximum as they are,
+        which any window reading it reads with those records). A resolution held by none starts
+        from the coarser records (a window of it reads them whole from their start), and a
+        late event older than a rule's own minute buckets kept is not carried over."""
+        key = _key_under(features, self.base)
+        if key is not None:
+            out = self._relayout(features.pop(key), key)
+            if out:
+                features[self.key] = out
+            return
+        w = self.width
+        parts: list[array[float]] = []
+        covered: int | None = None  # where what the finer resolutions hold starts
+        for (r, _), cutoff in zip(self.tiers, self._cutoffs(now)):
+            key = _key_under(features, stats_key(self.selector, r))
+            if key is None:
+                continue
+            held = self._relayout(features[key], key)  # not popped: the reconciliation drops it
+            part = array("d")
+            for at in range(self._start(held, cutoff // r), len(held), w):
+                start = int(held[at]) * r
+                if covered is not None and start >= covered:
+                    break
+                record = held[at : at + w]
+                record[0] = start
+                if covered is not None and start + r > covered and not self._older_part(record, parts, start + r):
+                    continue
+                part.extend(record)
+            if part:
+                covered = int(part[0])
+            parts.insert(0, part)
+        records = array("d")
+        for part in parts:
+            records.extend(part)
+        if records:
+            features[self.key] = self._merged(records, 0, len(records), self._cutoffs(int(records[-w])))
+
+    def _older_part(self, record: array[float], finer: list[array[float]], end: int) -> bool:
+        """Take the counts and sums of the ``finer`` records starting before ``end`` off
+        ``record`` (a bucket reaching into them); False when nothing is left."""
+        w = self.width
+        for part in finer:
+            for at in range(0, len(part), w):
+                if part[at] >= end:
+                    break
+                record[1] -= part[at + 1]
+                for _, base in self._slots:
+                    record[base] -= part[at + base]
+                    record[base + 1] -= part[at + base + 1]
+        if record[1] <= 0:
+            return False
+        for _, base in self._slots:
+            if record[base] <= 0:  # none of this property left: as a blank record's
+                record[base : base + 4] = self._blank[base - 1 : base + 3]
+        return True
 
 
 DISTINCT_PREFIX = "distinct|"  # how every DistinctFeature's key starts (state.decode_state converts them)

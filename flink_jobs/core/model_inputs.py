@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 
 from .catalog import MODEL_ROLES, Catalog
 from .durations import DAY, HOUR, MINUTE
-from .features import Feature, FeatureState, StatsFeature, stats_key
+from .features import Feature, FeatureState, TieredStatsFeature, tiered_key
 from .model import EventSelector
 
 VALUE_WINDOW_DAYS = 365
@@ -85,10 +85,13 @@ class ModelInputReader:
     """
 
     def __init__(
-        self, purchases: StatsFeature | None, revenue: str | None, activity: tuple[tuple[str, StatsFeature], ...]
+        self,
+        purchases: TieredStatsFeature | None,
+        revenue: str | None,
+        activity: tuple[tuple[str, TieredStatsFeature], ...],
     ) -> None:
         self._purchases = purchases
-        # Offset of the revenue's (n, sum) in a purchase bucket's record (StatsFeature's layout).
+        # Offset of the revenue's (n, sum) in a purchase record (StatsFeature's layout).
         self._revenue = 2 + 4 * purchases.props.index(revenue) if purchases and revenue else 0
         self._activity = activity
         self.names: tuple[str, ...] = (_VALUE_NAMES if purchases else ()) + (_BEHAVIOUR_NAMES if activity else ())
@@ -97,26 +100,24 @@ class ModelInputReader:
     def resolve(cls, features: Iterable[Feature[Any]], catalog: Catalog) -> ModelInputReader:
         """Find the aggregates the inputs read; a group whose aggregates or catalogue roles are
         missing is left out (value: the purchase role; behaviour: the roles of ``MODEL_ROLES``)."""
-        by_base = {f.base: f for f in features if isinstance(f, StatsFeature)}
+        generic = {f.key.rpartition("|")[0]: f for f in features if isinstance(f, TieredStatsFeature)}
         revenue = catalog.revenue_property
         purchases = None
         if catalog.purchase_event is not None:
-            purchases = by_base.get(stats_key(EventSelector((catalog.purchase_event,)), DAY))
-        if not (
-            isinstance(purchases, StatsFeature) and revenue in purchases.props and purchases.retention >= VALUE_WINDOW_DAYS * DAY
-        ):
+            purchases = generic.get(tiered_key(EventSelector((catalog.purchase_event,))))
+        if not (purchases is not None and revenue in purchases.props and purchases.keeps(DAY, VALUE_WINDOW_DAYS * DAY)):
             purchases = None
         role_of = {event_type: role for role, event_type in catalog.roles.items()}
-        activity: list[tuple[str, StatsFeature]] = []
+        activity: list[tuple[str, TieredStatsFeature]] = []
         for event_type in catalog.event_types:
-            feature = by_base.get(stats_key(EventSelector((event_type,)), MINUTE))
-            if not (isinstance(feature, StatsFeature) and feature.retention >= HOUR):
+            feature = generic.get(tiered_key(EventSelector((event_type,))))
+            if feature is None or not feature.keeps(MINUTE, HOUR):
                 activity = []
                 break
             activity.append((role_of.get(event_type, ""), feature))
         if any(role not in catalog.roles for role in MODEL_ROLES):
             activity = []
-        return cls(purchases if isinstance(purchases, StatsFeature) else None, revenue, tuple(activity))
+        return cls(purchases, revenue, tuple(activity))
 
     @classmethod
     def empty(cls) -> ModelInputReader:
@@ -131,6 +132,7 @@ class ModelInputReader:
         return out
 
     def _read_value(self, fs: FeatureState, now: int, out: dict[str, float]) -> None:
+        # The purchase records are keyed by their start in ms; each lies within one UTC day.
         today = now // DAY
         d30, d90 = today - 29, today - 89
         last = first = None
@@ -138,10 +140,12 @@ class ModelInputReader:
         revenue = 0.0
         base = self._revenue
         if fs:
-            for day, at in self._purchases.buckets(fs, today - VALUE_WINDOW_DAYS + 1, today):  # type: ignore[union-attr]
+            oldest = (today - VALUE_WINDOW_DAYS + 1) * DAY
+            for start, at in self._purchases.buckets(fs, oldest, now):  # type: ignore[union-attr]
                 count = fs[at + 1]
                 if not count:
                     continue
+                day = start // DAY
                 n365 += count
                 if day >= d90:
                     n90 += count
@@ -149,7 +153,7 @@ class ModelInputReader:
                         n30 += count
                 priced += fs[at + base]
                 revenue += fs[at + base + 1]
-                if last is None:
+                if first is None:
                     first = day
                 last = day
         out["recency_days"] = float(RECENCY_CAP_DAYS if last is None else today - last)
@@ -161,9 +165,10 @@ class ModelInputReader:
         out["avg_order_value_365d"] = revenue / priced if priced else 0.0
 
     def _read_behaviour(self, features: Mapping[str, FeatureState], now: int, out: dict[str, float]) -> None:
-        minute = now // MINUTE
-        oldest = minute - _MINUTES_1H + 1
-        recent = minute - _MINUTES_5M + 1
+        # The records of the last hour are minutes (the finest tier), keyed by their start in ms.
+        minute = now - now % MINUTE
+        oldest = minute - (_MINUTES_1H - 1) * MINUTE
+        recent = minute - (_MINUTES_5M - 1) * MINUTE
         events_5m = events_1h = page_views = product_views = sessions = 0.0
         active: set[float] = set()
         for role, feature in self._activity:
@@ -172,7 +177,7 @@ class ModelInputReader:
                 continue
             w = feature.width
             if len(fs) > _FEW_BUCKETS * w:
-                # Many buckets (a customer active for most of the hour): whole columns of the
+                # Many records (a customer active for most of the hour): whole columns of the
                 # records in C, found by bisection. With a few, the loop below costs less.
                 index = fs[::w]
                 first = bisect_left(index, oldest)

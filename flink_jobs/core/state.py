@@ -117,7 +117,10 @@ def _seen_from_dict(seen: dict[int, int]) -> list[array[int]]:
 # (decode_state converts the dict of older formats). 5: a DistinctFeature's buckets are one flat
 # array of value hashes, like a StatsFeature's (decode_state converts the dicts of older formats).
 # 6: ``held_until`` appended (segments' ``hold``); older formats read as holding none.
-_FORMAT = 6
+# 7: the generic aggregates of an event type are one ``TieredStatsFeature`` instead of a
+# StatsFeature per resolution; an older state is reconciled on its next step, where its
+# ``adopt`` merges them.
+_FORMAT = 7
 _MARSHAL_VERSION = 2
 
 
@@ -159,9 +162,9 @@ def encode_state(state: CustomerState) -> bytes:
 
 def decode_state(data: bytes) -> CustomerState:
     format_, *values = marshal.loads(data)
-    if format_ not in (_FORMAT, 5, 4, 3, 2, 1):
+    if format_ not in (_FORMAT, 6, 5, 4, 3, 2, 1):
         raise ValueError(
-            f"customer state format {format_} is not readable by this version (expects {_FORMAT}, 5, 4, 3, 2 or 1)"
+            f"customer state format {format_} is not readable by this version (expects {_FORMAT}, 6, 5, 4, 3, 2 or 1)"
         )
     if format_ < 6:
         values.append({})  # held_until
@@ -178,8 +181,8 @@ def decode_state(data: bytes) -> CustomerState:
         intern(key): array("d", value) if type(value) is bytes else value for key, value in values[_FEATURES].items()
     }
     values[_FEATURES] = features
-    # Format 1: reconciled on the next step, which converts its buckets.
-    values[_RULE_VERSION] = "" if format_ == 1 else intern(values[_RULE_VERSION])
+    # Formats 1-6: reconciled on the next step, which converts their aggregates.
+    values[_RULE_VERSION] = "" if format_ < 7 else intern(values[_RULE_VERSION])
     for slot in _NAME_KEYED:
         if values[slot]:
             values[slot] = {intern(key): value for key, value in values[slot].items()}

@@ -18,6 +18,11 @@ TIERS: tuple[tuple[int, int], ...] = (
 )
 LONG_RESOLUTION = DAY
 DEFAULT_HORIZON = 400 * DAY
+# The resolutions of the generic (rule-independent) aggregates. They exist so that a newly
+# published rule over a long window is populated at once from state already held; a window of up
+# to 1 h fills from live events within its own length, so the 1-second tier (the most expensive
+# to keep) is not kept generically.
+GENERIC_RESOLUTIONS: tuple[int, ...] = tuple(r for limit, r in TIERS if limit > HOUR) + (LONG_RESOLUTION,)
 
 
 def resolution_for(window: int) -> int:

@@ -12,18 +12,22 @@ from abc import ABC, abstractmethod
 from typing import Any, Protocol
 
 from ..catalog import Catalog
-from ..durations import HOUR
-from ..features import DistinctFeature, Feature, LastTimeFeature, StatsFeature, distinct_key, stats_key
+from ..features import (
+    DistinctFeature,
+    Feature,
+    LastTimeFeature,
+    StatsFeature,
+    TieredStatsFeature,
+    distinct_key,
+    stats_key,
+    tiered_key,
+)
 from ..model import Comparison, Condition, EventSelector
-from ..windows import LONG_RESOLUTION, TIERS, resolution_for
+from ..windows import GENERIC_RESOLUTIONS, TIERS, resolution_for
 from .base import Node
 
 # How long each resolution keeps buckets for the generic (rule-independent) aggregates.
 _GENERIC_RETENTION = {resolution: limit for limit, resolution in TIERS}
-# Generic aggregates exist so that a newly published rule over a long window is populated at once
-# from state already held. A window of up to 1 h fills from live events within its own length,
-# so the 1-second tier (the most expensive to keep) is not kept generically.
-_GENERIC_RESOLUTIONS = tuple(resolution for limit, resolution in TIERS if limit > HOUR) + (LONG_RESOLUTION,)
 
 
 class FeatureSpec(Protocol):
@@ -48,6 +52,19 @@ class _StatsSpec:
         return StatsFeature(
             self.selector, tuple(sorted(self.props)), self.resolution, self.retention, tuple(sorted(self.windows))
         )
+
+
+class _TieredSpec:
+    """The generic aggregates of one event type: every generic resolution in one feature."""
+
+    def __init__(self, selector: EventSelector, tiers: tuple[tuple[int, int], ...], props: set[str]) -> None:
+        self.key = tiered_key(selector)
+        self.order = (0, self.key)
+        self.selector, self.tiers, self.props = selector, tiers, props
+        self.windows: set[int] = set()
+
+    def build(self) -> TieredStatsFeature:
+        return TieredStatsFeature(self.selector, tuple(sorted(self.props)), self.tiers, tuple(sorted(self.windows)))
 
 
 class _DistinctSpec:
@@ -95,12 +112,10 @@ class Builder(ABC):
         self.catalog = catalog
         self._specs: dict[str, FeatureSpec] = {}
         if generic:
+            tiers = tuple((r, _GENERIC_RETENTION.get(r, horizon)) for r in GENERIC_RESOLUTIONS)
             for event_type in catalog.event_types:
-                selector = EventSelector((event_type,))
-                props = set(catalog.numeric_properties(event_type))
-                for resolution in _GENERIC_RESOLUTIONS:
-                    spec = _StatsSpec(selector, resolution, _GENERIC_RETENTION.get(resolution, horizon), props)
-                    self._specs[spec.key] = spec
+                spec = _TieredSpec(EventSelector((event_type,)), tiers, set(catalog.numeric_properties(event_type)))
+                self._specs[spec.key] = spec
 
     @abstractmethod
     def node(self, condition: Condition) -> Node:
@@ -114,6 +129,13 @@ class Builder(ABC):
         """The key of the counts (and ``prop``'s n, sum, min, max) of the selected events at the
         resolution of ``window``."""
         resolution = resolution_for(window)
+        if resolution in GENERIC_RESOLUTIONS:  # the generic aggregates of one event type, if kept
+            tiered = self._specs.get(tiered_key(selector))
+            if isinstance(tiered, _TieredSpec):
+                if prop is not None:
+                    tiered.props.add(prop)
+                tiered.windows.add(window)
+                return tiered.key
         spec = self._specs.get(stats_key(selector, resolution))
         if not isinstance(spec, _StatsSpec):
             spec = _StatsSpec(selector, resolution, window, set())

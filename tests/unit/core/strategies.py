@@ -37,7 +37,8 @@ NUMERIC = {t: [p for p, vs in PROPS[t].items() if isinstance(vs[0], (int, float)
 WINDOWS = [1 * SECOND, 30 * SECOND, 10 * MINUTE, 1 * HOUR, 2 * HOUR, 1 * DAY, 3 * DAY, 40 * DAY]
 WITHIN = [1 * SECOND, 15 * MINUTE, 1 * HOUR]
 KEEP = [1 * SECOND, 30 * MINUTE, 1 * DAY]
-GAPS = [0, 0, 0, 1, 500, 1 * SECOND, 30 * SECOND, 5 * MINUTE, 20 * MINUTE, 2 * HOUR, 1 * DAY]
+# 30 days: the generic aggregates' records age from minutes into hours and days.
+GAPS = [0, 0, 0, 1, 500, 1 * SECOND, 30 * SECOND, 5 * MINUTE, 20 * MINUTE, 2 * HOUR, 1 * DAY, 30 * DAY]
 
 
 # ---- rules -------------------------------------------------------------------------------------

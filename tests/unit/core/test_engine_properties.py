@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import dataclasses
 import marshal
+from array import array
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flink_jobs.core.durations import DAY, SECOND
+from flink_jobs.core.durations import DAY, HOUR, MINUTE, SECOND
 from flink_jobs.core.engine import EngineConfig, SegmentEngine
-from flink_jobs.core.features import distinct_hash
-from flink_jobs.core.model import RuleSet
+from flink_jobs.core.features import StatsFeature, distinct_hash
+from flink_jobs.core.model import EventSelector, RuleSet
 from flink_jobs.core.reference import reference_changes
 from flink_jobs.core.runner import LocalRunner
 from flink_jobs.core.scoring import FixedScorer
 from flink_jobs.core.state import STATE_SLOTS, CustomerState, decode_state, encode_state
+from flink_jobs.core.windows import DEFAULT_HORIZON, first_bucket
 
 from .helpers import CATALOG
 from .strategies import PROPS, T0, arrivals, histories, rule_sets
@@ -43,6 +45,32 @@ class _StoredStateEngine:
         return result
 
 
+_TIERS = ((MINUTE, 2 * DAY), (HOUR, 35 * DAY), (DAY, DEFAULT_HORIZON))  # the generic aggregates
+
+
+def _features_before_format_7(state: CustomerState) -> dict:
+    """The features as formats 1-6 held them: the generic aggregates of an event type as a
+    StatsFeature per resolution (bucket indexes, each kept for its tier's retention), where
+    format 7 keeps one TieredStatsFeature (records keyed by their start in ms)."""
+    out = {}
+    for key, fs in state.features.items():
+        base, _, props = key.rpartition("|")
+        if not base.endswith("|tiered"):
+            out[key] = fs
+            continue
+        selector = EventSelector((base.split("|")[1],))
+        for r, retention in _TIERS:
+            stats = StatsFeature(selector, tuple(p for p in props.split(",") if p), r, retention)
+            oldest = first_bucket(state.clock, retention, r) * r
+            held = array("d")
+            for at in range(0, len(fs), stats.width):
+                if fs[at] >= oldest:
+                    held.extend(fs[at : at + stats.width])
+            if held:
+                out[stats.key] = stats._rebucketed(held)
+    return out
+
+
 # Formats 1-5 end with rule_version: format 6 appended held_until (a segment's hold), which no
 # state of theirs can have needed (see _OLD_FORMAT_RULES).
 _SLOTS_BEFORE_FORMAT_6 = STATE_SLOTS[: STATE_SLOTS.index("held_until")]
@@ -65,7 +93,7 @@ def encode_format_1(state: CustomerState) -> bytes:
     dict ``bucket -> [count, n0, sum0, min0, max0, ...]`` under a key without its properties."""
     values = _values_before_format_4(state)
     features = {}
-    for key, fs in state.features.items():
+    for key, fs in _features_before_format_7(state).items():
         if key.startswith("stats|") and not isinstance(fs, dict):  # (a dict: still format 1)
             base, _, props = key.rpartition("|")
             w = 2 + 4 * len([p for p in props.split(",") if p])
@@ -99,7 +127,7 @@ def encode_format_2(state: CustomerState) -> bytes:
     DistinctFeature bucket's values a set and ``seen`` a dict, in marshal's default version."""
     values = _values_before_format_4(state)
     values[STATE_SLOTS.index("features")] = {
-        key: _distinct_as_dicts(key, fs) for key, fs in state.features.items()
+        key: _distinct_as_dicts(key, fs) for key, fs in _features_before_format_7(state).items()
     }
     return marshal.dumps((2, *values))
 
@@ -119,7 +147,7 @@ class _Format2StateEngine(_StoredStateEngine):
 def _features_before_format_5(state: CustomerState) -> dict:
     """The features as formats 3 and 4 wrote them: each DistinctFeature's buckets a dict of value
     lists."""
-    return {key: _distinct_as_dicts(key, fs, list) for key, fs in state.features.items()}
+    return {key: _distinct_as_dicts(key, fs, list) for key, fs in _features_before_format_7(state).items()}
 
 
 def encode_format_3(state: CustomerState) -> bytes:
@@ -141,8 +169,17 @@ def encode_format_4(state: CustomerState) -> bytes:
 
 def encode_format_5(state: CustomerState) -> bytes:
     """A state as state format 5 wrote it (until 2026-12-07): as format 6, without ``held_until``."""
-    values = list(marshal.loads(encode_state(state)))[: 1 + len(_SLOTS_BEFORE_FORMAT_6)]
+    values = list(marshal.loads(encode_format_6(state)))[: 1 + len(_SLOTS_BEFORE_FORMAT_6)]
     values[0] = 5
+    return marshal.dumps(tuple(values), 2)
+
+
+def encode_format_6(state: CustomerState) -> bytes:
+    """A state as state format 6 wrote it (until 2026-12-07): as format 7, but with the generic
+    aggregates of each event type as three StatsFeatures (minute, hour, day)."""
+    values = list(marshal.loads(encode_state(state)))
+    values[0] = 6
+    values[1 + STATE_SLOTS.index("features")] = _features_before_format_7(state)
     return marshal.dumps(tuple(values), 2)
 
 
@@ -164,6 +201,13 @@ class _Format5StateEngine(_StoredStateEngine):
     encode = staticmethod(encode_format_5)
 
 
+class _Format6StateEngine(_StoredStateEngine):
+    """Every step reads a state of format 6: its generic aggregates become one feature per event
+    type again."""
+
+    encode = staticmethod(encode_format_6)
+
+
 _ENGINES = {
     "in memory": SegmentEngine,
     "stored": _StoredStateEngine,
@@ -172,13 +216,14 @@ _ENGINES = {
     "stored in format 3": _Format3StateEngine,
     "stored in format 4": _Format4StateEngine,
     "stored in format 5": _Format5StateEngine,
+    "stored in format 6": _Format6StateEngine,
 }
 
 
 def _of_their_time(rules: RuleSet, stored: str) -> RuleSet:
     """The rules as states of an older format can have met them: no segment had a hold before
     format 6."""
-    if not stored.startswith("stored in format"):
+    if not stored.startswith("stored in format") or stored == "stored in format 6":
         return rules
     return dataclasses.replace(rules, segments=tuple(dataclasses.replace(s, hold=None) for s in rules.segments))
 
