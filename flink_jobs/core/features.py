@@ -282,7 +282,8 @@ class StatsFeature(_BucketedFeature):
         return exit_time(int(fs[start]), window, r) if start < len(fs) else None
 
     def buckets(self, fs: array[float], oldest: int, newest: int) -> Iterator[tuple[int, int]]:
-        """(bucket, offset of its record) for the buckets held in ``oldest..newest``."""
+        """(key, offset of its record) for the records keyed in ``oldest..newest``: bucket
+        indexes (a TieredStatsFeature's records: their start in ms)."""
         w = self.width
         for at in range(self._start(fs, oldest), len(fs), w):
             bucket = int(fs[at])
@@ -524,15 +525,6 @@ class TieredStatsFeature(StatsFeature):
             if start >= cutoff:
                 return r
         return self.tiers[-1][0]
-
-    def buckets(self, fs: array[float], oldest: int, newest: int) -> Iterator[tuple[int, int]]:
-        """(start, offset of its record) for the records starting in ``oldest..newest`` (ms)."""
-        w = self.width
-        for at in range(self._start(fs, oldest), len(fs), w):
-            start = int(fs[at])
-            if start > newest:
-                return
-            yield start, at
 
     def adopt(self, features: dict[str, FeatureState], now: int) -> None:
         """Carry over the data of the same events kept under an earlier layout: this feature with
