@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from array import array
 from bisect import bisect_left
 from hashlib import blake2b
-from typing import Any, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from .model import Event, EventSelector, PropertyValue
 from .windows import GENERIC_RESOLUTIONS, exit_time, first_bucket, resolution_for
@@ -337,14 +337,22 @@ class StatsFeature(_BucketedFeature):
     def _rebucketed(self, records: array[float]) -> array[float]:
         """Records keyed by their start in ms (a TieredStatsFeature's) as this resolution's
         buckets: each goes to the bucket its start falls in."""
-        w, r = self.width, self.resolution
+        r = self.resolution
+        return self._rekeyed(records, lambda start: start // r, 0, len(records))
+
+    def _rekeyed(self, records: array[float], key_of: Callable[[int], int | None], a: int, b: int) -> array[float]:
+        """The records between offsets ``a`` and ``b``, each under ``key_of(its key)`` (None:
+        dropped; the new keys in the same order), those with the same new key merged."""
+        w = self.width
         out = array("d")
-        for at in range(0, len(records), w):
-            bucket = int(records[at]) // r
-            if out and out[-w] == bucket:
+        for at in range(a, b, w):
+            key = key_of(int(records[at]))
+            if key is None:
+                continue
+            if out and out[-w] == key:
                 self._merge(out, len(out) - w, records, at)
             else:
-                out.append(bucket)
+                out.append(key)
                 out.extend(records[at + 1 : at + w])
         return out
 
@@ -477,18 +485,7 @@ class TieredStatsFeature(StatsFeature):
     def _merged(self, fs: array[float], a: int, b: int, cutoffs: list[int]) -> array[float]:
         """The records between offsets ``a`` and ``b``, each under its key at these cutoffs,
         those with the same key merged."""
-        w = self.width
-        out = array("d")
-        for at in range(a, b, w):
-            key = self._record_key(int(fs[at]), cutoffs)
-            if key is None:
-                continue
-            if out and out[-w] == key:
-                self._merge(out, len(out) - w, fs, at)
-            else:
-                out.append(key)
-                out.extend(fs[at + 1 : at + w])
-        return out
+        return self._rekeyed(fs, lambda start: self._record_key(start, cutoffs), a, b)
 
     def _window_start(self, now: int, window: int) -> int:
         r = self._resolution_of.get(window) or resolution_for(window)
