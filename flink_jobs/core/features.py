@@ -299,17 +299,26 @@ class StatsFeature(_BucketedFeature):
         when it has as many, else its counts only), or the generic aggregates of the same events
         (a ``TieredStatsFeature``, when they were switched off), whose records are merged into
         this resolution's buckets. Properties new to this layout start empty."""
-        key = _key_under(features, self.base)
-        if key is not None:
-            out = self._relayout(features.pop(key), key)
-        else:
-            key = _key_under(features, tiered_key(self.selector))
-            if key is None or self.resolution not in GENERIC_RESOLUTIONS:
-                return
-            # Not popped: a feature at each resolution may adopt the same records.
-            out = self._rebucketed(self._relayout(features[key], key))
+        if self._adopt_layout(features):
+            return
+        key = _key_under(features, tiered_key(self.selector))
+        if key is None or self.resolution not in GENERIC_RESOLUTIONS:
+            return
+        # Not popped: a feature at each resolution may adopt the same records.
+        out = self._rebucketed(self._relayout(features[key], key))
         if out:
             features[self.key] = out
+
+    def _adopt_layout(self, features: dict[str, FeatureState]) -> bool:
+        """Take over this feature kept with other properties (or in state format 1), if it is
+        in ``features``: whether it was."""
+        key = _key_under(features, self.base)
+        if key is None:
+            return False
+        out = self._relayout(features.pop(key), key)
+        if out:
+            features[self.key] = out
+        return True
 
     def _relayout(self, old: FeatureState, key: str) -> array[float]:
         """The records of a feature with the same events kept under ``key`` (its properties after
@@ -406,7 +415,6 @@ class TieredStatsFeature(StatsFeature):
         self.key = f"{self.base}|{','.join(props)}"
         self.tiers = tiers
         self._resolution_of = {window: resolution_for(window) for window in windows}
-        self._fine_buckets = tiers[0][1] // tiers[0][0]  # buckets the finest tier keeps
 
     def keeps(self, resolution: int, span: int) -> bool:
         """Whether windows of ``resolution`` up to ``span`` long can be read."""
@@ -414,17 +422,22 @@ class TieredStatsFeature(StatsFeature):
 
     def _cutoffs(self, now: int) -> list[int]:
         """Per tier, the start of the oldest bucket it keeps at ``now``."""
-        out = []
-        for r, retention in self.tiers:
-            out.append((now // r - retention // r + 1) * r)
-        return out
+        return [first_bucket(now, retention, r) * r for r, retention in self.tiers]
+
+    def _tier(self, start: int, cutoffs: list[int]) -> int | None:
+        """The resolution of the tier that holds what happened at ``start`` (None: kept no more)."""
+        for (r, _), cutoff in zip(self.tiers, cutoffs):
+            if start >= cutoff:
+                return r
+        return None
 
     def _record_key(self, start: int, cutoffs: list[int]) -> int | None:
         """The key of the record that holds what happened at ``start`` (None: kept no more)."""
-        for (r, _), cutoff in zip(self.tiers, cutoffs):
-            if start >= cutoff:
-                return start - start % r
-        return None
+        r = self._tier(start, cutoffs)
+        return None if r is None else start - start % r
+
+    def _resolution(self, window: int) -> int:
+        return self._resolution_of.get(window) or resolution_for(window)
 
     def _add(self, fs: array[float], event: Event, now: int, book: TimerBook) -> None:
         w, r = self.width, self.resolution
@@ -436,7 +449,7 @@ class TieredStatsFeature(StatsFeature):
             if newest == start:  # the newest minute again
                 self._count(fs, last, event)
                 return
-            cutoff = (now // r - self._fine_buckets + 1) * r
+            cutoff = first_bucket(now, self.tiers[0][1], r) * r  # the finest tier's
             if newest < start and start >= cutoff:  # a new minute: the usual case otherwise
                 if fs[0] < cutoff:  # records older than the finest tier: some may have aged
                     self._settle(fs, int(newest), self._cutoffs(now))
@@ -488,12 +501,12 @@ class TieredStatsFeature(StatsFeature):
         return self._rekeyed(fs, lambda start: self._record_key(start, cutoffs), a, b)
 
     def _window_start(self, now: int, window: int) -> int:
-        r = self._resolution_of.get(window) or resolution_for(window)
+        r = self._resolution(window)
         return first_bucket(now, window, r) * r
 
     def next_exit(self, fs: array[float], now: int, window: int) -> int | None:
-        r = self._resolution_of.get(window) or resolution_for(window)
-        start = self._start(fs, first_bucket(now, window, r) * r)
+        r = self._resolution(window)
+        start = self._start(fs, self._window_start(now, window))
         return exit_time(int(fs[start]) // r, window, r) if start < len(fs) else None
 
     def flips_at(self, fs: array[float], now: int) -> bool:
@@ -512,16 +525,10 @@ class TieredStatsFeature(StatsFeature):
                 start = int(fs[at - self.width])
                 if cutoffs is None:
                     cutoffs = self._cutoffs(now)
-                if start + self._span(start, cutoffs) > leaving:
+                # How far past its start that record may hold: its tier's resolution.
+                if start + (self._tier(start, cutoffs) or self.tiers[-1][0]) > leaving:
                     return True
         return False
-
-    def _span(self, start: int, cutoffs: list[int]) -> int:
-        """How far past its start a record starting at ``start`` may hold: its tier's resolution."""
-        for (r, _), cutoff in zip(self.tiers, cutoffs):
-            if start >= cutoff:
-                return r
-        return self.tiers[-1][0]
 
     def adopt(self, features: dict[str, FeatureState], now: int) -> None:
         """Carry over the data of the same events kept under an earlier layout: this feature with
@@ -534,11 +541,7 @@ class TieredStatsFeature(StatsFeature):
         which any window reading it reads with those records). A resolution held by none starts
         from the coarser records (a window of it reads them whole from their start), and a
         late event older than a rule's own minute buckets kept is not carried over."""
-        key = _key_under(features, self.base)
-        if key is not None:
-            out = self._relayout(features.pop(key), key)
-            if out:
-                features[self.key] = out
+        if self._adopt_layout(features):
             return
         w = self.width
         parts: list[array[float]] = []

@@ -100,7 +100,7 @@ class ModelInputReader:
     def resolve(cls, features: Iterable[Feature[Any]], catalog: Catalog) -> ModelInputReader:
         """Find the aggregates the inputs read; a group whose aggregates or catalogue roles are
         missing is left out (value: the purchase role; behaviour: the roles of ``MODEL_ROLES``)."""
-        generic = {f.key.rpartition("|")[0]: f for f in features if isinstance(f, TieredStatsFeature)}
+        generic = {f.base: f for f in features if isinstance(f, TieredStatsFeature)}
         revenue = catalog.revenue_property
         purchases = None
         if catalog.purchase_event is not None:
