@@ -178,9 +178,9 @@ def check_kafka(config: Config, timeout: float = 15.0) -> None:
                 f"the brokers at {kafka.bootstrap} refused user {kafka.sasl_username!r} ({kafka.sasl_mechanism}); "
                 "check kafka.sasl_password, kafka.sasl_username and kafka.sasl_mechanism",
             ) from exc
-        # A broker that refuses a login answers, then closes the connection (100 ms later by
-        # default); kafka-python drops an answer that arrives with the close, and logs only the
-        # disconnection. The TLS handshake above worked, so for SASL that is the likely cause.
+        # A broker that refuses a login answers, then closes the connection (after its
+        # connection.failed.authentication.delay.ms); kafka-python drops an answer that arrives
+        # with the close and logs only the disconnection. TLS worked above: for SASL, the likely cause.
         if kafka.security_protocol.startswith("SASL_") and any("socket disconnected" in m for m in seen.messages):
             raise config.error(
                 "kafka.sasl_password",

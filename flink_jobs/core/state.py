@@ -32,7 +32,7 @@ STATE_SLOTS: Final = (
     "profile",
     "rule_version",
     "held_until",
-    )
+)
 
 
 class CustomerState:

@@ -9,6 +9,7 @@ window, compared with a number:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from typing import Mapping, TypeVar
 
@@ -112,8 +113,9 @@ class _WindowNode(FeatureNode[W]):
         self.window, self.kind, self.prop, self.cmp, self.label = window, kind, prop, cmp, label
         self.sensitive_when = exit_sensitivity(kind, cmp)
 
+    @abstractmethod
     def value(self, state: CustomerState, now: int) -> float | int | None:
-        raise NotImplementedError
+        """The aggregate over the window ending at ``now`` (None when undefined)."""
 
     def holds(self, state: CustomerState, now: int, book: TimerBook | None = None) -> bool:
         ok = self.cmp.test(self.value(state, now))
