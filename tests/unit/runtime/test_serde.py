@@ -8,6 +8,8 @@ from pathlib import Path
 
 import fastjsonschema
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from flink_jobs.core.model import Change, Event
 from flink_jobs.runtime import serde
@@ -91,6 +93,81 @@ def test_split_validators_agree_with_the_whole_schema(doc):
     except fastjsonschema.JsonSchemaValueException:
         split_ok = False
     assert split_ok == whole_ok
+
+
+def _validators_accept(schema: EventSchema, doc: dict) -> bool:
+    try:
+        schema._top(doc)
+        schema._by_type[doc["event_type"]](doc)
+    except fastjsonschema.JsonSchemaValueException:
+        return False
+    return True
+
+
+def _team_schema() -> EventSchema:
+    from flink_jobs.core.loader import load_catalog
+
+    return EventSchema(load_catalog(Path(__file__).resolve().parents[2] / "integration" / "team_rules" / "catalog.yaml"))
+
+
+_SCHEMAS = [SCHEMA, _team_schema()]  # the team's catalogue lists values (enums)
+_IDS = st.one_of(
+    st.text(max_size=3), st.text(alphabet=" \t\n\x0b\xa0\u2003\u3000x", max_size=4),
+    st.sampled_from(["", "e-1", "x" * 256, "x" * 257]), st.integers(), st.none(), st.booleans(), st.floats(),
+)
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=False), st.sampled_from([1.0, 2.0, 0.5]),
+    st.text(max_size=4), st.sampled_from(["ios", "android", "web", "2026-01-01T10:00:00Z"]),
+    st.lists(st.integers(), max_size=1), st.dictionaries(st.text(max_size=1), st.integers(), max_size=1),
+)
+_MISSING = object()
+
+
+@st.composite
+def _documents(draw):
+    schema = draw(st.sampled_from(_SCHEMAS))
+    names = sorted({n for t in schema.catalog.event_types for n in schema.catalog.property_types(t)})
+    doc = {
+        "event_id": draw(st.one_of(st.just("e-1"), _IDS, st.just(_MISSING))),
+        "customer_id": draw(st.one_of(st.just("c-1"), _IDS, st.just(_MISSING))),
+        "event_type": draw(st.one_of(st.sampled_from(list(schema.catalog.event_types) + ["nope"]), _VALUES, st.just(_MISSING))),
+        "event_time": draw(st.one_of(st.just(T), st.sampled_from([float(T), "2026-01-01T10:00:00Z", True]), _VALUES, st.just(_MISSING))),
+        "properties": draw(st.one_of(
+            st.dictionaries(st.sampled_from(names + ["undeclared"]), _VALUES, max_size=5), _VALUES, st.just(_MISSING),
+        )),
+    }
+    return schema, {k: v for k, v in doc.items() if v is not _MISSING}
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents())
+def test_surely_valid_only_says_yes_to_what_the_validators_accept(case):
+    """The fast path (``EventSchema.surely_valid``) may leave a valid record to the validators,
+    never let an invalid one through."""
+    schema, doc = case
+    if schema.surely_valid(doc):
+        assert _validators_accept(schema, doc)
+
+
+def test_the_feeds_valid_records_take_the_fast_path():
+    """Otherwise the fast path saves nothing: every record of the synthetic feed (valid ones,
+    with the usual JSON types) that the validators accept is surely valid."""
+    import orjson
+
+    from flink_jobs.core.loader import load_rules
+    from flink_jobs.synthetic import FeedConfig, generate_feed
+
+    schema = EventSchema(load_rules([Path(__file__).resolve().parents[3] / "rules"]).catalog)
+    accepted = 0
+    for record in generate_feed(FeedConfig(customers=200, events=3000, seed=3)):
+        try:
+            doc = orjson.loads(record.value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and _validators_accept(schema, doc):
+            accepted += 1
+            assert schema.surely_valid(doc), doc
+    assert accepted > 2500
 
 
 def test_valid_event_with_iso_time_and_typed_properties():
