@@ -17,7 +17,6 @@ Two groups, each available only when the aggregates it reads are kept (generic a
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -72,16 +71,16 @@ _VALUE_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "value")
 _BEHAVIOUR_NAMES = tuple(i.name for i in MODEL_INPUTS if i.group == "behaviour")
 _MINUTES_1H = HOUR // MINUTE
 _MINUTES_5M = 5
-# Above this many minute buckets of a type, the behaviour inputs are read with array slices: with
-# more they cost less than a loop over the records, with fewer more (bench/HISTORY.md).
-_FEW_BUCKETS = 6
+# The roles whose counts are inputs of their own, as ints for the read's comparisons.
+_PAGE_VIEW, _PRODUCT_VIEW, _SESSION_START = 1, 2, 3
 
 
 class ModelInputReader:
     """Computes the available model inputs from a customer's feature state.
 
     Built once per compiled rule set (``resolve``); ``read`` is called per scored instant, so it
-    reads only the buckets it needs (found by bisection in each feature's sorted records).
+    reads only the records it needs: those of the purchase days in the value window, and the
+    last hour's minutes at the end of each activity feature.
     """
 
     def __init__(
@@ -94,6 +93,10 @@ class ModelInputReader:
         # Offset of the revenue's (n, sum) in a purchase record (StatsFeature's layout).
         self._revenue = 2 + 4 * purchases.props.index(revenue) if purchases and revenue else 0
         self._activity = activity
+        roles = {"page_view": _PAGE_VIEW, "product_view": _PRODUCT_VIEW, "session_start": _SESSION_START}
+        self._activity_keys: tuple[tuple[str, int, int], ...] = tuple(
+            (feature.key, feature.width, roles.get(role, 0)) for role, feature in activity
+        )
         self.names: tuple[str, ...] = (_VALUE_NAMES if purchases else ()) + (_BEHAVIOUR_NAMES if activity else ())
 
     @classmethod
@@ -165,50 +168,47 @@ class ModelInputReader:
         out["avg_order_value_365d"] = revenue / priced if priced else 0.0
 
     def _read_behaviour(self, features: Mapping[str, FeatureState], now: int, out: dict[str, float]) -> None:
-        # The records of the last hour are minutes (the finest tier), keyed by their start in ms.
-        minute = now - now % MINUTE
-        oldest = minute - (_MINUTES_1H - 1) * MINUTE
-        recent = minute - (_MINUTES_5M - 1) * MINUTE
+        # The records of the last hour are minutes (the finest tier), keyed by their start in ms,
+        # and the newest of a feature's records: one pass back from its end reads them, whatever
+        # the feature holds before them (bench/HISTORY.md). Bounds as floats, as the keys are:
+        # a float compared with a large int takes a slow path.
+        minute_ms = now - now % MINUTE
+        oldest_ms = minute_ms - (_MINUTES_1H - 1) * MINUTE
+        minute = float(minute_ms)
+        oldest = float(oldest_ms)
+        recent = float(minute_ms - (_MINUTES_5M - 1) * MINUTE)
         events_5m = events_1h = page_views = product_views = sessions = 0.0
-        active: set[float] = set()
-        for role, feature in self._activity:
-            fs = features.get(feature.key)
+        active = 0  # bit m: minute m of the hour (0 = the oldest) had an event
+        for key, w, role in self._activity_keys:
+            fs = features.get(key)
             if not fs:
                 continue
-            w = feature.width
-            if len(fs) > _FEW_BUCKETS * w:
-                # Many records (a customer active for most of the hour): whole columns of the
-                # records in C, found by bisection. With a few, the loop below costs less.
-                index = fs[::w]
-                first = bisect_left(index, oldest)
-                end = bisect_right(index, minute, first)
-                n = sum(fs[first * w + 1 : end * w : w], 0.0)
-                events_5m += sum(fs[bisect_left(index, recent, first, end) * w + 1 : end * w : w])
-                active.update(index[first:end])
-            else:
-                n = 0.0
-                for at in range(feature._start(fs, oldest), len(fs), w):
-                    b = fs[at]
-                    if b > minute:
-                        break
+            n = 0.0
+            at = len(fs) - w
+            while at >= 0:
+                b = fs[at]
+                if b < oldest:
+                    break
+                if b <= minute:  # (later records: read at an instant before the clock)
                     count = fs[at + 1]
                     n += count
                     if b >= recent:
                         events_5m += count
-                    active.add(b)
+                    active |= 1 << (int(b) - oldest_ms) // MINUTE
+                at -= w
             events_1h += n
-            if role == "page_view":
+            if role == _PAGE_VIEW:
                 page_views = n
-            elif role == "product_view":
+            elif role == _PRODUCT_VIEW:
                 product_views = n
-            elif role == "session_start":
+            elif role == _SESSION_START:
                 sessions = n
-        out["events_5m"] = float(events_5m)
-        out["events_1h"] = float(events_1h)
-        out["active_minutes_1h"] = float(len(active))
+        out["events_5m"] = events_5m
+        out["events_1h"] = events_1h
+        out["active_minutes_1h"] = float(active.bit_count())
         out["page_view_share_1h"] = page_views / events_1h if events_1h else 0.0
-        out["product_views_1h"] = float(product_views)
-        out["sessions_1h"] = float(sessions)
+        out["product_views_1h"] = product_views
+        out["sessions_1h"] = sessions
 
 
 # Pickled rules reach the workers; compiled by mypyc these classes need it (see pickling.py).

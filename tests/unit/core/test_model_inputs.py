@@ -86,26 +86,31 @@ def test_without_generic_aggregates_there_are_no_inputs():
     assert engine.model_features(runner.states["c1"], T0) == {}
 
 
-def test_behaviour_inputs_are_the_same_read_by_slices_or_record_by_record(monkeypatch):
-    # A customer with many minute buckets of some types and few of others, read at instants
-    # within the last hour of its activity and after it (the state keeps the last hour's
-    # minutes): both ways of reading give the same numbers.
+def test_behaviour_inputs_are_their_definitions_over_the_events():
+    # A customer with many minutes of some types and few of others, read at instants within the
+    # last hour of its activity, before its last events and after it: each input is what its
+    # definition (MODEL_INPUTS) gives over the events themselves.
     import random
 
-    from flink_jobs.core import model_inputs
-
     rng = random.Random(11)
-    types = ["page_view", "product_view", "add_to_cart", "session_start"]
+    types = ["page_view", "product_view", "cart_add", "session_start"]
     times = sorted(T0 + rng.randrange(0, 150 * MINUTE) for _ in range(600))
     events = [ev(i, rng.choice(types), t) for i, t in enumerate(times)]
     engine, runner = replay(events)
     state = runner.states["c1"]
     instants = [T0 + m * MINUTE + rng.randrange(MINUTE) for m in (90, 95, 120, 146, 149, 150, 170, 209, 220)]
-
-    def read(few: int) -> list[dict[str, float]]:
-        monkeypatch.setattr(model_inputs, "_FEW_BUCKETS", few)
-        return [engine.model_features(state, now) for now in instants]
-
-    by_slices, by_records = read(0), read(10**9)
-    assert by_slices == by_records
-    assert by_slices[4]["active_minutes_1h"] > 30  # the slices were tried on many buckets
+    for now in instants:
+        minute = now - now % MINUTE
+        hour = [e for e in events if minute - 59 * MINUTE <= e.event_time < minute + MINUTE]
+        n = len(hour)
+        expected = {
+            "events_5m": float(sum(1 for e in hour if e.event_time >= minute - 4 * MINUTE)),
+            "events_1h": float(n),
+            "active_minutes_1h": float(len({e.event_time // MINUTE for e in hour})),
+            "page_view_share_1h": sum(1 for e in hour if e.event_type == "page_view") / n if n else 0.0,
+            "product_views_1h": float(sum(1 for e in hour if e.event_type == "product_view")),
+            "sessions_1h": float(sum(1 for e in hour if e.event_type == "session_start")),
+        }
+        got = engine.model_features(state, now)
+        assert {k: got[k] for k in expected} == expected, now
+    assert engine.model_features(state, instants[4])["active_minutes_1h"] > 30  # many minutes were read
