@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import Final
 
-MS = 1
-SECOND = 1000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-WEEK = 7 * DAY
+# Final literals: compiled (mypyc), every use in the core is the constant itself, not a look-up
+# in this module's dict (bench/HISTORY.md, session 33).
+MS: Final = 1
+SECOND: Final = 1_000
+MINUTE: Final = 60_000
+HOUR: Final = 3_600_000
+DAY: Final = 86_400_000
+WEEK: Final = 604_800_000
 
 UNITS: dict[str, int] = {"ms": MS, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "w": WEEK}
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
