@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from bisect import insort
-from dataclasses import dataclass, field, replace
-from typing import Any, Generator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Generator, Mapping, Sequence
 
 from .compiler import CompiledRules, CompiledSegment, compile_rules
 from .durations import DAY, format_duration
@@ -53,19 +53,30 @@ def lateness_problem(dedup_horizon: int, allowed_lateness: int, lateness: str = 
     )
 
 
-@dataclass
 class StepResult:
-    """What one step produced, besides the updated state."""
+    """What one step produced, besides the updated state.
 
-    state: CustomerState
-    changes: list[Change] = field(default_factory=list)
-    timers_to_register: list[int] = field(default_factory=list)
-    timers_to_delete: list[int] = field(default_factory=list)
-    late: list[Event] = field(default_factory=list)  # beyond allowed lateness: for the late topic
-    duplicates: int = 0
-    late_applied: int = 0
-    instants: int = 0
-    forced: int = 0  # instants processed ahead of the watermark because the buffer overflowed
+    A plain class, not a dataclass: compiled, a dataclass with default factories is built
+    through Python's generic ``__init__`` slot, about 4,700 instructions a result, two results
+    an event (bench/HISTORY.md, session 33); this constructor is native."""
+
+    def __init__(self, state: CustomerState) -> None:
+        self.state = state
+        self.changes: list[Change] = []
+        self.timers_to_register: list[int] = []
+        self.timers_to_delete: list[int] = []
+        self.late: list[Event] = []  # beyond allowed lateness: for the late topic
+        self.duplicates = 0
+        self.late_applied = 0
+        self.instants = 0
+        self.forced = 0  # instants processed ahead of the watermark because the buffer overflowed
+
+    def __repr__(self) -> str:
+        return (
+            f"StepResult(changes={self.changes}, timers_to_register={self.timers_to_register}, "
+            f"timers_to_delete={self.timers_to_delete}, late={len(self.late)}, duplicates={self.duplicates}, "
+            f"late_applied={self.late_applied}, instants={self.instants}, forced={self.forced})"
+        )
 
 
 # What the step generators yield (the model inputs of a customer at an instant) and are sent back
@@ -73,9 +84,16 @@ class StepResult:
 Steps = Generator[Mapping[str, float], Mapping[str, float], StepResult]
 
 
+# An empty 8-byte BLAKE2b, copied for each id: a copy costs less than a new hasher's keyword
+# arguments (about 650 against 800-870 ns a hash; bench/HISTORY.md, session 33).
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+
+
 def event_id_hash(event_id: str) -> int:
     """Stable 64-bit hash (Python's hash() is salted per process; state outlives processes)."""
-    return int.from_bytes(hashlib.blake2b(event_id.encode(), digest_size=8).digest(), "little")
+    h = _BLAKE2B_8.copy()
+    h.update(event_id.encode())
+    return int.from_bytes(h.digest(), "little")
 
 
 class SegmentEngine:
@@ -94,6 +112,11 @@ class SegmentEngine:
             )
         self.compiled = rules
         self.scorer = scorer
+        # Looked up once: a getattr with a default raises and catches inside for a scorer without
+        # it, every round (bench/HISTORY.md, session 33).
+        self._score_batch: Callable[[list[Mapping[str, float]]], list[Mapping[str, float]]] | None = getattr(
+            scorer, "score_batch", None
+        )
         self._feature_keys = frozenset(f.key for f in rules.features)
         self._segment_ids = frozenset(s.id for s in rules.segments)
         self._ttl = {c.id: (i, c.segment.ttl) for i, c in enumerate(rules.segments) if c.segment.ttl is not None}
@@ -212,7 +235,7 @@ class SegmentEngine:
     def _score_many(self, requests: list[tuple[str, Mapping[str, float]]]) -> list[Mapping[str, float]]:
         scorer = self.scorer
         assert scorer is not None  # only a scorer makes the steps ask
-        batch = getattr(scorer, "score_batch", None)
+        batch = self._score_batch
         if batch is not None and len(requests) > 1:
             scores: list[Mapping[str, float]] = batch([features for _, features in requests])
             return scores
@@ -247,7 +270,11 @@ class SegmentEngine:
         seen_add(state.seen, key, t)
         if len(state.seen[0]) > state.seen_limit:
             self._prune_seen(state)
-        insort(state.buffer, event, key=Event.sort_key)
+        buffer = state.buffer
+        if buffer:
+            insort(buffer, event, key=Event.sort_key)
+        else:  # the usual case, without insort's keyword call
+            buffer.append(event)
         if t > watermark:
             book.want(t)
 

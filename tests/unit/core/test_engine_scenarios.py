@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from flink_jobs.core.conditions import (
@@ -462,3 +464,14 @@ def test_a_hold_removed_from_the_rules_ends_when_the_state_is_brought_up_to_them
     # Reconciled at the next step, and re-evaluated at the state's clock (the burst's exit at 1 min).
     assert [(c.segment_id, c.kind, c.event_time - T0) for c in runner.changes] == [("bot", "exit", MINUTE)]
     assert runner.states["c1"].held_until == {} and T0 + MINUTE + DAY not in runner.states["c1"].timers
+
+
+def test_event_id_hash_is_the_8_byte_blake2b_states_were_written_with():
+    """States keep these hashes for deduplication across restarts and upgrades: the function
+    may change how it computes them, never what they are."""
+    from flink_jobs.core.engine import event_id_hash
+
+    for event_id in ("e-1", "", "é-ünïcode", "x" * 300):
+        digest = hashlib.blake2b(event_id.encode(), digest_size=8).digest()
+        assert event_id_hash(event_id) == int.from_bytes(digest, "little")
+    assert event_id_hash("e-1") == 11461081932386169649
