@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Mapping, TypeVar
+from typing import Any, Mapping, TypeVar
 
 from yaml.nodes import ScalarNode
 
 from ..durations import format_duration
-from ..features import DistinctFeature, StatsFeature, TimerBook
+from ..features import BucketedFeature, DistinctFeature, Feature, StatsFeature, TimerBook
 from ..model import Comparison, Condition, Event, EventSelector, SourceRef
 from ..state import CustomerState
 from ..syntax.help import KIND_WORDS, NUMBER_RESULT_OPS, Subject, common_properties, types_text
@@ -106,12 +106,18 @@ class _WindowNode(FeatureNode[W]):
     window's next exit is asked for only if that exit could flip the leaf (see
     ``exit_sensitivity``), so a customer far below ``count > 100`` costs no timers at all."""
 
-    __slots__ = ("window", "kind", "prop", "cmp", "label", "sensitive_when")
+    __slots__ = ("window", "kind", "prop", "cmp", "label", "sensitive_when", "bucketed")
 
     def __init__(self, key: str, window: int, kind: str, prop: str | None, cmp: Comparison, label: str) -> None:
         super().__init__(key)
         self.window, self.kind, self.prop, self.cmp, self.label = window, kind, prop, cmp, label
         self.sensitive_when = exit_sensitivity(kind, cmp)
+
+    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
+        super().bind(features)
+        # The feature again, typed as its class rather than the type variable: compiled, a call
+        # through it is a native one instead of a Python method look-up (bench/HISTORY.md).
+        self.bucketed: BucketedFeature = self.feature
 
     @abstractmethod
     def value(self, state: CustomerState, now: int) -> float | int | None:
@@ -122,7 +128,7 @@ class _WindowNode(FeatureNode[W]):
         if book is not None and (self.sensitive_when is None or self.sensitive_when == ok):
             fs = state.features.get(self.key)
             if fs:
-                at = self.feature.next_exit(fs, now, self.window)
+                at = self.bucketed.next_exit(fs, now, self.window)
                 if at is not None:
                     book.want(at)
         return ok
@@ -133,23 +139,31 @@ class _WindowNode(FeatureNode[W]):
 
 
 class StatsNode(_WindowNode[StatsFeature]):
-    __slots__ = ()
+    __slots__ = ("stats",)
     feature_type = StatsFeature
+
+    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
+        super().bind(features)
+        self.stats: StatsFeature = self.feature  # (typed: see _WindowNode.bind)
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.key)
         if not fs:
             return 0 if self.kind in ("count", "sum") else None
-        return self.feature.value(fs, now, self.window, self.kind, self.prop)
+        return self.stats.value(fs, now, self.window, self.kind, self.prop)
 
 
 class DistinctNode(_WindowNode[DistinctFeature]):
-    __slots__ = ()
+    __slots__ = ("distinct",)
     feature_type = DistinctFeature
+
+    def bind(self, features: Mapping[str, Feature[Any]]) -> None:
+        super().bind(features)
+        self.distinct: DistinctFeature = self.feature  # (typed: see _WindowNode.bind)
 
     def value(self, state: CustomerState, now: int) -> float | int | None:
         fs = state.features.get(self.key)
-        return self.feature.value(fs, now, self.window) if fs else 0
+        return self.distinct.value(fs, now, self.window) if fs else 0
 
 
 def label(a: Aggregate) -> str:
