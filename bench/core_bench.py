@@ -10,6 +10,12 @@ same run:
 Figures are printed, never asserted.
 
     .venv/bin/python bench/core_bench.py [--events 200000] [--customers 20000]
+
+Instruction counts, which repeat where timings on a shared machine do not (bench/HISTORY.md,
+session 33): the engine's run alone, and the feed's generation alone to take off it:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind .venv/bin/python bench/core_bench.py \
+        --events 20000 --customers 2000 --only engine      # (and --only feed)
 """
 
 from __future__ import annotations
@@ -94,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--rules", default=str(ROOT / "rules"))
+    parser.add_argument(
+        "--only", choices=("all", "engine", "feed"), default="all",
+        help="engine: generate the feed and run the engine once (generic aggregates on), nothing else; "
+        "feed: only generate it (for instruction counts: the engine's share is the difference)",
+    )
     args = parser.parse_args(argv)
 
     rules = load_rules([args.rules])
@@ -102,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"synthetic stream: {len(events)} events for up to {args.customers} customers "
           f"({time.perf_counter() - t:.1f}s to generate); {len(rules.segments)} segments from {args.rules}")
     scorer = FixedScorer(default={"purchase_propensity": 0.5, "anomaly_score": 0.1})
+    if args.only != "all":
+        if args.only == "engine":
+            seconds, runner = _run(SegmentEngine(rules, EngineConfig(), scorer=scorer), events)
+            print(f"engine: {seconds / len(events) * 1e6:.1f} µs/event, {len(runner.changes)} changes")
+        return 0
 
     rows = []
     floor_s, _ = _run(_CountingEngine(), events)
