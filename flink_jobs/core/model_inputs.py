@@ -96,7 +96,6 @@ class ModelInputReader:
         self._purchases = purchases
         # Offset of the revenue's (n, sum) in a purchase record (StatsFeature's layout).
         self._revenue = 2 + 4 * purchases.props.index(revenue) if purchases and revenue else 0
-        self._activity = activity
         roles = {"page_view": _PAGE_VIEW, "product_view": _PRODUCT_VIEW, "session_start": _SESSION_START}
         self._activity_keys: tuple[tuple[str, int, int], ...] = tuple(
             (feature.key, feature.width, roles.get(role, 0)) for role, feature in activity
@@ -134,7 +133,7 @@ class ModelInputReader:
         out: dict[str, float] = {}
         if self._purchases is not None:
             self._read_value(features.get(self._purchases.key), now, out)
-        if self._activity:
+        if self._activity_keys:
             self._read_behaviour(features, now, out)
         return out
 
